@@ -1,0 +1,678 @@
+"""MRML adapter: Slicer nodes <-> StrokeMismatchLib arrays (the only Lib module importing ``slicer``).
+
+Everything here works in the ``slicer-core`` wheel (MRML classes plus ``slicer.util``) and in
+3D Slicer itself, so it is tested with pytest (``Testing/test_mrmlio.py``):
+
+- a Sequence node, its proxy volume, or a MultiVolume node -> :class:`~.series.PerfusionSeries`
+  (signal ``[K, J, I, T]``, frame times in s, IJK-to-RAS), geometry checked frame by frame;
+- parameter maps -> scalar volume nodes with the input geometry and map-specific display
+  (colour table, window/level);
+- lesion masks -> one segmentation with named, coloured segments (and closed surfaces);
+  edited segments -> masks again;
+- metrics and criteria -> one table node (value, unit, verdict, reasons);
+- curves (AIF, tissue, one voxel's concentration and residue) -> table + plot series + chart;
+- the curve inspector's per-voxel work (RAS -> voxel, class lookup, residue).
+
+Slicer conventions: arrays ``[k, j, i]``, RAS millimetres, time on the last axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import slicer
+import slicer.util
+import vtk
+
+from .errors import InputDataError
+from .geometry import Geometry
+from .series import PerfusionSeries
+
+# --- display conventions ---------------------------------------------------------------------
+
+#: Per map: display name, unit, colour node ids (first one present wins; the last ones are
+#: procedural tables present in every Slicer, including slicer-core), window range (min, max)
+#: or None for automatic window/level.
+MAP_DISPLAY = {
+    "cbf": {
+        "name": "CBF",
+        "unit": "mL/100 g/min",
+        "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
+        "range": (0.0, 80.0),
+    },
+    "cbv": {
+        "name": "CBV",
+        "unit": "mL/100 g",
+        "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
+        "range": (0.0, 8.0),
+    },
+    "mtt": {
+        "name": "MTT",
+        "unit": "s",
+        "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
+        "range": (0.0, 15.0),
+    },
+    "tmax": {
+        "name": "Tmax",
+        "unit": "s",
+        "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
+        "range": (0.0, 10.0),
+    },
+    "ttp": {
+        "name": "TTP",
+        "unit": "s",
+        "colors": ["vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow"],
+        "range": None,
+    },
+}
+
+#: Segment key -> (segment name shown in Slicer, RGB colour 0..1). The key is also the segment id.
+SEGMENTS = {
+    "core": ("Ischemic core", (0.90, 0.10, 0.10)),
+    "penumbra": ("Penumbra", (0.10, 0.80, 0.20)),
+    "tmax_gt_10": ("Tmax > 10 s", (0.95, 0.60, 0.10)),
+    "hypoperfusion": ("Hypoperfusion (Tmax > 6 s)", (0.95, 0.85, 0.20)),
+}
+
+#: Unit strings (lower case) of a sequence index / frame label -> factor to seconds.
+TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+              "millisecond": 1e-3, "milliseconds": 1e-3, "min": 60.0, "minute": 60.0,
+              "minutes": 60.0}
+
+
+# --- geometry -----------------------------------------------------------------------------------
+
+def volume_geometry(volume_node) -> Geometry:
+    """:class:`Geometry` (IJK-to-RAS and ``(K, J, I)`` shape) of a volume node."""
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    image = volume_node.GetImageData()
+    if image is None:
+        raise InputDataError(f"Volume {volume_node.GetName()!r} holds no image data.")
+    dims = image.GetDimensions()
+    return Geometry(slicer.util.arrayFromVTKMatrix(matrix), (dims[2], dims[1], dims[0]))
+
+
+def apply_geometry(volume_node, geometry: Geometry) -> None:
+    """Set a volume node's IJK-to-RAS matrix from ``geometry``."""
+    volume_node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras))
+
+
+# --- 4D input -----------------------------------------------------------------------------------
+
+def is_multivolume(node) -> bool:
+    """True for a ``vtkMRMLMultiVolumeNode`` (MultiVolumeExplorer, not in slicer-core)."""
+    return node is not None and node.IsA("vtkMRMLMultiVolumeNode")
+
+
+def resolve_perfusion_node(node):
+    """Return ``("sequence", sequenceNode)`` or ``("multivolume", node)`` for what the user picked.
+
+    Accepts a Sequence node, the proxy volume of a sequence browser, or a MultiVolume node.
+    A plain 3D volume raises :class:`InputDataError`.
+    """
+    if node is None:
+        raise InputDataError("No perfusion series selected: choose a Sequence, its volume or a MultiVolume.")
+    if node.IsA("vtkMRMLSequenceNode"):
+        return "sequence", node
+    if is_multivolume(node):
+        return "multivolume", node
+    if node.IsA("vtkMRMLVolumeNode"):
+        browser = None
+        modules = getattr(slicer, "modules", None)
+        sequences = getattr(modules, "sequences", None) if modules is not None else None
+        if sequences is not None:
+            browser = sequences.logic().GetFirstBrowserNodeForProxyNode(node)
+        if browser is not None:
+            sequence = browser.GetSequenceNode(node)
+            if sequence is not None:
+                return "sequence", sequence
+        raise InputDataError(
+            f"Volume {node.GetName()!r} is a single 3D volume, not a time series. Choose the "
+            "perfusion Sequence (or its proxy volume in a sequence browser) or a MultiVolume node."
+        )
+    raise InputDataError(
+        f"Node {node.GetName()!r} ({node.GetClassName()}) is not a perfusion series: choose a "
+        "Sequence node, its proxy volume, or a MultiVolume node."
+    )
+
+
+def seconds_per_unit(unit: str | None, values=None) -> float:
+    """Factor converting time values in ``unit`` to seconds.
+
+    An empty unit is taken as seconds unless the median frame step is >= 100 (then
+    milliseconds are far more plausible than 100-s frames): ``values`` are used for that guess.
+    """
+    text = (unit or "").strip().lower()
+    if text in TIME_UNITS:
+        return TIME_UNITS[text]
+    if text:
+        raise InputDataError(
+            f"Unknown time unit {unit!r} of the frame times: expected s or ms. Set the sequence's "
+            "index unit (Sequences module) or type the frame times."
+        )
+    if values is not None and len(values) > 1 and float(np.median(np.diff(values))) >= 100.0:
+        return 1e-3
+    return 1.0
+
+
+def _parse_times(values, unit, what):
+    try:
+        raw = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError) as error:
+        raise InputDataError(
+            f"The {what} are not numbers ({error}); the series needs a numeric time index."
+        ) from None
+    return raw * seconds_per_unit(unit, raw)
+
+
+def _find_attribute(nodes, names):
+    for node in nodes:
+        if node is None:
+            continue
+        for name in names:
+            value = node.GetAttribute(name)
+            if value not in (None, ""):
+                try:
+                    return float(value)
+                except ValueError:
+                    continue
+    return None
+
+
+_TE_ATTRIBUTES = ("MultiVolume.DICOM.EchoTime", "DICOM.EchoTime", "EchoTime", "StrokeMismatch.EchoTime")
+_TR_ATTRIBUTES = ("MultiVolume.DICOM.RepetitionTime", "DICOM.RepetitionTime", "RepetitionTime",
+                  "StrokeMismatch.RepetitionTime")
+_MODALITY_ATTRIBUTES = ("DICOM.Modality", "Modality", "StrokeMismatch.Modality")
+
+
+def frame_info(node) -> dict:
+    """What the panel can pre-fill from the series: ``times`` (s), ``te`` / ``tr`` (s, None
+    when unknown), ``modality`` ("mr", "ct" or None), ``kind`` and ``frames``.
+
+    TE and TR are read from node attributes in ms (DICOM convention), e.g.
+    ``MultiVolume.DICOM.EchoTime``.
+    """
+    kind, source = resolve_perfusion_node(node)
+    if kind == "sequence":
+        count = source.GetNumberOfDataNodes()
+        if count < 2:
+            raise InputDataError(f"Sequence {source.GetName()!r} has {count} frame(s); perfusion needs a time series.")
+        values = [source.GetNthIndexValue(i) for i in range(count)]
+        times = _parse_times(values, source.GetIndexUnit(), "sequence index values")
+        holders = [source, source.GetNthDataNode(0), node]
+    else:
+        labels = source.GetAttribute("MultiVolume.FrameLabels") or ""
+        unit = source.GetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits") or ""
+        parts = [p for p in labels.split(",") if p.strip()]
+        times = _parse_times(parts, unit, "MultiVolume frame labels") if parts else None
+        holders = [source]
+    te_ms = _find_attribute(holders, _TE_ATTRIBUTES)
+    tr_ms = _find_attribute(holders, _TR_ATTRIBUTES)
+    modality = None
+    for holder in holders:
+        if holder is None:
+            continue
+        for name in _MODALITY_ATTRIBUTES:
+            value = (holder.GetAttribute(name) or "").strip().lower()
+            if value in ("mr", "ct"):
+                modality = value
+                break
+        if modality:
+            break
+    return {
+        "kind": kind,
+        "frames": None if times is None else int(times.size),
+        "times": times,
+        "te": None if te_ms is None else te_ms / 1000.0,
+        "tr": None if tr_ms is None else tr_ms / 1000.0,
+        "modality": modality,
+    }
+
+
+def _check_times(times, frames, name):
+    if times.shape != (frames,):
+        raise InputDataError(f"{name}: {times.size} frame times for {frames} frames.")
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise InputDataError(
+            f"{name}: frame times must increase strictly (got {np.round(times[:6], 3).tolist()}...). "
+            "Check the sequence index values or type the frame times."
+        )
+
+
+def series_from_node(node, *, times=None, modality=None, te=None, tr=None) -> PerfusionSeries:
+    """Read a Sequence / proxy volume / MultiVolume into a :class:`PerfusionSeries`.
+
+    ``times`` (s) overrides the frame times found in the node; ``te``/``tr`` in s override the
+    node attributes; ``modality`` "mr"/"ct". Every frame must share frame 0's grid (dimensions
+    and IJK-to-RAS within 1e-3 mm), otherwise :class:`InputDataError`.
+    """
+    kind, source = resolve_perfusion_node(node)
+    info = frame_info(node)
+    if kind == "sequence":
+        count = source.GetNumberOfDataNodes()
+        first = source.GetNthDataNode(0)
+        if first is None or not first.IsA("vtkMRMLScalarVolumeNode"):
+            raise InputDataError(
+                f"Sequence {source.GetName()!r} does not hold scalar volumes; a perfusion series "
+                "must be a sequence of 3D images."
+            )
+        geometry = volume_geometry(first)
+        frames = []
+        for index in range(count):
+            frame = source.GetNthDataNode(index)
+            frame_geometry = volume_geometry(frame)
+            if not frame_geometry.same_grid(geometry):
+                raise InputDataError(
+                    f"Frame {index} of sequence {source.GetName()!r} has a different grid "
+                    f"({frame_geometry.shape}) or position than frame 0 ({geometry.shape}). "
+                    "Resample the series to one grid before the analysis."
+                )
+            array = slicer.util.arrayFromVolume(frame)
+            if array.ndim != 3:
+                raise InputDataError(f"Frame {index} is not a scalar 3D volume (shape {array.shape}).")
+            frames.append(array)
+        signal = np.stack(frames, axis=-1).astype(np.float32, copy=True)
+        name = source.GetName()
+    else:
+        signal = np.array(slicer.util.arrayFromVolume(source), dtype=np.float32, copy=True)
+        if signal.ndim != 4:
+            raise InputDataError(f"MultiVolume {source.GetName()!r} is not 4D (shape {signal.shape}).")
+        geometry = volume_geometry(source)
+        name = source.GetName()
+    if times is None:
+        times = info["times"]
+        if times is None:
+            raise InputDataError(
+                f"{name!r} carries no frame times: type them (comma separated, s) in the panel."
+            )
+    times = np.asarray(times, dtype=float)
+    _check_times(times, signal.shape[3], name)
+    return PerfusionSeries(
+        signal=signal,
+        times=times,
+        geometry=geometry,
+        modality=modality if modality is not None else info["modality"],
+        te=te if te is not None else info["te"],
+        tr=tr if tr is not None else info["tr"],
+        source=f"Slicer {kind} {name}",
+        metadata={"node_id": node.GetID(), "kind": kind},
+    )
+
+
+def sequence_from_series(series: PerfusionSeries, name="Perfusion", scene=None):
+    """A Sequence node (index "time" in s) with one scalar volume per frame of ``series``."""
+    scene = scene or slicer.mrmlScene
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("s")
+    sequence.SetIndexType(sequence.NumericIndex)
+    frame = slicer.vtkMRMLScalarVolumeNode()
+    apply_geometry(frame, series.geometry)
+    for index, time in enumerate(series.times):
+        slicer.util.updateVolumeFromArray(frame, np.ascontiguousarray(series.signal[..., index], dtype=np.float32))
+        apply_geometry(frame, series.geometry)
+        sequence.SetDataNodeAtValue(frame, f"{float(time):.6g}")
+    for key, value in (("StrokeMismatch.EchoTime", series.te), ("StrokeMismatch.RepetitionTime", series.tr)):
+        if value is not None:
+            sequence.SetAttribute(key, f"{value * 1000.0:g}")
+    if series.modality:
+        sequence.SetAttribute("StrokeMismatch.Modality", series.modality.upper())
+    return sequence
+
+
+# --- maps -> volumes ----------------------------------------------------------------------------
+
+def volume_from_array(array, geometry: Geometry, name, *, node=None, scene=None, nan_value=0.0):
+    """Scalar volume node (float32) holding ``array`` ``[K, J, I]`` on ``geometry``.
+
+    NaN (outside the analysed mask) is stored as ``nan_value`` because Slicer's window/level
+    and histograms do not handle NaN. ``node`` is reused when given, else a new node is added.
+    """
+    array = np.asarray(array)
+    if array.shape != geometry.shape:
+        raise InputDataError(f"Map {name!r} has shape {array.shape}, expected {geometry.shape}.")
+    data = np.where(np.isfinite(array), array, nan_value).astype(np.float32)
+    if node is None:
+        scene = scene or slicer.mrmlScene
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, data)
+    apply_geometry(node, geometry)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def first_existing_color_id(candidates, scene=None):
+    """First colour node id of ``candidates`` present in the scene (file-based tables are
+    absent in slicer-core), else the last candidate."""
+    scene = scene or slicer.mrmlScene
+    for node_id in candidates:
+        if scene.GetNodeByID(node_id) is not None:
+            return node_id
+    return candidates[-1]
+
+
+def set_map_display(volume_node, key):
+    """Colour table, window/level (e.g. Tmax 0-10 s) and no interpolation for map ``key``."""
+    spec = MAP_DISPLAY[key]
+    display = volume_node.GetDisplayNode()
+    if display is None:
+        volume_node.CreateDefaultDisplayNodes()
+        display = volume_node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(first_existing_color_id(spec["colors"], volume_node.GetScene()))
+    display.SetInterpolate(0)
+    if spec["range"] is None:
+        array = slicer.util.arrayFromVolume(volume_node)
+        values = array[array > 0]
+        low, high = (0.0, float(np.percentile(values, 99))) if values.size else (0.0, 1.0)
+        if high <= low:
+            high = low + 1.0
+    else:
+        low, high = spec["range"]
+    display.SetAutoWindowLevel(0)
+    display.SetWindowLevelMinMax(low, high)
+    volume_node.SetAttribute("StrokeMismatch.Map", key)
+    volume_node.SetAttribute("StrokeMismatch.Unit", spec["unit"])
+    return display
+
+
+def maps_to_volumes(maps, geometry: Geometry, *, prefix="", nodes=None, scene=None):
+    """Volume nodes for the CBF, CBV, MTT, Tmax and TTP arrays of a ``PerfusionMaps``
+    (attributes ``cbf``...) or a dict. Returns ``{key: node}``; ``nodes`` reuses existing nodes."""
+    nodes = dict(nodes or {})
+    result = {}
+    for key, spec in MAP_DISPLAY.items():
+        array = maps.get(key) if isinstance(maps, dict) else getattr(maps, key, None)
+        if array is None:
+            continue
+        node = volume_from_array(array, geometry, f"{prefix}{spec['name']}", node=nodes.get(key), scene=scene)
+        set_map_display(node, key)
+        result[key] = node
+    return result
+
+
+# --- masks <-> segmentation ---------------------------------------------------------------------
+
+def segmentation_from_masks(masks, reference_volume, *, name="Lesion", segmentation=None,
+                            keys=("core", "penumbra", "tmax_gt_10"), closed_surface=True, scene=None):
+    """One segmentation with a segment per mask in ``keys`` that ``masks`` holds.
+
+    Segment ids are the keys ("core"...), names and colours come from :data:`SEGMENTS`. Masks
+    are bool/0-1 arrays on ``reference_volume``'s grid. Closed surfaces are created for 3D.
+    """
+    scene = scene or slicer.mrmlScene
+    geometry = volume_geometry(reference_volume)
+    if segmentation is None:
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    content = segmentation.GetSegmentation()
+    segmentation.SetSourceRepresentationToBinaryLabelmap()
+    display = segmentation.GetDisplayNode()
+    for key in keys:
+        if key not in masks or masks[key] is None:
+            continue
+        mask = np.asarray(masks[key])
+        if mask.shape != geometry.shape:
+            raise InputDataError(f"Mask {key!r} has shape {mask.shape}, expected {geometry.shape}.")
+        label, color = SEGMENTS.get(key, (key, (0.5, 0.5, 0.5)))
+        segment_id = content.GetSegmentIdBySegmentName(label) or ""
+        if not segment_id:
+            segment_id = content.AddEmptySegment(key, label, list(color))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id,
+                                                         reference_volume)
+        if display is not None:
+            display.SetSegmentOpacity3D(segment_id, 0.5 if key == "core" else 0.3)
+    if closed_surface:
+        content.SetConversionParameter("Smoothing factor", "0.3")
+        segmentation.CreateClosedSurfaceRepresentation()
+    if display is not None:
+        display.SetOpacity2DFill(0.15)
+        display.SetOpacity2DOutline(1.0)
+        display.SetVisibility2DFill(1)
+        display.SetVisibility2DOutline(1)
+    return segmentation
+
+
+def masks_from_segmentation(segmentation, reference_volume, keys=None):
+    """``{key: bool [K, J, I]}`` read back from a segmentation (after edits in Segment Editor).
+
+    Segments are found by their name in :data:`SEGMENTS` (or by id); missing ones are skipped.
+    """
+    content = segmentation.GetSegmentation()
+    result = {}
+    for key in keys or SEGMENTS:
+        label = SEGMENTS.get(key, (key,))[0]
+        segment_id = content.GetSegmentIdBySegmentName(label) or ""
+        if not segment_id and content.GetSegment(key) is not None:
+            segment_id = key
+        if not segment_id:
+            continue
+        array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, reference_volume)
+        result[key] = np.asarray(array) > 0
+    return result
+
+
+# --- metrics -> table ---------------------------------------------------------------------------
+
+def _metric_value_unit(value):
+    """(number or text, unit, note) from the forms a metric may take: a dict with value/unit,
+    a (value, unit) tuple, or a bare number."""
+    unit, note = "", ""
+    if isinstance(value, dict):
+        unit = str(value.get("unit") or "")
+        note = str(value.get("note") or value.get("flag") or value.get("description") or "")
+        value = value.get("value")
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[1], str):
+        value, unit = value
+    return value, unit, note
+
+
+def _criterion_fields(criterion):
+    """(name, verdict text, reasons text) of a criterion given as dict or object."""
+    get = criterion.get if isinstance(criterion, dict) else (lambda k, d=None: getattr(criterion, k, d))
+    name = get("name") or get("rule") or get("criterion") or "criterion"
+    verdict = get("verdict")
+    if verdict is None:
+        eligible = get("eligible", get("met", get("passed")))
+        verdict = {True: "met", False: "not met", None: "undetermined"}.get(eligible, str(eligible))
+    reasons = get("reasons") or get("reason") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    return str(name), str(verdict), "; ".join(str(r) for r in reasons)
+
+
+def table_from_metrics(metrics: dict, criteria=(), *, table=None, name="Mismatch summary", scene=None):
+    """A table node with columns Item, Value, Unit, Verdict, Details.
+
+    One row per metric (numeric value, unit, note) then one row per criterion (its verdict and
+    the reasons). The Value column's unit label is left per row (Unit column).
+    """
+    scene = scene or slicer.mrmlScene
+    if table is None:
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table.RemoveAllColumns()
+    items, values, units, verdicts, details = (vtk.vtkStringArray(), vtk.vtkDoubleArray(),
+                                               vtk.vtkStringArray(), vtk.vtkStringArray(), vtk.vtkStringArray())
+    for array, column in ((items, "Item"), (values, "Value"), (units, "Unit"), (verdicts, "Verdict"),
+                          (details, "Details")):
+        array.SetName(column)
+    for key, raw in (metrics or {}).items():
+        value, unit, note = _metric_value_unit(raw)
+        if isinstance(value, bool):
+            verdicts.InsertNextValue("yes" if value else "no")
+            value = float(value)
+        elif isinstance(value, str):
+            verdicts.InsertNextValue(value)
+            value = math.nan
+        else:
+            verdicts.InsertNextValue("")
+        try:
+            number = math.nan if value is None else float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        items.InsertNextValue(str(key))
+        values.InsertNextValue(number)
+        units.InsertNextValue(unit)
+        details.InsertNextValue(note)
+    for criterion in criteria or ():
+        name_text, verdict, reasons = _criterion_fields(criterion)
+        items.InsertNextValue(name_text)
+        values.InsertNextValue(math.nan)
+        units.InsertNextValue("")
+        verdicts.InsertNextValue(verdict)
+        details.InsertNextValue(reasons)
+    for array in (items, values, units, verdicts, details):
+        table.AddColumn(array)
+    table.SetColumnDescription("Value", "Numeric value of the metric (NaN for criteria and undefined ratios)")
+    table.SetColumnDescription("Unit", "Unit of the value on the same row")
+    table.SetColumnDescription("Verdict", "Criterion verdict, or yes/no for flags")
+    table.SetColumnDescription("Details", "Reasons for the verdict, or notes on the metric")
+    table.Modified()
+    return table
+
+
+def table_rows(table) -> list[dict]:
+    """The rows of a summary table as dicts keyed by column name (for tests and the console)."""
+    vtk_table = table.GetTable()
+    names = [vtk_table.GetColumnName(c) for c in range(vtk_table.GetNumberOfColumns())]
+    return [{name: table.GetCellText(row, column) for column, name in enumerate(names)}
+            for row in range(table.GetNumberOfRows())]
+
+
+# --- curves -> plot -----------------------------------------------------------------------------
+
+def plot_curves(x, curves: dict, *, chart=None, name="Curves", x_title="Time (s)", y_title="Concentration",
+                scene=None):
+    """Table + one plot series per curve + a chart. ``curves`` maps legend -> y array; each
+    may also be ``(x, y)`` when it has its own time axis (e.g. a residue). Reuses ``chart``
+    (and its table and series) when given. Returns the chart node."""
+    scene = scene or slicer.mrmlScene
+    if chart is None:
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetXAxisTitle(x_title)
+    chart.SetYAxisTitle(y_title)
+    chart.SetTitle(name)
+    table = None
+    table_id = chart.GetAttribute("StrokeMismatch.TableID")
+    if table_id:
+        table = scene.GetNodeByID(table_id)
+    if table is None:
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        chart.SetAttribute("StrokeMismatch.TableID", table.GetID())
+    chart.RemoveAllPlotSeriesNodeIDs()
+    table.RemoveAllColumns()
+    x = np.asarray(x, dtype=float)
+    length = max([x.size] + [np.asarray(c[1] if isinstance(c, tuple) else c).size for c in curves.values()])
+    columns = {}
+
+    def add_column(column_name, data):
+        padded = np.full(length, np.nan)
+        data = np.asarray(data, dtype=float).ravel()
+        padded[:data.size] = data
+        array = vtk.vtkDoubleArray()
+        array.SetName(column_name)
+        for number in padded:
+            array.InsertNextValue(float(number))
+        table.AddColumn(array)
+        columns[column_name] = data.size
+
+    add_column("time", x)
+    colors = [(0.85, 0.1, 0.1), (0.1, 0.35, 0.85), (0.1, 0.65, 0.2), (0.6, 0.2, 0.7), (0.9, 0.55, 0.1),
+              (0.3, 0.3, 0.3)]
+    for index, (legend, curve) in enumerate(curves.items()):
+        x_column = "time"
+        if isinstance(curve, tuple):
+            x_column = f"{legend} time"
+            add_column(x_column, curve[0])
+            curve = curve[1]
+        add_column(legend, curve)
+        series_name = f"{name}: {legend}"
+        series = scene.GetFirstNodeByName(series_name)
+        if series is None or not series.IsA("vtkMRMLPlotSeriesNode"):
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", series_name)
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName(x_column)
+        series.SetYColumnName(legend)
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        series.SetColor(*colors[index % len(colors)])
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    table.Modified()
+    return chart
+
+
+# --- curve inspector / manual AIF ---------------------------------------------------------------
+
+def ras_to_voxel(geometry: Geometry, ras):
+    """Nearest voxel ``(k, j, i)`` of a RAS point, or None when it falls outside the grid."""
+    ijk = np.rint(geometry.ras_to_ijk_points(np.asarray(ras, dtype=float)[:3])).astype(int)
+    i, j, k = (int(v) for v in ijk)
+    shape = geometry.shape
+    if not (0 <= k < shape[0] and 0 <= j < shape[1] and 0 <= i < shape[2]):
+        return None
+    return k, j, i
+
+
+def markups_voxels(markups_node, geometry: Geometry) -> np.ndarray:
+    """``(N, 3)`` int array of ``(k, j, i)`` for the markups control points inside the grid
+    (world coordinates). Raises :class:`InputDataError` when none is inside."""
+    if markups_node is None or markups_node.GetNumberOfControlPoints() == 0:
+        raise InputDataError("Place at least one AIF point in an artery (markups point list), or choose automatic AIF.")
+    points = slicer.util.arrayFromMarkupsControlPoints(markups_node, world=True)
+    voxels = [v for v in (ras_to_voxel(geometry, p) for p in np.atleast_2d(points)) if v is not None]
+    if not voxels:
+        raise InputDataError("None of the AIF points lies inside the perfusion volume: move them onto an artery.")
+    return np.array(voxels, dtype=int)
+
+
+def classify_voxel(masks: dict, voxel, brain_mask=None) -> str:
+    """"core", "penumbra", "normal" or "outside" (outside the analysed brain) for one voxel."""
+    for key in ("core", "penumbra"):
+        mask = masks.get(key) if masks else None
+        if mask is not None and bool(mask[voxel]):
+            return key
+    if brain_mask is not None and not bool(brain_mask[voxel]):
+        return "outside"
+    return "normal"
+
+
+def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=None, method="oSVD"):
+    """Everything the curve inspector shows for one voxel ``(k, j, i)``.
+
+    Returns a dict: ``voxel``, ``concentration`` [T], ``residue_times`` and ``residue``
+    (CBF-scaled residue k(t) = CBF·R(t) from deconvolution, see ``perfusion.deconvolve_curve``),
+    ``cbf`` (mL/100 g/min), ``tmax`` (s), ``class``.
+    """
+    from . import perfusion  # imported lazily: the science modules may be absent in early builds
+
+    voxel = tuple(int(v) for v in voxel)
+    curve = np.asarray(concentration[voxel], dtype=float)
+    result = {"voxel": voxel, "concentration": curve, "class": classify_voxel(masks, voxel, brain_mask)}
+    for key in ("cbf", "tmax", "cbv", "mtt", "ttp"):
+        array = maps.get(key) if isinstance(maps, dict) else getattr(maps, key, None)
+        result[key] = float(array[voxel]) if array is not None else math.nan
+    deconvolved = perfusion.deconvolve_curve(curve, np.asarray(aif, dtype=float), np.asarray(times, dtype=float),
+                                             method=method)
+    result.update(_residue_fields(deconvolved, times))
+    return result
+
+
+def _residue_fields(deconvolved, times):
+    """Normalise what ``perfusion.deconvolve_curve`` returns into residue_times / residue."""
+    if isinstance(deconvolved, dict):
+        residue = deconvolved.get("residue")
+        grid = deconvolved.get("times", deconvolved.get("residue_times"))
+    elif isinstance(deconvolved, tuple):
+        grid, residue = deconvolved[0], deconvolved[1]
+    else:
+        residue = getattr(deconvolved, "residue", deconvolved)
+        grid = getattr(deconvolved, "times", None)
+        if grid is None:
+            grid = getattr(deconvolved, "residue_times", None)
+    residue = np.asarray(residue, dtype=float)
+    if grid is None:
+        grid = np.asarray(times, dtype=float)[: residue.size] - float(times[0])
+    return {"residue_times": np.asarray(grid, dtype=float), "residue": residue}

@@ -1,0 +1,229 @@
+"""MRML adapter tests against the slicer-core wheel (GUIDE §6.2)."""
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from StrokeMismatchLib import mrmlio  # noqa: E402
+from StrokeMismatchLib.errors import InputDataError  # noqa: E402
+from StrokeMismatchLib.geometry import Geometry  # noqa: E402
+from StrokeMismatchLib.series import PerfusionSeries  # noqa: E402
+
+OBLIQUE = np.array([[-1.5, 0.1, 0.0, 10.0],
+                    [0.0, -1.4, 0.2, 20.0],
+                    [0.05, 0.0, 4.0, -30.0],
+                    [0.0, 0.0, 0.0, 1.0]])
+
+
+def _series(shape=(3, 5, 6), times=(0.0, 1.2, 2.0, 3.5, 6.0), seed=1):
+    rng = np.random.default_rng(seed)
+    signal = rng.uniform(50, 500, size=shape + (len(times),)).astype(np.float32)
+    return PerfusionSeries(signal=signal, times=np.array(times), geometry=Geometry(OBLIQUE, shape),
+                           modality="mr", te=0.03, tr=1.5)
+
+
+def _add_sequence(scene, series, unit="s", scale=1.0):
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "perf")
+    seq.SetIndexUnit(unit)
+    frame = slicer.vtkMRMLScalarVolumeNode()
+    for index, t in enumerate(series.times):
+        slicer.util.updateVolumeFromArray(frame, series.signal[..., index])
+        frame.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(series.geometry.ijk_to_ras))
+        seq.SetDataNodeAtValue(frame, f"{t * scale:g}")
+    return seq
+
+
+def test_sequence_with_unequal_times_in_ms_reads_as_seconds(scene):
+    series = _series()
+    seq = _add_sequence(scene, series, unit="ms", scale=1000.0)
+    result = mrmlio.series_from_node(seq, modality="mr")
+    assert isinstance(result, PerfusionSeries)
+    assert result.signal.shape == (3, 5, 6, 5)
+    np.testing.assert_allclose(result.times, series.times)
+    np.testing.assert_array_equal(result.signal, series.signal)
+    np.testing.assert_allclose(result.geometry.ijk_to_ras, OBLIQUE, atol=1e-9)
+    assert result.geometry.shape == (3, 5, 6)
+    assert result.modality == "mr"
+
+
+def test_sequence_from_series_round_trip_keeps_te_tr_and_modality(scene):
+    series = _series()
+    seq = mrmlio.sequence_from_series(series, scene=scene)
+    info = mrmlio.frame_info(seq)
+    assert info["te"] == pytest.approx(0.03) and info["tr"] == pytest.approx(1.5)
+    assert info["modality"] == "mr" and info["frames"] == 5
+    back = mrmlio.series_from_node(seq)
+    np.testing.assert_allclose(back.times, series.times)
+    np.testing.assert_array_equal(back.signal, series.signal)
+    assert back.te == pytest.approx(0.03)
+
+
+def test_proxy_volume_resolves_to_its_sequence(scene):
+    series = _series()
+    seq = _add_sequence(scene, series)
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode")
+    browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
+    slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(seq)
+    assert mrmlio.resolve_perfusion_node(proxy) == ("sequence", seq)
+    np.testing.assert_array_equal(mrmlio.series_from_node(proxy).signal, series.signal)
+
+
+def test_plain_volume_and_mixed_geometry_are_refused(scene):
+    volume = slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.float32), name="t1")
+    with pytest.raises(InputDataError, match="single 3D volume"):
+        mrmlio.series_from_node(volume)
+    series = _series()
+    seq = _add_sequence(scene, series)
+    frame = seq.GetNthDataNode(3)
+    matrix = OBLIQUE.copy()
+    matrix[0, 3] += 2.0
+    frame.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    with pytest.raises(InputDataError, match="Frame 3"):
+        mrmlio.series_from_node(seq)
+
+
+def test_non_increasing_times_are_refused(scene):
+    series = _series()
+    seq = _add_sequence(scene, series)
+    with pytest.raises(InputDataError, match="increase"):
+        mrmlio.series_from_node(seq, times=[0, 1, 1, 2, 3])
+
+
+def test_maps_keep_exact_geometry_and_display(scene):
+    geometry = Geometry(OBLIQUE, (3, 5, 6))
+    rng = np.random.default_rng(2)
+    maps = {key: rng.uniform(0, 12, geometry.shape).astype(np.float32) for key in mrmlio.MAP_DISPLAY}
+    maps["tmax"][0, 0, 0] = np.nan
+    nodes = mrmlio.maps_to_volumes(maps, geometry, prefix="p-")
+    assert set(nodes) == {"cbf", "cbv", "mtt", "tmax", "ttp"}
+    for key, node in nodes.items():
+        back = mrmlio.volume_geometry(node)
+        assert back.shape == geometry.shape
+        np.testing.assert_allclose(back.ijk_to_ras, OBLIQUE, atol=1e-9)
+        array = slicer.util.arrayFromVolume(node)
+        expected = np.where(np.isfinite(maps[key]), maps[key], 0.0)
+        np.testing.assert_array_equal(array, expected)
+    tmax_display = nodes["tmax"].GetDisplayNode()
+    assert tmax_display.GetWindowLevelMin() == pytest.approx(0.0)
+    assert tmax_display.GetWindowLevelMax() == pytest.approx(10.0)
+    assert tmax_display.GetAutoWindowLevel() == 0
+    # file-based tables are absent in slicer-core: the procedural fallback must be used
+    assert tmax_display.GetColorNodeID() == "vtkMRMLColorTableNodeRainbow"
+    assert scene.GetNodeByID(tmax_display.GetColorNodeID()) is not None
+    assert nodes["tmax"].GetName() == "p-Tmax"
+
+
+def test_masks_round_trip_into_named_coloured_segments_with_surfaces(scene):
+    geometry = Geometry(OBLIQUE, (8, 10, 12))
+    reference = mrmlio.volume_from_array(np.zeros(geometry.shape), geometry, "ref")
+    core = np.zeros(geometry.shape, bool)
+    core[2:5, 3:7, 4:8] = True
+    core[6, 1, 1] = True  # isolated voxel must survive too
+    penumbra = np.zeros(geometry.shape, bool)
+    penumbra[2:6, 2:9, 2:10] = True
+    penumbra &= ~core
+    tmax10 = np.zeros(geometry.shape, bool)
+    tmax10[3, 4, 5] = True
+    seg = mrmlio.segmentation_from_masks({"core": core, "penumbra": penumbra, "tmax_gt_10": tmax10}, reference)
+    content = seg.GetSegmentation()
+    assert content.GetNumberOfSegments() == 3
+    names = [content.GetNthSegment(i).GetName() for i in range(3)]
+    assert names == ["Ischemic core", "Penumbra", "Tmax > 10 s"]
+    core_color = content.GetSegment(content.GetSegmentIdBySegmentName("Ischemic core")).GetColor()
+    assert core_color[0] > 0.8 and core_color[1] < 0.2
+    pen_color = content.GetSegment(content.GetSegmentIdBySegmentName("Penumbra")).GetColor()
+    assert pen_color[1] > 0.7 and pen_color[0] < 0.2
+    back = mrmlio.masks_from_segmentation(seg, reference)
+    assert back["core"].sum() == core.sum() == 3 * 4 * 4 + 1
+    np.testing.assert_array_equal(back["core"], core)
+    np.testing.assert_array_equal(back["penumbra"], penumbra)
+    np.testing.assert_array_equal(back["tmax_gt_10"], tmax10)
+    assert seg.GetSegmentation().ContainsRepresentation("Closed surface")
+    import vtk
+    polydata = vtk.vtkPolyData()
+    seg.GetClosedSurfaceRepresentation(content.GetSegmentIdBySegmentName("Ischemic core"), polydata)
+    assert polydata.GetNumberOfPoints() > 0
+
+
+def test_updating_segmentation_reuses_segments_by_name(scene):
+    geometry = Geometry.from_spacing((4, 4, 4), (2.0, 2.0, 2.0))
+    reference = mrmlio.volume_from_array(np.zeros(geometry.shape), geometry, "ref")
+    first = np.zeros(geometry.shape, bool)
+    first[1, 1, 1] = True
+    seg = mrmlio.segmentation_from_masks({"core": first}, reference, closed_surface=False)
+    second = np.zeros(geometry.shape, bool)
+    second[2:4, 2:4, 2:4] = True
+    mrmlio.segmentation_from_masks({"core": second}, reference, segmentation=seg, closed_surface=False)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 1
+    assert mrmlio.masks_from_segmentation(seg, reference)["core"].sum() == 8
+
+
+def test_metrics_table_has_values_units_and_criteria_reasons(scene):
+    metrics = {
+        "core_volume_ml": {"value": 12.5, "unit": "mL"},
+        "hypoperfusion_volume_ml": (40.0, "mL"),
+        "mismatch_ratio": {"value": None, "unit": "", "note": "core is empty"},
+        "voxels": 7,
+    }
+    criteria = [{"name": "DEFUSE 3", "eligible": True, "reasons": ["core 12.5 mL < 70 mL", "ratio >= 1.8"]},
+                {"name": "EXTEND-IA", "verdict": "not met", "reasons": "mismatch volume 9 mL < 10 mL"}]
+    table = mrmlio.table_from_metrics(metrics, criteria)
+    rows = mrmlio.table_rows(table)
+    assert [r["Item"] for r in rows] == list(metrics) + ["DEFUSE 3", "EXTEND-IA"]
+    assert float(rows[0]["Value"]) == pytest.approx(12.5) and rows[0]["Unit"] == "mL"
+    assert rows[1]["Unit"] == "mL" and float(rows[1]["Value"]) == pytest.approx(40.0)
+    assert rows[2]["Details"] == "core is empty" and rows[2]["Value"].lower() == "nan"
+    assert rows[4]["Verdict"] == "met" and "70 mL" in rows[4]["Details"]
+    assert rows[5]["Verdict"] == "not met" and "9 mL" in rows[5]["Details"]
+    assert table.GetNumberOfColumns() == 5
+    # refilling the same table replaces the rows instead of appending
+    mrmlio.table_from_metrics({"a": (1.0, "s")}, [], table=table)
+    assert table.GetNumberOfRows() == 1
+
+
+def test_plot_curves_builds_table_series_and_chart(scene):
+    times = np.array([0.0, 1.0, 2.5, 4.0])
+    chart = mrmlio.plot_curves(times, {"AIF": [0, 5, 2, 1], "Tissue": [0, 1, 1.5, 1],
+                                       "Residue": (np.arange(3) * 0.5, [1.0, 0.6, 0.3])}, name="Curves")
+    assert chart.IsA("vtkMRMLPlotChartNode")
+    assert chart.GetNumberOfPlotSeriesNodes() == 3
+    series = chart.GetNthPlotSeriesNode(0)
+    table = series.GetTableNode()
+    assert series.GetXColumnName() == "time" and series.GetYColumnName() == "AIF"
+    rows = mrmlio.table_rows(table)
+    assert float(rows[2]["time"]) == pytest.approx(2.5) and float(rows[1]["AIF"]) == pytest.approx(5.0)
+    assert chart.GetNthPlotSeriesNode(2).GetXColumnName() == "Residue time"
+    # refresh (points moved): same chart, same number of series, new values
+    again = mrmlio.plot_curves(times, {"AIF": [0, 7, 2, 1]}, chart=chart, name="Curves")
+    assert again is chart and chart.GetNumberOfPlotSeriesNodes() == 1
+    assert float(mrmlio.table_rows(chart.GetNthPlotSeriesNode(0).GetTableNode())[1]["AIF"]) == pytest.approx(7.0)
+
+
+def test_markups_points_map_to_voxels_and_outside_points_are_dropped(scene):
+    geometry = Geometry(OBLIQUE, (3, 5, 6))
+    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF")
+    inside = geometry.ijk_to_ras_points(np.array([4.0, 2.0, 1.0]))  # (i, j, k)
+    markups.AddControlPoint(*inside)
+    markups.AddControlPoint(1000.0, 1000.0, 1000.0)
+    voxels = mrmlio.markups_voxels(markups, geometry)
+    np.testing.assert_array_equal(voxels, [[1, 2, 4]])
+    assert mrmlio.ras_to_voxel(geometry, [1000, 0, 0]) is None
+    empty = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "none")
+    with pytest.raises(InputDataError, match="AIF point"):
+        mrmlio.markups_voxels(empty, geometry)
+
+
+def test_classify_voxel(scene):
+    core = np.zeros((2, 2, 2), bool)
+    core[0, 0, 0] = True
+    pen = np.zeros((2, 2, 2), bool)
+    pen[1, 1, 1] = True
+    brain = np.ones((2, 2, 2), bool)
+    brain[0, 1, 0] = False
+    masks = {"core": core, "penumbra": pen}
+    assert mrmlio.classify_voxel(masks, (0, 0, 0), brain) == "core"
+    assert mrmlio.classify_voxel(masks, (1, 1, 1), brain) == "penumbra"
+    assert mrmlio.classify_voxel(masks, (1, 0, 0), brain) == "normal"
+    assert mrmlio.classify_voxel(masks, (0, 1, 0), brain) == "outside"
