@@ -10,3 +10,4 @@ from .curves import (  # noqa: F401
     residue_function,
     simulate_curves,
 )
+from .volume import VolumePhantom, make_volume_phantom  # noqa: F401,E402
