@@ -1,0 +1,526 @@
+"""``stroke-mismatch``: perfusion maps and core/penumbra mismatch from the command line.
+
+    stroke-mismatch demo [--modality mr|ct] [--out DIR]
+    stroke-mismatch analyze --perfusion PATH [--diffusion ADC] [--modality mr|ct] [--te S] ...
+
+Exit codes: 0 success, 2 bad input or output location (one line ``stroke-mismatch: error: …``),
+1 unexpected failure (one line; ``--debug`` shows the traceback), 130 cancelled (Ctrl-C).
+Progress goes to stderr (``--quiet`` silences it); ``--json`` prints summary.json to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import DISCLAIMER, __version__
+from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
+
+PROG = "stroke-mismatch"
+
+#: command-line option (dest) -> LesionSettings field.
+LESION_OPTIONS = {
+    "core_adc": "core_adc",
+    "core_rcbf": "core_rcbf",
+    "tmax": "tmax_threshold",
+    "rcbf_reference": "rcbf_reference",
+    "age": "age",
+    "nihss": "nihss",
+    "collateral_score": "collateral_score",
+    "min_cluster_ml": "min_cluster_ml",
+    "csf_exclusion": "csf_exclusion",
+    "cluster_removal": "cluster_removal",
+    "opening": "opening",
+    "core_in_hypoperfusion": "core_in_hypoperfusion",
+}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports usage errors in our one-line format (exit code 2)."""
+
+    def error(self, message):
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Perfusion maps (CBF, CBV, MTT, Tmax, TTP), ischemic core, hypoperfusion, "
+        "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze}")
+
+    common = _ArgumentParser(add_help=False)
+    common.add_argument("--out", metavar="DIR", help="output folder")
+    common.add_argument("--overwrite", action="store_true",
+                        help="replace our result files in an existing output folder (other files are kept)")
+    common.add_argument("--quiet", action="store_true", help="no progress display (for batch runs)")
+    common.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
+    common.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+    common.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+
+    analysis = _ArgumentParser(add_help=False)
+    group = analysis.add_argument_group("analysis")
+    group.add_argument("--method", default="oSVD", choices=["oSVD", "cSVD", "sSVD", "Tikhonov"],
+                       type=_method, help="deconvolution method (default oSVD)")
+    group.add_argument("--no-motion-correction", dest="motion_correction", action="store_false",
+                       help="skip rigid motion correction")
+    group.add_argument("--hematocrit-factor", type=_positive, default=0.73, metavar="K",
+                       help="k_H (default 0.73)")
+    group.add_argument("--tissue-density", type=_positive, default=1.04, metavar="RHO",
+                       help="g/mL (default 1.04)")
+    group.add_argument("--aif-voxels", type=_voxels, metavar='"k,j,i;k,j,i"',
+                       help="manual AIF voxels (0-based k,j,i indices), instead of automatic selection")
+    group.add_argument("--baseline-frames", type=_frame_range, metavar="START:STOP",
+                       help="baseline frames (0-based, STOP excluded) instead of automatic detection")
+    lesion = analysis.add_argument_group("core, hypoperfusion and criteria")
+    lesion.add_argument("--core-adc", type=_positive, metavar="ADC",
+                        help="MR core: ADC below this, in 10^-6 mm²/s (default 620)")
+    lesion.add_argument("--core-rcbf", type=_fraction, metavar="R",
+                        help="CT core: rCBF below this fraction (default 0.30)")
+    lesion.add_argument("--tmax", type=_positive, metavar="S", help="hypoperfusion: Tmax above S seconds (default 6)")
+    lesion.add_argument("--rcbf-reference", choices=["contralateral", "tmax4", "mirror"],
+                        help="reference CBF for rCBF (default contralateral)")
+    lesion.add_argument("--min-cluster-ml", type=_non_negative, metavar="ML",
+                        help="remove connected clusters smaller than this (mL)")
+    lesion.add_argument("--no-csf-exclusion", dest="csf_exclusion", action="store_false", default=None,
+                        help="keep CSF voxels in the lesion masks")
+    lesion.add_argument("--no-cluster-removal", dest="cluster_removal", action="store_false", default=None,
+                        help="keep small clusters")
+    lesion.add_argument("--opening", action="store_true", default=None,
+                        help="morphological opening of the lesion masks")
+    lesion.add_argument("--no-core-in-hypoperfusion", dest="core_in_hypoperfusion", action="store_false",
+                        default=None, help="do not restrict the CT core to Tmax > threshold")
+    lesion.add_argument("--age", type=_non_negative_int, metavar="N", help="patient age (years), for trial criteria")
+    lesion.add_argument("--nihss", type=_non_negative_int, metavar="N", help="NIHSS, for trial criteria")
+    lesion.add_argument("--collateral-score", type=_non_negative_int, metavar="N",
+                        help="collateral grade (user entered), for the illustrative product rule")
+
+    demo = sub.add_parser("demo", parents=[common, analysis],
+                          help="run the whole analysis on a built-in digital phantom (no input needed)",
+                          description="Build a digital brain phantom with a known lesion, analyse it and "
+                          "compare with the truth.")
+    demo.add_argument("--modality", choices=["mr", "ct"], default="mr", type=str.lower)
+    demo.add_argument("--no-lesion", dest="lesion", action="store_false", help="healthy phantom")
+    demo.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+
+    analyze = sub.add_parser("analyze", parents=[common, analysis],
+                             help="analyse a 4D perfusion series (NIfTI + BIDS JSON, .seq.nrrd or DICOM folder)")
+    analyze.add_argument("--perfusion", required=True, metavar="PATH",
+                         help="4D NIfTI (with its BIDS .json sidecar), .seq.nrrd, or a DICOM folder")
+    analyze.add_argument("--series", metavar="UID_OR_NUMBER", help="DICOM series to use when the folder has several")
+    analyze.add_argument("--diffusion", metavar="ADC_PATH", help="ADC map (3D) for the MR core")
+    analyze.add_argument("--adc-unit", choices=["1e-6", "1e-3", "mm2/s"],
+                         help="unit of the ADC values (default: detected from the brain median)")
+    analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
+    analyze.add_argument("--modality", choices=["mr", "ct"], type=str.lower,
+                         help="MR (DSC) or CT perfusion, when the file does not say")
+    analyze.add_argument("--tr", type=_positive, metavar="S", help="repetition time / frame interval in seconds")
+    analyze.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
+    return parser
+
+
+def _method(text):
+    for name in ("oSVD", "cSVD", "sSVD", "Tikhonov"):
+        if text.lower() == name.lower():
+            return name
+    return text
+
+
+def _number(text, what):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what})") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ({what})")
+    return value
+
+
+def _positive(text):
+    value = _number(text, "expected a positive number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _non_negative(text):
+    value = _number(text, "expected a number ≥ 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be ≥ 0")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be ≥ 0")
+    return value
+
+
+def _fraction(text):
+    value = _number(text, "expected a fraction such as 0.30")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction between 0 and 1 (e.g. 0.30 for 30 %)")
+    return value
+
+
+def _voxels(text):
+    voxels = []
+    for part in text.replace(" ", "").split(";"):
+        if not part:
+            continue
+        try:
+            k, j, i = (int(v) for v in part.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"AIF voxel {part!r} is not three whole numbers k,j,i (e.g. \"12,40,33;12,40,34\")"
+            ) from None
+        voxels.append((k, j, i))
+    if not voxels:
+        raise argparse.ArgumentTypeError("no AIF voxel given")
+    return voxels
+
+
+def _frame_range(text):
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP frame indices (e.g. 2:10)") from None
+    return start, stop
+
+
+# --------------------------------------------------------------------------------------------
+class ProgressDisplay:
+    """A one-line text bar with percent and step name on stderr (plain lines when not a TTY)."""
+
+    def __init__(self, stream=None, enabled=True):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_message = None
+        self.last_percent = -1
+        self.started = time.perf_counter()
+
+    def __call__(self, fraction, message=""):
+        if not self.enabled:
+            return True
+        percent = int(round(100 * max(0.0, min(1.0, fraction))))
+        if self.tty:
+            if percent != self.last_percent or message != self.last_message:
+                filled = percent // 5
+                bar = "#" * filled + "." * (20 - filled)
+                self.stream.write(f"\r[{bar}] {percent:3d}%  {message[:50]:<50}")
+                self.stream.flush()
+        elif message != self.last_message:
+            self.stream.write(f"[{percent:3d}%] {message}\n")
+            self.stream.flush()
+        self.last_message, self.last_percent = message, percent
+        return True
+
+    def scaled(self, start, end):
+        """A callback that maps 0…1 onto start…end of this display."""
+        return lambda fraction, message="": self(start + (end - start) * fraction, message)
+
+    def finish(self):
+        if self.enabled and self.tty:
+            elapsed = time.perf_counter() - self.started
+            self.stream.write(f"\r[{'#' * 20}] 100%  {'done in %.1f s' % elapsed:<50}\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------------------------
+def _case_settings(args):
+    from .analysis import LesionSettings
+    from .pipeline import CaseSettings
+
+    lesion = LesionSettings()
+    fields = {f.name for f in dataclasses.fields(lesion)}
+    changes = {}
+    for option, field_name in LESION_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if field_name not in fields:
+            raise InputDataError(f"--{option.replace('_', '-')} is not supported by this version's lesion analysis.")
+        changes[field_name] = value
+    if changes:
+        lesion = dataclasses.replace(lesion, **changes)
+    return CaseSettings(
+        method=args.method,
+        hematocrit_factor=args.hematocrit_factor,
+        tissue_density=args.tissue_density,
+        motion_correction=args.motion_correction,
+        aif_voxels=args.aif_voxels,
+        baseline=args.baseline_frames,
+        lesion=lesion,
+    )
+
+
+def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
+                   default_out):
+    from .outputs import write_case_outputs, existing_results
+    from .pipeline import run_case
+
+    out_dir = Path(args.out) if args.out else Path(default_out)
+    if out_dir.is_dir() and existing_results(out_dir) and not args.overwrite:
+        # Fail before the (long) analysis; write_case_outputs checks again.
+        from .errors import OutputError
+
+        raise OutputError(
+            f"The output folder {out_dir} already contains results: choose another folder or use --overwrite."
+        )
+    settings = _case_settings(args)
+    display = ProgressDisplay(enabled=not args.quiet)
+    result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
+                      settings=settings, progress=display.scaled(0.0, 0.9))
+    summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
+                                 progress=display.scaled(0.9, 1.0))
+    display.finish()
+    return result, summary, out_dir
+
+
+def _cmd_demo(args):
+    from .phantom.volume import make_volume_phantom
+
+    display = ProgressDisplay(enabled=not args.quiet)
+    display(0.0, f"Building the {args.modality.upper()} phantom")
+    phantom = make_volume_phantom(args.modality, lesion=args.lesion, seed=args.seed)
+    default_out = f"stroke-mismatch-demo-{args.modality}"
+    result, summary, out_dir = _run_and_write(
+        args, phantom.series, adc=phantom.adc, adc_geometry=phantom.adc_geometry, default_out=default_out
+    )
+    masks = result.lesion.masks
+    truth = {
+        "phantom": {"modality": args.modality, "lesion": bool(args.lesion), "seed": args.seed,
+                    "lesion_side": phantom.lesion_side},
+        "core": _agreement(masks["core"], phantom.true_core, result.geometry.voxel_volume_ml),
+        "hypoperfusion": _agreement(masks["hypoperfusion"], phantom.true_hypoperfusion,
+                                    result.geometry.voxel_volume_ml),
+    }
+    summary["phantom_agreement"] = truth
+    _rewrite_summary(out_dir, summary)
+    if args.json:
+        print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    else:
+        print(format_summary(summary, out_dir))
+        print(_format_agreement(truth))
+    return 0
+
+
+def _agreement(found, truth, voxel_ml):
+    import numpy as np
+
+    found = np.asarray(found, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    both = int(np.count_nonzero(found & truth))
+    total = int(np.count_nonzero(found)) + int(np.count_nonzero(truth))
+    return {
+        "dice": (2.0 * both / total) if total else None,
+        "found_ml": float(np.count_nonzero(found)) * voxel_ml,
+        "truth_ml": float(np.count_nonzero(truth)) * voxel_ml,
+    }
+
+
+def _format_agreement(truth):
+    lines = ["", "Agreement with the phantom's truth:"]
+    for name in ("core", "hypoperfusion"):
+        entry = truth[name]
+        dice = "n/a (both empty)" if entry["dice"] is None else f"{entry['dice']:.3f}"
+        lines.append(f"  {name:<14} Dice {dice:<8}  found {entry['found_ml']:7.1f} mL   truth {entry['truth_ml']:7.1f} mL")
+    return "\n".join(lines)
+
+
+def _rewrite_summary(out_dir, summary):
+    from .outputs import SUMMARY_CSV, SUMMARY_JSON, summary_csv
+
+    text = json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False)
+    (Path(out_dir) / SUMMARY_JSON).write_text(text + "\n", encoding="utf-8")
+    (Path(out_dir) / SUMMARY_CSV).write_text(summary_csv(summary), encoding="utf-8")
+
+
+def _cmd_analyze(args):
+    from .fileio import read_perfusion, read_volume
+
+    path = Path(args.perfusion)
+    if not path.exists():
+        from .errors import InputFileError
+
+        raise InputFileError(f"The perfusion input {path} does not exist.")
+    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
+    adc = adc_geometry = None
+    if args.diffusion:
+        adc, adc_geometry = _read_3d(read_volume, args.diffusion, "ADC map")
+    mask = None
+    if args.brain_mask:
+        mask_array, mask_geometry = _read_3d(read_volume, args.brain_mask, "brain mask")
+        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
+            raise InputDataError(
+                f"The brain mask {args.brain_mask} is not on the perfusion grid "
+                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
+            )
+        mask = mask_array > 0
+    stem = path.name.split(".")[0] or "case"
+    result, summary, out_dir = _run_and_write(
+        args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=args.adc_unit, brain_mask=mask,
+        default_out=f"stroke-mismatch-{stem}",
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    else:
+        print(format_summary(summary, out_dir))
+    return 0
+
+
+def _read_3d(read_volume, path, what):
+    path = Path(path)
+    if not path.exists():
+        from .errors import InputFileError
+
+        raise InputFileError(f"The {what} {path} does not exist.")
+    volume = read_volume(path)
+    if isinstance(volume, tuple):
+        array, geometry = volume[0], volume[1]
+    else:
+        array, geometry = volume.array, volume.geometry
+    return array, geometry
+
+
+# --------------------------------------------------------------------------------------------
+def _fmt(value, unit="", digits=1):
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        text = f"{value:.{digits}f}"
+        return f"{text} {unit}".strip()
+    return str(value)
+
+
+def format_summary(summary: dict, out_dir=None) -> str:
+    """The human-readable table printed after a run."""
+    lines = []
+    lines.append(f"StrokeMismatch {summary.get('software', {}).get('version', '')} — "
+                 f"{str(summary.get('modality', '')).upper()} perfusion, {summary.get('method')}")
+    source = summary.get("input", {}).get("source")
+    if source:
+        lines.append(f"Input: {source}")
+    lines.append("")
+    metrics = summary.get("metrics") or {}
+    if metrics:
+        lines.append("Volumes and ratios")
+        for name, entry in metrics.items():
+            if isinstance(entry, dict):
+                value, unit = entry.get("value"), entry.get("unit") or ""
+                note = entry.get("flag") or entry.get("reason")
+                label = entry.get("label") or name.replace("_", " ")
+                text = _fmt(value, unit, 2 if unit in ("", "ratio", "1") else 1)
+                if value is None and note:
+                    text += f" ({note})"
+                lines.append(f"  {label:<38} {text}")
+            elif isinstance(entry, (int, float)) or entry is None:
+                lines.append(f"  {name.replace('_', ' '):<38} {_fmt(entry)}")
+    criteria = summary.get("criteria") or []
+    if criteria:
+        lines.append("")
+        lines.append("Trial criteria")
+        for rule in criteria:
+            if not isinstance(rule, dict):
+                continue
+            name = rule.get("label") or rule.get("rule") or rule.get("name")
+            eligible = rule.get("eligible", rule.get("status"))
+            verdict = {True: "eligible", False: "not eligible", None: "indeterminate"}.get(eligible, str(eligible))
+            lines.append(f"  {str(name):<38} {verdict}")
+            for reason in rule.get("reasons") or []:
+                lines.append(f"      - {reason}")
+    flags = [f for f in summary.get("quality_flags") or [] if isinstance(f, dict)]
+    warn = [f for f in flags if f.get("severity") in ("warning", "error")]
+    if warn:
+        lines.append("")
+        lines.append("Quality warnings")
+        for flag in warn:
+            lines.append(f"  [{flag.get('severity')}] {flag.get('message')}")
+    other = summary.get("warnings") or []
+    if other:
+        lines.append("")
+        lines.append("Notes")
+        for text in other:
+            lines.append(f"  - {text}")
+    if out_dir is not None:
+        lines.append("")
+        lines.append(f"Results written to {out_dir}")
+    lines.append("")
+    lines.append(summary.get("disclaimer") or DISCLAIMER)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+def _error(message, stream=None):
+    stream = stream if stream is not None else sys.stderr
+    message = " ".join(str(message).split())  # one line
+    stream.write(f"{PROG}: error: {message}\n")
+    stream.flush()
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``stroke-mismatch`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    debug = "--debug" in argv
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        _error(f"{exc} (see '{PROG} --help')")
+        return 2
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        return _cmd_analyze(args)
+    except AnalysisCancelled as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        _error(exc)
+        return 130
+    except StrokeMismatchError as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        _error(exc)
+        if debug:
+            traceback.print_exc()
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        if debug:
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc} — run with --debug for details")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
