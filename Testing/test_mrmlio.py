@@ -227,3 +227,33 @@ def test_classify_voxel(scene):
     assert mrmlio.classify_voxel(masks, (1, 1, 1), brain) == "penumbra"
     assert mrmlio.classify_voxel(masks, (1, 0, 0), brain) == "normal"
     assert mrmlio.classify_voxel(masks, (0, 1, 0), brain) == "outside"
+
+
+def test_inspect_voxel_residue_peak_is_the_voxel_cbf_and_its_lag_tmax(scene):
+    perfusion = pytest.importorskip("StrokeMismatchLib.perfusion")
+    from StrokeMismatchLib.phantom.curves import simulate_curves
+
+    times = np.arange(0.0, 80.0, 1.0)
+    cbf = np.array([[[60.0, 20.0], [40.0, 10.0]]])
+    delay = np.array([[[0.0, 8.0], [2.0, 4.0]]])
+    curves = simulate_curves(cbf, np.full(cbf.shape, 4.0), delay=delay, times=times)
+    maps = perfusion.compute_maps(curves.tissue, curves.aif, times, method="oSVD",
+                                  hematocrit_factor=1.0, tissue_density=1.0)
+    core = np.zeros(cbf.shape, bool)
+    core[0, 1, 1] = True
+    penumbra = np.zeros(cbf.shape, bool)
+    penumbra[0, 0, 1] = True
+    for voxel, expected_class in (((0, 0, 0), "normal"), ((0, 0, 1), "penumbra"), ((0, 1, 1), "core")):
+        info = mrmlio.inspect_voxel(voxel, concentration=curves.tissue, aif=curves.aif, times=times,
+                                    maps=maps, masks={"core": core, "penumbra": penumbra})
+        assert info["class"] == expected_class
+        np.testing.assert_array_equal(info["concentration"], curves.tissue[voxel])
+        # the plotted residue is CBF·R(t): its peak is the map's CBF, at lag Tmax
+        assert info["residue"].max() == pytest.approx(info["cbf"], rel=0.05)
+        step = float(np.diff(info["residue_times"])[0])  # Tmax is refined below one grid step
+        assert info["residue_times"][np.argmax(info["residue"])] == pytest.approx(info["tmax"], abs=step)
+        assert info["cbf"] == pytest.approx(float(maps.cbf[voxel]))
+    # the longer the delay, the later the residue peak (what the teacher shows for penumbra)
+    lags = [mrmlio.inspect_voxel(v, concentration=curves.tissue, aif=curves.aif, times=times, maps=maps,
+                                 masks={})["tmax"] for v in ((0, 0, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1))]
+    assert lags == sorted(lags) and lags[-1] - lags[0] > 5.0

@@ -639,14 +639,15 @@ def classify_voxel(masks: dict, voxel, brain_mask=None) -> str:
     return "normal"
 
 
-def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=None, method="oSVD"):
+def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=None, method=None):
     """Everything the curve inspector shows for one voxel ``(k, j, i)``.
 
-    Returns a dict: ``voxel``, ``concentration`` [T], ``residue_times`` and ``residue``
-    (CBF-scaled residue k(t) = CBF·R(t) from deconvolution, see ``perfusion.deconvolve_curve``),
-    ``cbf`` (mL/100 g/min), ``tmax`` (s), ``class``.
+    Returns a dict: ``voxel``, ``concentration`` [T], ``residue_times`` (lag, s) and
+    ``residue`` = 6000·κ·k(t) = CBF·R(t) in mL/100 g/min (its peak is the voxel's CBF; the lag
+    of the peak is Tmax; PERFUSION.md §5), ``cbf``/``cbv``/``mtt``/``tmax``/``ttp`` read from
+    the maps, and ``class`` ("core", "penumbra", "normal", "outside").
     """
-    from . import perfusion  # imported lazily: the science modules may be absent in early builds
+    from . import perfusion  # science module: imported only when the inspector is used
 
     voxel = tuple(int(v) for v in voxel)
     curve = np.asarray(concentration[voxel], dtype=float)
@@ -654,25 +655,15 @@ def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=N
     for key in ("cbf", "tmax", "cbv", "mtt", "ttp"):
         array = maps.get(key) if isinstance(maps, dict) else getattr(maps, key, None)
         result[key] = float(array[voxel]) if array is not None else math.nan
-    deconvolved = perfusion.deconvolve_curve(curve, np.asarray(aif, dtype=float), np.asarray(times, dtype=float),
-                                             method=method)
-    result.update(_residue_fields(deconvolved, times))
+    settings = dict(getattr(maps, "settings", {}) or {})
+    method = method or getattr(maps, "method", None) or "oSVD"
+    try:
+        residue = perfusion.deconvolve_curve(curve, np.asarray(getattr(aif, "curve", aif), dtype=float),
+                                             np.asarray(times, dtype=float), method=method, **settings)
+    except TypeError:  # settings not accepted by this version: default regularisation
+        residue = perfusion.deconvolve_curve(curve, np.asarray(getattr(aif, "curve", aif), dtype=float),
+                                             np.asarray(times, dtype=float), method=method)
+    kappa = float(getattr(maps, "kappa", 0.73 / 1.04))
+    result["residue_times"] = np.asarray(residue.times, dtype=float)
+    result["residue"] = 6000.0 * kappa * np.asarray(residue.k, dtype=float)
     return result
-
-
-def _residue_fields(deconvolved, times):
-    """Normalise what ``perfusion.deconvolve_curve`` returns into residue_times / residue."""
-    if isinstance(deconvolved, dict):
-        residue = deconvolved.get("residue")
-        grid = deconvolved.get("times", deconvolved.get("residue_times"))
-    elif isinstance(deconvolved, tuple):
-        grid, residue = deconvolved[0], deconvolved[1]
-    else:
-        residue = getattr(deconvolved, "residue", deconvolved)
-        grid = getattr(deconvolved, "times", None)
-        if grid is None:
-            grid = getattr(deconvolved, "residue_times", None)
-    residue = np.asarray(residue, dtype=float)
-    if grid is None:
-        grid = np.asarray(times, dtype=float)[: residue.size] - float(times[0])
-    return {"residue_times": np.asarray(grid, dtype=float), "residue": residue}
