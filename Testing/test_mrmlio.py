@@ -198,7 +198,13 @@ def test_plot_curves_builds_table_series_and_chart(scene):
     # refresh (points moved): same chart, same number of series, new values
     again = mrmlio.plot_curves(times, {"AIF": [0, 7, 2, 1]}, chart=chart, name="Curves")
     assert again is chart and chart.GetNumberOfPlotSeriesNodes() == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == 1  # stale series removed
     assert float(mrmlio.table_rows(chart.GetNthPlotSeriesNode(0).GetTableNode())[1]["AIF"]) == pytest.approx(7.0)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+    for step in range(5):  # live refresh with changing legends creates no nodes
+        mrmlio.plot_curves(times, {f"AIF {step}": [0, step, 2, 1], "T": [1, 1, 1, 1]}, chart=chart, name="Curves")
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == 2
+    assert chart.GetNthPlotSeriesNode(0).GetName() == "AIF 4"
 
 
 def test_markups_points_map_to_voxels_and_outside_points_are_dropped(scene):

@@ -548,7 +548,8 @@ def plot_curves(x, curves: dict, *, chart=None, name="Curves", x_title="Time (s)
                 scene=None):
     """Table + one plot series per curve + a chart. ``curves`` maps legend -> y array; each
     may also be ``(x, y)`` when it has its own time axis (e.g. a residue). Reuses ``chart``
-    (and its table and series) when given. Returns the chart node."""
+    (and its table and series nodes, renamed to the new legends) when given, so refreshing on
+    every mouse move creates no new nodes. Returns the chart node."""
     scene = scene or slicer.mrmlScene
     if chart is None:
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
@@ -589,10 +590,14 @@ def plot_curves(x, curves: dict, *, chart=None, name="Curves", x_title="Time (s)
             add_column(x_column, curve[0])
             curve = curve[1]
         add_column(legend, curve)
-        series_name = f"{name}: {legend}"
-        series = scene.GetFirstNodeByName(series_name)
-        if series is None or not series.IsA("vtkMRMLPlotSeriesNode"):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", series_name)
+        series = None
+        series_id = chart.GetAttribute(f"StrokeMismatch.Series{index}")
+        if series_id:
+            series = scene.GetNodeByID(series_id)
+        if series is None:
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", legend)
+            chart.SetAttribute(f"StrokeMismatch.Series{index}", series.GetID())
+        series.SetName(legend)  # the legend shows the series name
         series.SetAndObserveTableNodeID(table.GetID())
         series.SetXColumnName(x_column)
         series.SetYColumnName(legend)
@@ -600,6 +605,13 @@ def plot_curves(x, curves: dict, *, chart=None, name="Curves", x_title="Time (s)
         series.SetMarkerStyle(series.MarkerStyleNone)
         series.SetColor(*colors[index % len(colors)])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    index = len(curves)
+    while chart.GetAttribute(f"StrokeMismatch.Series{index}"):  # drop series no longer used
+        stale = scene.GetNodeByID(chart.GetAttribute(f"StrokeMismatch.Series{index}"))
+        if stale is not None:
+            scene.RemoveNode(stale)
+        chart.RemoveAttribute(f"StrokeMismatch.Series{index}")
+        index += 1
     table.Modified()
     return chart
 
