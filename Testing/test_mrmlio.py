@@ -172,12 +172,13 @@ def test_metrics_table_has_values_units_and_criteria_reasons(scene):
     table = mrmlio.table_from_metrics(metrics, criteria)
     rows = mrmlio.table_rows(table)
     assert [r["Item"] for r in rows] == list(metrics) + ["DEFUSE 3", "EXTEND-IA"]
+    assert [r["Key"] for r in rows] == list(metrics) + ["criterion", "criterion"]
     assert float(rows[0]["Value"]) == pytest.approx(12.5) and rows[0]["Unit"] == "mL"
     assert rows[1]["Unit"] == "mL" and float(rows[1]["Value"]) == pytest.approx(40.0)
     assert rows[2]["Details"] == "core is empty" and rows[2]["Value"].lower() == "nan"
     assert rows[4]["Verdict"] == "met" and "70 mL" in rows[4]["Details"]
     assert rows[5]["Verdict"] == "not met" and "9 mL" in rows[5]["Details"]
-    assert table.GetNumberOfColumns() == 5
+    assert table.GetNumberOfColumns() == 6
     # refilling the same table replaces the rows instead of appending
     mrmlio.table_from_metrics({"a": (1.0, "s")}, [], table=table)
     assert table.GetNumberOfRows() == 1
@@ -263,3 +264,20 @@ def test_inspect_voxel_residue_peak_is_the_voxel_cbf_and_its_lag_tmax(scene):
     lags = [mrmlio.inspect_voxel(v, concentration=curves.tissue, aif=curves.aif, times=times, maps=maps,
                                  masks={})["tmax"] for v in ((0, 0, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1))]
     assert lags == sorted(lags) and lags[-1] - lags[0] > 5.0
+
+
+def test_metrics_table_from_the_lib_metric_and_rule_objects(scene):
+    metrics_module = pytest.importorskip("StrokeMismatchLib.metrics")
+    criteria_module = pytest.importorskip("StrokeMismatchLib.criteria")
+    metrics = {"core_ml": metrics_module.Metric("core_ml", 12.0, "mL", "Ischemic core volume"),
+               "mismatch_ratio": metrics_module.Metric("mismatch_ratio", None, "1", "Mismatch ratio",
+                                                       flag="infinite", note="core is empty")}
+    ok = criteria_module.Criterion("core", 12.0, "< 70 mL", "pass", "core 12.0 mL is below 70 mL", "mL")
+    rule = criteria_module.RuleResult("DEFUSE 3", True, [ok], [])
+    table = mrmlio.table_from_metrics(metrics, [rule])
+    rows = mrmlio.table_rows(table)
+    assert rows[0]["Item"] == "Ischemic core volume" and rows[0]["Key"] == "core_ml"
+    assert rows[0]["Unit"] == "mL" and float(rows[0]["Value"]) == pytest.approx(12.0)
+    assert "infinite" in rows[1]["Details"] and "core is empty" in rows[1]["Details"]
+    assert rows[2]["Item"] == "DEFUSE 3" and rows[2]["Verdict"] == "eligible"
+    assert "below 70 mL" in rows[2]["Details"]

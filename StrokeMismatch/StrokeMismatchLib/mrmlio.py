@@ -457,50 +457,80 @@ def masks_from_segmentation(segmentation, reference_volume, keys=None):
 
 # --- metrics -> table ---------------------------------------------------------------------------
 
+def _as_mapping(item):
+    """A dict view of a metric / criterion given as dict, dataclass with ``to_dict`` or object."""
+    if isinstance(item, dict):
+        return item
+    if hasattr(item, "to_dict"):
+        mapping = dict(item.to_dict())
+        for key in ("criteria",):  # keep the objects (their ``reason``) rather than dicts
+            if hasattr(item, key):
+                mapping[key] = getattr(item, key)
+        return mapping
+    return None
+
+
 def _metric_value_unit(value):
-    """(number or text, unit, note) from the forms a metric may take: a dict with value/unit,
-    a (value, unit) tuple, or a bare number."""
-    unit, note = "", ""
-    if isinstance(value, dict):
-        unit = str(value.get("unit") or "")
-        note = str(value.get("note") or value.get("flag") or value.get("description") or "")
-        value = value.get("value")
+    """(label, number or text, unit, note) from the forms a metric may take: a ``metrics.Metric``
+    or dict with value/unit/label/flag/note, a (value, unit) tuple, or a bare number."""
+    label, unit, note = "", "", ""
+    mapping = _as_mapping(value)
+    if mapping is not None:
+        unit = str(mapping.get("unit") or "")
+        label = str(mapping.get("label") or "")
+        notes = [str(mapping[k]) for k in ("flag", "note", "description") if mapping.get(k)]
+        note = "; ".join(notes)
+        value = mapping.get("value")
     elif isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[1], str):
         value, unit = value
-    return value, unit, note
+    return label, value, unit, note
 
 
 def _criterion_fields(criterion):
-    """(name, verdict text, reasons text) of a criterion given as dict or object."""
-    get = criterion.get if isinstance(criterion, dict) else (lambda k, d=None: getattr(criterion, k, d))
+    """(name, verdict text, reasons text) of a trial rule / criterion (``criteria.RuleResult``,
+    its ``to_dict()``, or any dict / object with name, verdict or status or eligible, reasons)."""
+    mapping = _as_mapping(criterion)
+    get = mapping.get if mapping is not None else (lambda k, d=None: getattr(criterion, k, d))
     name = get("name") or get("rule") or get("criterion") or "criterion"
-    verdict = get("verdict")
+    verdict = get("verdict") or get("status")
     if verdict is None:
         eligible = get("eligible", get("met", get("passed")))
         verdict = {True: "met", False: "not met", None: "undetermined"}.get(eligible, str(eligible))
     reasons = get("reasons") or get("reason") or []
     if isinstance(reasons, str):
         reasons = [reasons]
+    reasons = list(reasons)
+    if not reasons:  # e.g. an eligible rule: say why each criterion passed
+        for item in get("criteria") or []:
+            sub = _as_mapping(item) or {}
+            text = sub.get("reason") if sub else getattr(item, "reason", "")
+            if text:
+                reasons.append(str(text))
+    not_checked = get("not_checked") or []
+    if not_checked:
+        reasons.append("not checked: " + ", ".join(str(n) for n in not_checked))
     return str(name), str(verdict), "; ".join(str(r) for r in reasons)
 
 
 def table_from_metrics(metrics: dict, criteria=(), *, table=None, name="Mismatch summary", scene=None):
-    """A table node with columns Item, Value, Unit, Verdict, Details.
+    """A table node with columns Item, Value, Unit, Verdict, Details, Key.
 
-    One row per metric (numeric value, unit, note) then one row per criterion (its verdict and
-    the reasons). The Value column's unit label is left per row (Unit column).
+    One row per metric (label, numeric value - NaN when undefined or infinite, unit, flag and
+    note) then one row per trial rule (its verdict and the reasons). Units vary per row, so
+    they are in the Unit column.
     """
     scene = scene or slicer.mrmlScene
     if table is None:
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table.RemoveAllColumns()
-    items, values, units, verdicts, details = (vtk.vtkStringArray(), vtk.vtkDoubleArray(),
-                                               vtk.vtkStringArray(), vtk.vtkStringArray(), vtk.vtkStringArray())
+    items, values, units, verdicts, details, keys = (vtk.vtkStringArray(), vtk.vtkDoubleArray(),
+                                                     vtk.vtkStringArray(), vtk.vtkStringArray(),
+                                                     vtk.vtkStringArray(), vtk.vtkStringArray())
     for array, column in ((items, "Item"), (values, "Value"), (units, "Unit"), (verdicts, "Verdict"),
-                          (details, "Details")):
+                          (details, "Details"), (keys, "Key")):
         array.SetName(column)
     for key, raw in (metrics or {}).items():
-        value, unit, note = _metric_value_unit(raw)
+        label, value, unit, note = _metric_value_unit(raw)
         if isinstance(value, bool):
             verdicts.InsertNextValue("yes" if value else "no")
             value = float(value)
@@ -513,23 +543,26 @@ def table_from_metrics(metrics: dict, criteria=(), *, table=None, name="Mismatch
             number = math.nan if value is None else float(value)
         except (TypeError, ValueError):
             number = math.nan
-        items.InsertNextValue(str(key))
+        items.InsertNextValue(label or str(key))
+        keys.InsertNextValue(str(key))
         values.InsertNextValue(number)
         units.InsertNextValue(unit)
         details.InsertNextValue(note)
     for criterion in criteria or ():
         name_text, verdict, reasons = _criterion_fields(criterion)
         items.InsertNextValue(name_text)
+        keys.InsertNextValue("criterion")
         values.InsertNextValue(math.nan)
         units.InsertNextValue("")
         verdicts.InsertNextValue(verdict)
         details.InsertNextValue(reasons)
-    for array in (items, values, units, verdicts, details):
+    for array in (items, values, units, verdicts, details, keys):
         table.AddColumn(array)
     table.SetColumnDescription("Value", "Numeric value of the metric (NaN for criteria and undefined ratios)")
     table.SetColumnDescription("Unit", "Unit of the value on the same row")
     table.SetColumnDescription("Verdict", "Criterion verdict, or yes/no for flags")
     table.SetColumnDescription("Details", "Reasons for the verdict, or notes on the metric")
+    table.SetColumnDescription("Key", "Machine-readable metric name (summary.json), or 'criterion'")
     table.Modified()
     return table
 
