@@ -275,17 +275,10 @@ def _case_settings(args):
 
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
                    default_out):
-    from .outputs import write_case_outputs, existing_results
+    from .outputs import check_output_dir, write_case_outputs
     from .pipeline import run_case
 
-    out_dir = Path(args.out) if args.out else Path(default_out)
-    if out_dir.is_dir() and existing_results(out_dir) and not args.overwrite:
-        # Fail before the (long) analysis; write_case_outputs checks again.
-        from .errors import OutputError
-
-        raise OutputError(
-            f"The output folder {out_dir} already contains results: choose another folder or use --overwrite."
-        )
+    out_dir = check_output_dir(args.out or default_out, overwrite=args.overwrite)  # fail before the analysis
     settings = _case_settings(args)
     display = ProgressDisplay(enabled=not args.quiet)
     result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
@@ -429,7 +422,7 @@ def format_summary(summary: dict, out_dir=None) -> str:
         for name, entry in metrics.items():
             if isinstance(entry, dict):
                 value, unit = entry.get("value"), entry.get("unit") or ""
-                note = entry.get("flag") or entry.get("reason")
+                note = entry.get("note") or entry.get("flag") or entry.get("reason")
                 label = entry.get("label") or name.replace("_", " ")
                 text = _fmt(value, unit, 2 if unit in ("", "ratio", "1") else 1)
                 if value is None and note:

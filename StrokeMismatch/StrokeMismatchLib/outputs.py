@@ -104,6 +104,14 @@ def write_case_outputs(
 
 
 # --------------------------------------------------------------------------------------------
+def check_output_dir(out_dir, *, overwrite: bool = False) -> Path:
+    """Raise :class:`errors.OutputError` now if ``out_dir`` cannot take our results (call it
+    before a long analysis); returns the path."""
+    out_dir = Path(out_dir).expanduser()
+    _check_target(out_dir, overwrite)
+    return out_dir
+
+
 def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"The output path {out_dir} exists and is not a folder: choose another --out.")

@@ -1,0 +1,191 @@
+"""Command line: exit codes, one-line errors, --debug, --version, progress display, option parsing."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from StrokeMismatchLib import __version__, cli
+from StrokeMismatchLib.cli import ProgressDisplay, build_parser, main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err, *words):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("stroke-mismatch: error: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, err)
+
+
+@pytest.fixture(scope="module")
+def small_ct_nifti(tmp_path_factory):
+    """A small CT phantom written as 4D NIfTI + BIDS sidecar."""
+    from StrokeMismatchLib import fileio
+    from StrokeMismatchLib.phantom.volume import make_volume_phantom
+
+    folder = tmp_path_factory.mktemp("ctp")
+    path = folder / "ctp.nii.gz"
+    fileio.write_nifti_perfusion(path, make_volume_phantom("ct", shape=(4, 32, 32)).series)
+    return path
+
+
+def test_version(capsys):
+    code, out, err = run(["--version"], capsys)
+    assert code == 0
+    assert __version__ in out + err
+
+
+def test_no_command_is_usage_error(capsys):
+    code, _, err = run([], capsys)
+    assert code == 2
+    assert "demo" in err
+
+
+def test_unknown_option_is_one_line_usage_error(capsys):
+    code, _, err = run(["demo", "--frobnicate"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "frobnicate")
+
+
+def test_missing_perfusion_argument(capsys):
+    code, _, err = run(["analyze"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--perfusion")
+
+
+def test_not_existing_path(tmp_path, capsys):
+    code, _, err = run(["analyze", "--perfusion", str(tmp_path / "nothing.nii.gz"), "--out", str(tmp_path / "o"),
+                        "--quiet"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "nothing.nii.gz")
+    assert not (tmp_path / "o").exists()
+
+
+def test_3d_image_as_perfusion(tmp_path, capsys):
+    path = tmp_path / "t1.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(path))
+    code, _, err = run(["analyze", "--perfusion", str(path), "--modality", "ct", "--tr", "1", "--quiet",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "4D")
+
+
+def test_missing_te_for_mr(small_ct_nifti, tmp_path, capsys):
+    # a 4D series declared MR without any echo time (the sidecar has none for CT)
+    path = tmp_path / "dsc.nii.gz"
+    image = sitk.ReadImage(str(small_ct_nifti))
+    sitk.WriteImage(image, str(path))
+    code, _, err = run(["analyze", "--perfusion", str(path), "--modality", "mr", "--tr", "1", "--quiet",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "echo time")
+
+
+def test_existing_output_without_overwrite(small_ct_nifti, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    code, _, err = run(["analyze", "--perfusion", str(small_ct_nifti), "--out", str(out), "--quiet"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--overwrite")
+    assert (out / "summary.json").read_text() == "{}"
+
+
+def test_unwritable_output(small_ct_nifti, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run(["analyze", "--perfusion", str(small_ct_nifti), "--out", str(blocker / "out"), "--quiet"],
+                       capsys)
+    assert code == 2
+    assert_one_line_error(err, "a_file")
+
+
+def test_bad_option_values(capsys):
+    for argv, word in [
+        (["demo", "--core-rcbf", "30"], "fraction"),
+        (["demo", "--tmax", "-1"], "positive"),
+        (["demo", "--aif-voxels", "1,2"], "k,j,i"),
+        (["demo", "--method", "magic"], "method"),
+        (["demo", "--modality", "pet"], "modality"),
+    ]:
+        code, _, err = run(argv, capsys)
+        assert code == 2, argv
+        assert_one_line_error(err, word)
+
+
+def test_unexpected_error_one_line_and_debug_traceback(monkeypatch, tmp_path, capsys):
+    import StrokeMismatchLib.pipeline as pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(pipeline, "run_case", boom)
+    code, _, err = run(["demo", "--out", str(tmp_path / "a"), "--quiet"], capsys)
+    assert code == 1
+    assert_one_line_error(err, "kaboom", "--debug")
+    code, _, err = run(["demo", "--out", str(tmp_path / "b"), "--quiet", "--debug"], capsys)
+    assert code == 1
+    assert "Traceback" in err and "kaboom" in err
+
+
+def test_lesion_options_reach_settings(tmp_path):
+    args = build_parser().parse_args([
+        "analyze", "--perfusion", "x", "--core-adc", "600", "--core-rcbf", "0.38", "--tmax", "8",
+        "--rcbf-reference", "mirror", "--age", "70", "--nihss", "12", "--collateral-score", "2",
+        "--min-cluster-ml", "2", "--no-csf-exclusion", "--no-cluster-removal", "--opening",
+        "--no-core-in-hypoperfusion", "--aif-voxels", "1,2,3;1,2,4", "--method", "csvd",
+        "--no-motion-correction", "--baseline-frames", "2:8",
+    ])
+    settings = cli._case_settings(args)
+    assert settings.method == "cSVD"
+    assert settings.motion_correction is False
+    assert settings.aif_voxels.tolist() == [[1, 2, 3], [1, 2, 4]]
+    assert settings.baseline == (2, 8)
+    lesion = settings.lesion
+    assert lesion.core_adc == 600 and lesion.core_rcbf == 0.38 and lesion.tmax_threshold == 8
+    assert lesion.rcbf_reference == "mirror"
+    assert (lesion.age, lesion.nihss, lesion.collateral_score) == (70, 12, 2)
+    record = json.dumps(settings.to_dict(), allow_nan=False)
+    assert "mirror" in record
+
+
+def test_defaults_leave_lesion_settings_alone():
+    from StrokeMismatchLib.analysis import LesionSettings
+
+    args = build_parser().parse_args(["demo"])
+    assert cli._case_settings(args).lesion == LesionSettings()
+
+
+def test_progress_display_plain_lines():
+    stream = io.StringIO()
+    display = ProgressDisplay(stream=stream)
+    display(0.0, "Correcting motion")
+    display(0.1, "Correcting motion")
+    display(0.5, "Deconvolution (oSVD)")
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[  0%] Correcting motion", "[ 50%] Deconvolution (oSVD)"]
+    quiet = io.StringIO()
+    ProgressDisplay(stream=quiet, enabled=False)(0.5, "x")
+    assert quiet.getvalue() == ""
+
+
+def test_format_summary_handles_null_ratio():
+    summary = {
+        "software": {"version": __version__}, "modality": "ct", "method": "oSVD",
+        "metrics": {"mismatch_ratio": {"value": None, "unit": "1", "label": "Mismatch ratio",
+                                       "flag": "infinite", "note": "infinite: core is 0 mL"}},
+        "criteria": [{"rule": "DEFUSE 3", "eligible": None, "reasons": ["age unknown"]}],
+        "disclaimer": "D",
+    }
+    text = cli.format_summary(summary)
+    assert "n/a (infinite: core is 0 mL)" in text
+    assert "indeterminate" in text and "age unknown" in text

@@ -1,0 +1,160 @@
+"""outputs.write_case_outputs: layout, atomic writing, refusal/overwrite rules, CSV flattening."""
+
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from StrokeMismatchLib.errors import OutputError
+from StrokeMismatchLib.outputs import (
+    check_output_dir,
+    flat_row,
+    result_files,
+    summary_csv,
+    write_case_outputs,
+)
+from StrokeMismatchLib.phantom.volume import make_volume_phantom
+from StrokeMismatchLib.pipeline import CaseSettings, run_case
+
+
+@pytest.fixture(scope="module")
+def result():
+    phantom = make_volume_phantom("ct", shape=(6, 48, 48))
+    return run_case(phantom.series, settings=CaseSettings(motion_correction=False))
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_layout_and_permissions(result, tmp_path):
+    out = tmp_path / "case"
+    summary = write_case_outputs(result, out, report=False)
+    for rel in result_files(report=False):
+        assert (out / rel).is_file(), rel
+    assert not (out / "report.html").exists()
+    assert summary["outputs"]["report"]["written"] is False
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert _leftovers(tmp_path) == []
+    assert os.stat(out).st_mode & 0o055  # not left private like a mkdtemp folder
+
+
+def test_refuses_existing_results_and_changes_nothing(result, tmp_path):
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(OutputError, match="--overwrite"):
+        write_case_outputs(result, out, report=False)
+    with pytest.raises(OutputError, match="--overwrite"):
+        check_output_dir(out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_keeps_foreign_files(result, tmp_path):
+    out = tmp_path / "case"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "maps").mkdir()
+    (out / "maps" / "my_map.nii.gz").write_bytes(b"keep")
+    (out / "summary.json").write_text("old")
+    write_case_outputs(result, out, overwrite=True, report=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "maps" / "my_map.nii.gz").read_bytes() == b"keep"
+    assert json.loads((out / "summary.json").read_text())["modality"] == "ct"
+    assert (out / "maps" / "cbf.nii.gz").is_file()
+
+
+def test_existing_empty_folder_is_fine(result, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    write_case_outputs(result, out, report=False)
+    assert (out / "summary.csv").is_file()
+
+
+def test_unwritable_locations(result, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        write_case_outputs(result, blocker, report=False)
+    with pytest.raises(OutputError, match="file"):
+        write_case_outputs(result, blocker / "sub" / "case", report=False)
+    assert blocker.read_text() == "x"
+
+
+def test_failure_midway_leaves_nothing(result, tmp_path, monkeypatch):
+    import StrokeMismatchLib.fileio as fileio
+
+    real = fileio.write_volume
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fileio, "write_volume", flaky)
+    out = tmp_path / "case"
+    with pytest.raises(OutputError, match="No space left"):
+        write_case_outputs(result, out, report=False)
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_missing_report_module_is_a_warning(result, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "StrokeMismatchLib.report", None)  # import raises ImportError
+    out = tmp_path / "case"
+    summary = write_case_outputs(result, out, report=True)
+    assert not (out / "report.html").exists()
+    assert summary["outputs"]["report"]["written"] is False
+    assert any("report.html was not written" in w for w in summary["warnings"])
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["outputs"]["report"]["written"] is False
+
+
+def test_progress_reaches_one(result, tmp_path):
+    seen = []
+    write_case_outputs(result, tmp_path / "case", report=False, progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+
+
+def test_flat_row_units_and_null_ratios():
+    summary = {
+        "software": {"version": "x"}, "modality": "mr", "method": "oSVD",
+        "input": {"source": "s", "n_frames": 10, "voxel_volume_ml": 0.01},
+        "metrics": {
+            "core_ml": {"value": 0.0, "unit": "mL"},
+            "hypoperfusion_ml": {"value": 12.5, "unit": "mL"},
+            "mismatch_ratio": {"value": None, "unit": "1", "flag": "infinite", "note": "core 0"},
+            "mean_tmax": {"value": 7.25, "unit": "s"},
+        },
+        "criteria": [{"rule": "DEFUSE 3", "eligible": True, "reasons": []},
+                     {"rule": "DAWN group A", "eligible": None, "reasons": ["age unknown", "NIHSS unknown"]}],
+        "quality_flags": [{"code": "truncation", "severity": "warning"}, {"code": "ok", "severity": "info"}],
+    }
+    row = flat_row(summary)
+    assert row["core_ml"] == 0.0 and row["hypoperfusion_ml"] == 12.5
+    assert row["mismatch_ratio"] == "" and row["mismatch_ratio_note"] == "infinite"
+    assert row["mean_tmax_s"] == 7.25
+    assert row["defuse_3_eligible"] == "true" and row["dawn_group_a_eligible"] == ""
+    assert row["dawn_group_a_reasons"] == "age unknown; NIHSS unknown"
+    assert row["quality_warnings"] == 1
+    rows = list(csv.DictReader(io.StringIO(summary_csv(summary))))
+    assert len(rows) == 1 and rows[0]["core_ml"] == "0.0"
+
+
+def test_written_maps_are_float32_nan_outside(result, tmp_path):
+    import SimpleITK as sitk
+
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    image = sitk.ReadImage(str(out / "maps" / "tmax.nii.gz"))
+    array = sitk.GetArrayFromImage(image)
+    assert array.dtype == np.float32
+    assert np.all(np.isnan(array[~result.brain_mask]))
+    np.testing.assert_allclose(array[result.brain_mask], result.maps.tmax[result.brain_mask], rtol=0, atol=0)

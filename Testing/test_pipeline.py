@@ -1,0 +1,201 @@
+"""pipeline.run_case on the volume phantom: chaining, settings, summary, progress, inputs untouched."""
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from StrokeMismatchLib import DISCLAIMER, __version__
+from StrokeMismatchLib.errors import AnalysisCancelled, InputDataError
+from StrokeMismatchLib.phantom.volume import make_volume_phantom
+from StrokeMismatchLib.pipeline import CaseResult, CaseSettings, run_case
+from StrokeMismatchLib.series import PerfusionSeries
+
+
+def _digest(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _dice(a, b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+@pytest.fixture(scope="module")
+def mr_phantom():
+    return make_volume_phantom("mr")
+
+
+@pytest.fixture(scope="module")
+def mr_run(mr_phantom):
+    """One automatic MR run, with its progress calls and input hashes before/after."""
+    ph = mr_phantom
+    before = _digest(ph.series.signal, ph.series.times, ph.adc)
+    calls = []
+
+    def progress(fraction, message):
+        calls.append((fraction, message))
+        return True
+
+    result = run_case(ph.series, adc=ph.adc, adc_geometry=ph.adc_geometry, progress=progress)
+    after = _digest(ph.series.signal, ph.series.times, ph.adc)
+    return result, calls, before, after
+
+
+def test_result_has_every_stage(mr_run, mr_phantom):
+    result, _, _, _ = mr_run
+    assert isinstance(result, CaseResult)
+    shape = mr_phantom.series.geometry.shape
+    for name in ("cbf", "cbv", "mtt", "tmax", "ttp"):
+        array = result.map_arrays()[name]
+        assert array.shape == shape and array.dtype == np.float32
+        assert np.all(np.isnan(array[~result.brain_mask]))
+        assert np.isfinite(array[result.brain_mask]).mean() > 0.99
+    assert result.concentration.shape == mr_phantom.series.signal.shape
+    for name in ("core", "hypoperfusion", "penumbra"):
+        assert result.lesion.masks[name].shape == shape
+    assert result.aif.method == "automatic"
+    assert result.motion is not None  # motion correction is on by default
+    assert result.brain_mask_source == "automatic"
+
+
+def test_inputs_not_modified(mr_run):
+    _, _, before, after = mr_run
+    assert before == after
+
+
+def test_progress_is_monotonic_and_complete(mr_run):
+    _, calls, _, _ = mr_run
+    fractions = [f for f, _ in calls]
+    assert fractions[0] == pytest.approx(0.0)
+    assert fractions[-1] == pytest.approx(1.0)
+    assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:]))
+    messages = {m for _, m in calls}
+    assert any("motion" in m.lower() for m in messages)
+    assert any("deconvolution" in m.lower() for m in messages)
+
+
+def test_summary_is_strict_json_and_complete(mr_run):
+    result, _, _, _ = mr_run
+    summary = result.summary()
+    text = json.dumps(summary, allow_nan=False)
+    back = json.loads(text)
+    assert back["software"]["version"] == __version__
+    assert back["disclaimer"] == DISCLAIMER
+    assert back["modality"] == "mr"
+    assert back["method"] == "oSVD"
+    assert len(back["frame_times_s"]) == result.series.signal.shape[3]
+    assert back["aif"]["n_voxels"] == len(back["aif"]["voxels_kji"]) == len(back["aif"]["voxels_ras_mm"]) > 0
+    # AIF RAS positions agree with the geometry
+    k, j, i = back["aif"]["voxels_kji"][0]
+    ras = result.geometry.ijk_to_ras_points(np.array([i, j, k]))
+    assert np.allclose(back["aif"]["voxels_ras_mm"][0], ras, atol=1e-3)
+    assert back["motion"]["applied"] is True
+    assert isinstance(back["quality_flags"], list)
+    assert back["metrics"] and back["criteria"]
+    # every lesion threshold appears in the settings record
+    lesion = back["settings"]["lesion"]
+    for key in ("core_adc", "core_rcbf", "tmax_threshold", "rcbf_reference"):
+        assert key in lesion
+    assert back["settings"]["hematocrit_factor"] == 0.73
+    assert back["baseline"]["start"] < back["baseline"]["stop"]
+
+
+def test_summary_nan_and_inf_become_null(mr_run):
+    result, _, _, _ = mr_run
+    result = dataclasses.replace(result, timings_s={"x": float("inf")}, warnings=["w"])
+    summary = result.summary()
+    assert summary["timings_s"]["x"] is None
+    json.dumps(summary, allow_nan=False)
+
+
+def test_mr_demo_agrees_with_truth(mr_run, mr_phantom):
+    result, _, _, _ = mr_run
+    assert _dice(result.lesion.masks["hypoperfusion"], mr_phantom.true_hypoperfusion) >= 0.8
+    assert _dice(result.lesion.masks["core"], mr_phantom.true_core) >= 0.8
+
+
+def test_manual_aif_voxels_and_baseline_override(mr_phantom):
+    ph = mr_phantom
+    voxels = np.argwhere(ph.artery_mask)[:4]
+    settings = CaseSettings(motion_correction=False, aif_voxels=voxels.tolist(), baseline=(2, 9))
+    result = run_case(ph.series, adc=ph.adc, adc_geometry=ph.adc_geometry, settings=settings)
+    assert result.aif.method == "manual"
+    assert {tuple(v) for v in np.asarray(result.aif.voxels)} == {tuple(v) for v in voxels}
+    assert (result.baseline.start, result.baseline.stop) == (2, 9)
+    summary = result.summary()
+    assert summary["settings"]["aif_voxels_kji"] == voxels.tolist()
+    assert summary["baseline"]["frames"] == [2, 8]
+    assert summary["motion"] == {"applied": False}
+
+
+def test_user_brain_mask_is_used_and_not_modified(mr_phantom):
+    ph = mr_phantom
+    mask = ph.brain_mask.copy()
+    digest = _digest(mask)
+    settings = CaseSettings(motion_correction=False)
+    result = run_case(ph.series, adc=ph.adc, adc_geometry=ph.adc_geometry, brain_mask=mask, settings=settings)
+    assert result.brain_mask_source == "user"
+    assert np.array_equal(result.brain_mask, ph.brain_mask)
+    assert np.all(np.isnan(result.maps.cbf[~ph.brain_mask]))
+    assert _digest(mask) == digest
+
+
+def test_cancel_raises(mr_phantom):
+    def progress(fraction, message):
+        return fraction < 0.3
+
+    with pytest.raises(AnalysisCancelled):
+        run_case(mr_phantom.series, settings=CaseSettings(motion_correction=False), progress=progress)
+
+
+def test_mr_without_te_is_a_clear_error(mr_phantom):
+    s = mr_phantom.series
+    series = PerfusionSeries(s.signal, s.times, s.geometry, modality="mr", te=None, tr=s.tr)
+    with pytest.raises(InputDataError, match="(?i)echo time"):
+        run_case(series, settings=CaseSettings(motion_correction=False))
+
+
+def test_unknown_modality_is_a_clear_error(mr_phantom):
+    s = mr_phantom.series
+    series = PerfusionSeries(s.signal, s.times, s.geometry, modality=None, te=s.te, tr=s.tr)
+    with pytest.raises(InputDataError, match="(?i)modality"):
+        run_case(series, settings=CaseSettings(motion_correction=False))
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"method": "magic"}, "method"),
+        ({"hematocrit_factor": -1.0}, "hematocrit"),
+        ({"aif_voxels": [[1, 2]]}, "(k, j, i)"),
+        ({"baseline": (5, 3)}, "[Bb]aseline"),
+    ],
+)
+def test_bad_settings(kwargs, pattern):
+    with pytest.raises(InputDataError, match=pattern):
+        CaseSettings(**kwargs)
+
+
+def test_settings_method_case_insensitive_and_to_dict_json():
+    settings = CaseSettings(method="csvd", aif_voxels=[(1, 2, 3)])
+    assert settings.method == "cSVD"
+    json.dumps(settings.to_dict(), allow_nan=False)
+
+
+def test_aif_voxel_outside_grid(mr_phantom):
+    settings = CaseSettings(motion_correction=False, aif_voxels=[(999, 0, 0)])
+    with pytest.raises(InputDataError, match="outside"):
+        run_case(mr_phantom.series, settings=settings)
+
+
+def test_bad_mask_shape(mr_phantom):
+    with pytest.raises(InputDataError, match="brain mask"):
+        run_case(mr_phantom.series, brain_mask=np.ones((2, 2, 2), bool),
+                 settings=CaseSettings(motion_correction=False))
