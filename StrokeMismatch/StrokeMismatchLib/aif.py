@@ -240,7 +240,8 @@ def select_aif(concentration, times, *, mask=None, voxels=None, manual_mask=None
     keep.sort()
     cand, curves = cand[keep], curves[keep]
     sel = _earliest_cluster(curves, tcentred, n_clusters, normalize)
-    sel = sel[_earliest_cluster(curves[sel], tcentred, n_clusters, normalize)]
+    if sel.size > 2 * n_clusters:  # second pass only when the first cluster is large enough to split
+        sel = sel[_earliest_cluster(curves[sel], tcentred, n_clusters, normalize)]
     final = index[cand[sel]]
     vox = np.stack(np.unravel_index(final, lead), axis=1) if len(lead) else np.zeros((final.size, 0), int)
     curve = curves[sel].mean(axis=0)

@@ -58,7 +58,11 @@ def oscillation_index(residues):
     """
     f = np.asarray(residues)
     length = f.shape[-1]
-    rough = np.abs(f[..., 2:] - 2.0 * f[..., 1:-1] + f[..., :-2]).sum(axis=-1)
+    d = np.subtract(f[..., 2:], f[..., 1:-1])
+    d -= f[..., 1:-1]
+    d += f[..., :-2]
+    np.abs(d, out=d)
+    rough = d.sum(axis=-1)
     fmax = f.max(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         oi = np.where(fmax > 0, rough / (length * np.where(fmax > 0, fmax, 1.0)), np.inf)
@@ -183,8 +187,12 @@ class DeconvolutionPlan:
         safe = np.where(mag > 0, lam, 1.0)
         self.inv_lam = np.where(mag > 0, 1.0 / safe, 0.0)
         if self.method in ("cSVD", "oSVD"):
-            ps = [self.threshold] if self.method == "cSVD" else list(self.thresholds)
-            self.filters = [(np.where(mag >= p * mag.max(), self.inv_lam, 0.0)).astype(self.cdtype) for p in ps]
+            if self.method == "oSVD":
+                if list(self.thresholds) != sorted(self.thresholds) or not self.thresholds:
+                    raise InputDataError("oSVD thresholds must be a non-empty increasing sequence (e.g. 0.05 … 0.95).")
+                self.keep_bins = [mag >= p * mag.max() for p in self.thresholds]
+            else:
+                self.filters = [np.where(mag >= self.threshold * mag.max(), self.inv_lam, 0.0).astype(self.cdtype)]
         else:
             alphas = np.logspace(-3, 0, int(n_lambda)) * mag.max()
             if tikhonov_alpha is not None:
@@ -246,11 +254,13 @@ class DeconvolutionPlan:
     def _osvd(self, spec, keep_residues):
         """Wu 2003 oSVD over the thresholds, low to high, on a shrinking set of active voxels.
 
-        Each threshold costs one filtered inverse FFT of the voxels that have not yet met the
-        OI target; identical filters (same retained frequencies) are evaluated once.
+        The retained frequency sets are nested (a higher P keeps a subset), so the unregularised
+        spectrum C/λ is computed once and each threshold only zeroes its newly dropped bins,
+        then costs one inverse FFT of the voxels that have not yet met the OI target.
+        Thresholds that drop no new bin give the same residue and are skipped.
         """
         nvox = spec.shape[0]
-        n_thr = len(self.filters)
+        n_thr = len(self.thresholds)
         choice = np.full(nvox, n_thr - 1, dtype=np.int16)
         oi_out = np.full(nvox, np.inf, dtype=np.float32)
         flag = np.ones(nvox, dtype=bool)
@@ -260,14 +270,17 @@ class DeconvolutionPlan:
             kmax_out = np.zeros(nvox, dtype=self.dtype)
             tmax_out = np.zeros(nvox, dtype=self.dtype)
         active = np.arange(nvox)
-        spec_active = spec
-        previous = None
-        for t, filt in enumerate(self.filters):
+        x = spec * self.inv_lam.astype(self.cdtype)
+        dropped = np.zeros(self.mag.size, bool)
+        for t, keep_bins in enumerate(self.keep_bins):
             last = t == n_thr - 1
-            if previous is not None and np.array_equal(filt, previous) and not last:
+            new = ~keep_bins & ~dropped
+            if t > 0 and not new.any() and not last:
                 continue  # same retained frequencies: same OI, still failing
-            previous = filt
-            f = self._inverse(spec_active * filt)
+            if new.any():
+                x[:, new] = 0
+                dropped |= new
+            f = self._inverse(x)
             oi = oscillation_index(f)
             done = np.ones(active.size, bool) if last else oi < self.oi_target
             if np.any(done):
@@ -284,7 +297,7 @@ class DeconvolutionPlan:
                     tmax_out[sel] = self._lag_seconds(idx, off)
                 keep = ~done
                 active = active[keep]
-                spec_active = spec_active[keep]
+                x = x[keep]
             if active.size == 0:
                 break
         if keep_residues:

@@ -36,7 +36,7 @@ __all__ = [
     "compute_maps", "PerfusionMaps", "deconvolve_curve", "ResidueCurve", "uniform_grid", "METHODS",
 ]
 
-CHUNK_VOXELS = 1 << 16
+CHUNK_VOXELS = 8192
 
 
 def uniform_grid(times, grid_dt=None):
