@@ -1,0 +1,688 @@
+"""File input and output without Slicer: 4D NIfTI (+ BIDS JSON sidecar), Slicer ``.seq.nrrd``
+volume sequences, 3D volumes (ADC, masks, maps) in anything SimpleITK reads.
+
+Conventions: arrays ``[k, j, i]`` with time on the last axis, times in s, geometry as
+:class:`~.geometry.Geometry` (IJK-to-RAS). NIfTI (through ITK) and NRRD store LPS; the
+conversion flips x and y. ``.seq.nrrd`` is written as Slicer's ``vtkMRMLVolumeSequenceStorageNode``
+writes it (verified against slicer-core 5.12): a 4-D NRRD whose last header axis (the slowest in
+the file, numpy's first) is a ``list`` axis labelled ``time`` with unit ``s`` and the key-value
+fields ``axis 3 index type:=numeric`` and ``axis 3 index values:=0 1.5 3 …``. The reader accepts
+the list axis at any position (older Slicer versions wrote it first) and ``ms`` units.
+
+Every reader ends with :func:`validate_series`; damaged files raise :class:`InputFileError`,
+unusable content :class:`InputDataError`, unwritable outputs :class:`OutputError`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import re
+import zlib
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputDataError, InputFileError, OutputError
+from .geometry import LPS_TO_RAS, Geometry
+from .series import MODALITIES, PerfusionSeries
+
+MIN_FRAMES = 10
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SEQUENCE_SUFFIXES = (".seq.nrrd", ".nrrd", ".nhdr")
+
+# NRRD type names ↔ numpy dtypes (teem nrrd format spec, "type" field).
+_NRRD_TYPES = {
+    "float": np.float32, "double": np.float64,
+    "signed char": np.int8, "int8": np.int8, "int8_t": np.int8, "char": np.int8,
+    "uchar": np.uint8, "unsigned char": np.uint8, "uint8": np.uint8, "uint8_t": np.uint8,
+    "short": np.int16, "short int": np.int16, "signed short": np.int16, "signed short int": np.int16,
+    "int16": np.int16, "int16_t": np.int16,
+    "ushort": np.uint16, "unsigned short": np.uint16, "unsigned short int": np.uint16,
+    "uint16": np.uint16, "uint16_t": np.uint16,
+    "int": np.int32, "signed int": np.int32, "int32": np.int32, "int32_t": np.int32,
+    "uint": np.uint32, "unsigned int": np.uint32, "uint32": np.uint32, "uint32_t": np.uint32,
+    "longlong": np.int64, "long long": np.int64, "long long int": np.int64, "int64": np.int64,
+    "int64_t": np.int64, "signed long long": np.int64, "signed long long int": np.int64,
+    "ulonglong": np.uint64, "unsigned long long": np.uint64, "unsigned long long int": np.uint64,
+    "uint64": np.uint64, "uint64_t": np.uint64,
+}
+_NUMPY_TO_NRRD = {
+    np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int8): "signed char",
+    np.dtype(np.uint8): "uchar", np.dtype(np.int16): "short", np.dtype(np.uint16): "ushort",
+    np.dtype(np.int32): "int", np.dtype(np.uint32): "uint", np.dtype(np.int64): "longlong",
+    np.dtype(np.uint64): "ulonglong",
+}
+# Space of a NRRD file → sign flips that take it to RAS.
+_NRRD_SPACES = {
+    "right-anterior-superior": (1, 1, 1), "ras": (1, 1, 1),
+    "left-anterior-superior": (-1, 1, 1), "las": (-1, 1, 1),
+    "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
+}
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+               "millisecond": 1e-3, "milliseconds": 1e-3, "min": 60.0, "": 1.0}
+# BIDS sidecar keys that list one time per volume (s).
+_SIDECAR_TIMING_KEYS = ("VolumeTiming", "FrameTimesStart", "AcquisitionTimes", "FrameTimes",
+                        "SliceTimingVolumes")
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate_series(series: PerfusionSeries) -> list[str]:
+    """Check that ``series`` can be analysed; return a list of warnings (strings).
+
+    Raises :class:`InputDataError` for fewer than 10 frames, non-finite or non-increasing
+    times, NaN/Inf in the signal, an unknown modality string or a non-positive TE.
+    """
+    if not isinstance(series, PerfusionSeries):
+        raise InputDataError("Expected a PerfusionSeries (load the data with fileio.read_perfusion).")
+    signal = series.signal
+    times = np.asarray(series.times, dtype=float)
+    n_frames = signal.shape[-1]
+    if n_frames < MIN_FRAMES:
+        raise InputDataError(
+            f"The perfusion series has only {n_frames} frame(s); at least {MIN_FRAMES} are needed "
+            "(baseline frames before the bolus plus its first pass). Load the complete dynamic series."
+        )
+    if not np.all(np.isfinite(times)):
+        raise InputDataError("Some frame times are missing or not finite: give the frame times in s.")
+    steps = np.diff(times)
+    if np.any(steps <= 0):
+        bad = int(np.argmax(steps <= 0))
+        raise InputDataError(
+            f"Frame times must increase strictly; frame {bad + 1} ({times[bad + 1]:g} s) does not "
+            f"come after frame {bad} ({times[bad]:g} s). Check the frame order or the timing "
+            "(TR / sidecar frame times)."
+        )
+    if not np.issubdtype(signal.dtype, np.number) or np.issubdtype(signal.dtype, np.complexfloating):
+        raise InputDataError(f"The signal must be real numbers, not {signal.dtype}.")
+    if np.issubdtype(signal.dtype, np.floating) and not np.all(np.isfinite(signal)):
+        count = int(np.size(signal) - np.count_nonzero(np.isfinite(signal)))
+        raise InputDataError(
+            f"The perfusion signal contains {count} NaN or infinite value(s): the file is damaged "
+            "or was exported incorrectly. Re-export the series (or replace invalid voxels) and retry."
+        )
+    if series.modality is not None and series.modality not in MODALITIES:
+        raise InputDataError(f"Unknown modality {series.modality!r}: use 'mr' or 'ct'.")
+    if series.te is not None and not (np.isfinite(series.te) and series.te > 0):
+        raise InputDataError(f"The echo time must be a positive number of seconds, not {series.te!r}.")
+    warnings = []
+    if series.te is not None and series.te > 0.2:
+        warnings.append(f"Echo time {series.te:g} s is unusually long for DSC-MRI: is it in ms?")
+    if steps.size and steps.max() > 1.5 * steps.min():
+        warnings.append(f"Frame intervals vary from {steps.min():.3g} s to {steps.max():.3g} s "
+                        "(variable-rate acquisition).")
+    duration = times[-1] - times[0]
+    if duration < 40.0:
+        warnings.append(f"The series covers only {duration:.3g} s: the bolus passage may be truncated "
+                        "(CBV and MTT then come out low).")
+    return warnings
+
+
+# --- NIfTI + BIDS sidecar --------------------------------------------------------------------
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputFileError(f"The {what} {path} does not exist: check the path.")
+    if path.is_dir():
+        raise InputFileError(f"The {what} {path} is a folder; give the image file.")
+
+
+def _read_sitk(path: Path, what: str) -> tuple[sitk.Image, dict]:
+    """Read any SimpleITK image; return it and its header meta-data."""
+    _check_exists(path, what)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()
+        reason = reason[-1][:200] if reason else "unknown reason"
+        raise InputFileError(
+            f"Could not read the {what} {path}: the file is damaged, truncated or not an image "
+            f"format SimpleITK understands ({reason}). Re-export or copy the file again."
+        ) from None
+    meta = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    return image, meta
+
+
+def _strip_suffix(path: Path) -> Path:
+    name = path.name
+    for suffix in (".nii.gz", ".seq.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gz"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path.with_suffix("")
+
+
+def sidecar_path(path) -> Path:
+    """The BIDS JSON sidecar next to ``path`` (same stem, ``.json``)."""
+    path = Path(path)
+    return _strip_suffix(path).with_name(_strip_suffix(path).name + ".json")
+
+
+def _clock_to_seconds(values) -> np.ndarray:
+    """Times given as "HH:MM:SS.ffffff" strings → s relative to the first."""
+    seconds = []
+    for value in values:
+        text = str(value).strip()
+        for pattern in ("%H:%M:%S.%f", "%H:%M:%S", "%H%M%S.%f", "%H%M%S"):
+            try:
+                moment = datetime.strptime(text, pattern)
+                break
+            except ValueError:
+                continue
+        else:
+            raise InputDataError(f"Cannot read the frame time {text!r} in the sidecar.")
+        seconds.append(moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6)
+    seconds = np.array(seconds)
+    return seconds - seconds[0]
+
+
+def _read_sidecar(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputFileError(
+            f"The JSON sidecar {path} cannot be read ({error}). Fix or remove it and give the timing "
+            "with tr=/times= (command line: --tr)."
+        ) from None
+
+
+def _sidecar_modality(value) -> str | None:
+    text = str(value or "").strip().lower()
+    if text in ("mr", "mri", "dsc", "pwi"):
+        return "mr"
+    if text in ("ct", "ctp"):
+        return "ct"
+    return None
+
+
+def _positive_seconds(value, name, warnings, *, ms_above):
+    """A positive float in s from the sidecar, converting evident ms values (> ``ms_above``)."""
+    if value is None:
+        return None
+    try:
+        value = float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, IndexError):
+        raise InputDataError(f"The sidecar's {name} ({value!r}) is not a number of seconds.") from None
+    if not np.isfinite(value) or value <= 0:
+        return None
+    if value > ms_above:
+        warnings.append(f"The sidecar's {name} {value:g} looks like ms; used {value / 1000:g} s.")
+        value /= 1000.0
+    return value
+
+
+def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, modality=None) -> PerfusionSeries:
+    """Read a 4D perfusion series from a NIfTI file (or any 4D image SimpleITK reads).
+
+    ``sidecar``: BIDS JSON (default: same stem + ``.json`` if present) giving ``RepetitionTime``
+    and ``EchoTime`` (s), optional per-frame times (``VolumeTiming``, ``FrameTimesStart``,
+    ``AcquisitionTimes``) and ``Modality``. Keyword arguments override the sidecar: ``tr`` s,
+    ``te`` s, ``times`` s (one per frame), ``modality`` "mr"/"ct". Frame times are the given or
+    sidecar times, else index × TR (TR from the sidecar or the NIfTI header when its time unit is
+    set). MR without TE carries ``te=None`` (the pipeline then asks for it).
+    """
+    path = Path(path)
+    image, meta = _read_sitk(path, "perfusion file")
+    warnings: list[str] = []
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputDataError(
+            f"{path} stores {image.GetNumberOfComponentsPerPixel()} values per voxel (vector/RGB image); "
+            "give the 4D dynamic series as a scalar 4D NIfTI."
+        )
+    if image.GetDimension() == 3:
+        raise InputDataError(
+            f"{path} is a 3D volume; give the 4D dynamic (time-resolved) perfusion series."
+        )
+    if image.GetDimension() != 4:
+        raise InputDataError(f"{path} is a {image.GetDimension()}D image; a 4D perfusion series is needed.")
+    array = sitk.GetArrayFromImage(image)  # (T, K, J, I)
+    signal = np.moveaxis(array, 0, -1)
+    if signal.dtype == np.float64:
+        signal = signal.astype(np.float32)
+    signal = np.ascontiguousarray(signal)
+    geometry = Geometry.from_sitk(image)
+    n_frames = signal.shape[-1]
+
+    side = Path(sidecar) if sidecar is not None else sidecar_path(path)
+    facts = {}
+    if sidecar is not None and not side.is_file():
+        raise InputFileError(f"The sidecar {side} does not exist: check the path.")
+    if side.is_file():
+        facts = _read_sidecar(side)
+    # Timing.
+    frame_times = None
+    time_source = None
+    if times is not None:
+        frame_times, time_source = np.asarray(times, dtype=float).ravel(), "given"
+    else:
+        for key in _SIDECAR_TIMING_KEYS:
+            if key in facts and isinstance(facts[key], list) and facts[key]:
+                values = facts[key]
+                if all(isinstance(v, (int, float)) for v in values):
+                    frame_times = np.asarray(values, dtype=float)
+                else:
+                    frame_times = _clock_to_seconds(values)
+                time_source = f"sidecar {key}"
+                break
+    tr_value = tr if tr is not None else _positive_seconds(facts.get("RepetitionTime"), "RepetitionTime",
+                                                            warnings, ms_above=30.0)
+    tr_source = "given" if tr is not None else ("sidecar" if tr_value is not None else None)
+    if tr_value is None and frame_times is None:
+        units = int(meta.get("xyzt_units", "0") or 0) if str(meta.get("xyzt_units", "0")).isdigit() else 0
+        step = image.GetSpacing()[3]
+        scale = {8: 1.0, 16: 1e-3, 24: 1e-6}.get(units & 0x38)
+        if scale is not None and step > 0:
+            tr_value, tr_source = float(step) * scale, "NIfTI header"
+    if tr_value is not None and not (np.isfinite(tr_value) and tr_value > 0):
+        raise InputDataError(f"TR must be a positive number of seconds, not {tr_value!r}.")
+    if frame_times is None:
+        if tr_value is None:
+            raise InputDataError(
+                f"The frame timing of {path} is unknown: give the repetition time or frame times "
+                f"(command line: --tr SECONDS; or RepetitionTime / VolumeTiming in {side.name})."
+            )
+        frame_times, time_source = np.arange(n_frames) * float(tr_value), f"index × TR ({tr_source})"
+    if frame_times.size != n_frames:
+        raise InputDataError(
+            f"{frame_times.size} frame times ({time_source}) were given for the {n_frames} frames of {path}."
+        )
+    te_value = te if te is not None else _positive_seconds(facts.get("EchoTime"), "EchoTime", warnings,
+                                                            ms_above=1.0)
+    if modality is None:
+        modality = _sidecar_modality(facts.get("Modality"))
+    elif modality not in MODALITIES:
+        raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
+    metadata = {"path": str(path), "time_source": time_source, "sidecar": str(side) if facts else None,
+                "warnings": warnings}
+    for key in ("Manufacturer", "ManufacturersModelName", "SeriesDescription", "MagneticFieldStrength",
+                "ProtocolName"):
+        if key in facts:
+            metadata[key] = facts[key]
+    series = PerfusionSeries(signal, frame_times, geometry, modality, te=te_value,
+                             tr=float(tr_value) if tr_value is not None else None,
+                             source=f"NIfTI {path.name}", metadata=metadata)
+    warnings.extend(validate_series(series))
+    return series
+
+
+def write_nifti_perfusion(path, series: PerfusionSeries, *, sidecar=True) -> Path:
+    """Write ``series`` as a 4D NIfTI (``.nii``/``.nii.gz``) and, with ``sidecar``, a BIDS JSON
+    (RepetitionTime, EchoTime in s, VolumeTiming = frame times, Modality). Returns the path."""
+    path = Path(path)
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        raise OutputError(f"{path}: a NIfTI file name must end in .nii or .nii.gz.")
+    _prepare_output(path)
+    array = np.moveaxis(np.asarray(series.signal), -1, 0)  # (T, K, J, I), a view
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
+    ijk_to_lps = LPS_TO_RAS @ series.geometry.ijk_to_ras
+    spacing = series.geometry.spacing
+    times = np.asarray(series.times, dtype=float)
+    step = float(series.tr) if series.tr else (float(np.median(np.diff(times))) if times.size > 1 else 1.0)
+    direction = np.eye(4)
+    direction[:3, :3] = ijk_to_lps[:3, :3] / spacing
+    image.SetSpacing([*(float(s) for s in spacing), step])
+    image.SetOrigin([*(float(x) for x in ijk_to_lps[:3, 3]), float(times[0]) if times.size else 0.0])
+    image.SetDirection([float(x) for x in direction.ravel()])
+    try:
+        sitk.WriteImage(image, str(path), True)
+    except RuntimeError as error:
+        raise OutputError(f"Could not write {path}: {str(error).strip().splitlines()[-1][:200]}") from None
+    if sidecar:
+        facts = {"VolumeTiming": [float(t) for t in times]}
+        if series.tr:
+            facts["RepetitionTime"] = float(series.tr)
+        if series.te:
+            facts["EchoTime"] = float(series.te)
+        if series.modality:
+            facts["Modality"] = series.modality.upper()
+        facts["GeneratedBy"] = [{"Name": "StrokeMismatch", "Description": series.source or ""}]
+        try:
+            sidecar_path(path).write_text(json.dumps(facts, indent=2), encoding="utf-8")
+        except OSError as error:
+            raise OutputError(f"Could not write the sidecar {sidecar_path(path)}: {error}") from None
+    return path
+
+
+# --- 3D volumes --------------------------------------------------------------------------------
+
+
+def read_volume(path) -> tuple[np.ndarray, Geometry]:
+    """Read a 3D image (ADC map, mask, …) from NIfTI, NRRD or any format SimpleITK reads.
+
+    Returns ``(array [K, J, I], Geometry)``; a 4D file with one frame is accepted, a real 4D
+    series raises :class:`InputDataError`.
+    """
+    path = Path(path)
+    image, _ = _read_sitk(path, "volume")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputDataError(
+            f"{path} stores {image.GetNumberOfComponentsPerPixel()} values per voxel; give a scalar 3D volume."
+        )
+    if image.GetDimension() == 4:
+        if image.GetSize()[3] != 1:
+            raise InputDataError(
+                f"{path} is a 4D series with {image.GetSize()[3]} frames; a single 3D volume is needed here "
+                "(e.g. the ADC map or a mask)."
+            )
+        array = sitk.GetArrayFromImage(image)[0]
+        return np.ascontiguousarray(array), Geometry.from_sitk(image)
+    if image.GetDimension() != 3:
+        raise InputDataError(f"{path} is a {image.GetDimension()}D image; a 3D volume is needed.")
+    return sitk.GetArrayFromImage(image), Geometry.from_sitk(image)
+
+
+def _prepare_output(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the folder {path.parent}: {error}") from None
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name.")
+
+
+def write_volume(path, array, geometry: Geometry) -> Path:
+    """Write a 3D ``array`` [K, J, I] with ``geometry``; the format follows the suffix
+    (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``…). Booleans are written as uint8, float64 as
+    float32, int64 as int32. Returns the path."""
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise OutputError(f"write_volume writes 3D arrays; got shape {array.shape}.")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    elif array.dtype == np.int64:
+        array = array.astype(np.int32)
+    _prepare_output(path)
+    try:
+        image = geometry.to_sitk(array)
+        sitk.WriteImage(image, str(path), True)
+    except InputDataError as error:
+        raise OutputError(f"Cannot write {path}: {error}") from None
+    except RuntimeError as error:
+        raise OutputError(f"Could not write {path}: {str(error).strip().splitlines()[-1][:200]}") from None
+    return path
+
+
+# --- NRRD (volume sequences) ---------------------------------------------------------------
+
+
+def _nrrd_vector(text: str):
+    text = text.strip()
+    if text == "none":
+        return None
+    return [float(v) for v in text.strip("()").split(",")]
+
+
+def _nrrd_list(text: str) -> list[str]:
+    """Split a NRRD per-axis field; quoted entries may contain spaces."""
+    text = text.strip()
+    if '"' in text:
+        return re.findall(r'"([^"]*)"', text)
+    return text.split()
+
+
+def _read_nrrd(path: Path) -> tuple[np.ndarray, dict, dict]:
+    """Read an attached-data NRRD: (array in numpy C order = reversed file axes, fields, key-values)."""
+    _check_exists(path, "NRRD file")
+    try:
+        blob = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(f"Cannot read {path}: {error}") from None
+    if not blob.startswith(b"NRRD000"):
+        raise InputFileError(f"{path} is not a NRRD file (no NRRD magic line). Check the file or its suffix.")
+    end = blob.find(b"\n\n")
+    if end < 0:
+        raise InputFileError(f"{path} is truncated: its NRRD header never ends. Copy or export the file again.")
+    header = blob[:end].decode("latin-1").splitlines()
+    fields, keyvalues = {}, {}
+    for line in header[1:]:
+        if not line or line.startswith("#"):
+            continue
+        if ":=" in line:
+            key, value = line.split(":=", 1)
+            keyvalues[key.strip()] = value.strip()
+        elif ": " in line:
+            key, value = line.split(": ", 1)
+            fields[key.strip().lower()] = value.strip()
+        else:
+            raise InputFileError(f"{path}: unreadable NRRD header line {line!r}. The file is damaged.")
+    if "data file" in fields or "datafile" in fields:
+        raise InputFileError(
+            f"{path} is a detached NRRD header (.nhdr + data file), which is not supported for sequences: "
+            "save the sequence from Slicer as a single .seq.nrrd file."
+        )
+    try:
+        sizes = [int(s) for s in fields["sizes"].split()]
+        dtype = np.dtype(_NRRD_TYPES[fields["type"].lower()])
+    except KeyError as error:
+        raise InputFileError(f"{path}: the NRRD header lacks or misstates {error}. The file is damaged.") from None
+    if fields.get("endian", "little").lower() == "big":
+        dtype = dtype.newbyteorder(">")
+    else:
+        dtype = dtype.newbyteorder("<")
+    data = blob[end + 2:]
+    if int(fields.get("line skip", fields.get("lineskip", "0"))):
+        data = data.split(b"\n", int(fields.get("line skip", fields.get("lineskip", "0"))))[-1]
+    encoding = fields.get("encoding", "raw").lower()
+    count = int(np.prod(sizes))
+    try:
+        if encoding in ("gzip", "gz"):
+            data = gzip.decompress(data)
+        elif encoding in ("bzip2", "bz2"):
+            data = bz2.decompress(data)
+        elif encoding in ("ascii", "text", "txt"):
+            values = np.array(data.split(), dtype=float)
+            data = values.astype(dtype).tobytes()
+        elif encoding != "raw":
+            raise InputFileError(f"{path}: NRRD encoding {encoding!r} is not supported (use raw or gzip).")
+    except (OSError, EOFError, zlib.error, ValueError) as error:
+        raise InputFileError(
+            f"{path} is damaged or truncated: its compressed image data cannot be read ({error}). "
+            "Copy or export the file again."
+        ) from None
+    skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
+    if skip == -1:
+        data = data[len(data) - count * dtype.itemsize:]
+    elif skip > 0:
+        data = data[skip:]
+    if len(data) < count * dtype.itemsize:
+        raise InputFileError(
+            f"{path} is truncated: {len(data)} bytes of image data for {count} voxels of "
+            f"{dtype.itemsize} bytes. Copy or export the file again."
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count).reshape(sizes[::-1])
+    return array.astype(dtype.newbyteorder("="), copy=True), fields, keyvalues
+
+
+def read_seq_nrrd(path, *, modality=None, te=None, tr=None) -> PerfusionSeries:
+    """Read a Slicer volume sequence (``.seq.nrrd``) as a :class:`PerfusionSeries`.
+
+    The ``list`` axis gives the frames, its ``axis N index values`` the times (``units`` ``ms``
+    converted to s). ``modality``, ``te`` (s) and ``tr`` (s) override what the file records
+    (our writer stores them as ``StrokeMismatch.*`` key-value fields)."""
+    path = Path(path)
+    array, fields, keyvalues = _read_nrrd(path)
+    dimension = int(fields.get("dimension", array.ndim))
+    if dimension == 3:
+        raise InputDataError(f"{path} is a 3D volume; give the 4D dynamic series (a volume sequence).")
+    if dimension != 4:
+        raise InputDataError(f"{path} has {dimension} axes; a volume sequence has 4 (3 space + time).")
+    kinds = [k.lower() for k in _nrrd_list(fields.get("kinds", ""))]
+    directions_text = re.findall(r"\([^)]*\)|none", fields.get("space directions", ""))
+    directions = [_nrrd_vector(d) for d in directions_text]
+    list_axes = [n for n, kind in enumerate(kinds) if kind in ("list", "time", "vector", "point")]
+    if len(list_axes) != 1 and len(directions) == 4:
+        list_axes = [n for n, d in enumerate(directions) if d is None]
+    if len(list_axes) != 1 or len(directions) != 4:
+        raise InputFileError(
+            f"{path} is a 4-D NRRD without one list (time) axis and three space axes; it is not a "
+            "volume sequence. Save it from Slicer's Sequences module as .seq.nrrd."
+        )
+    axis = list_axes[0]
+    space_axes = [n for n in range(4) if n != axis]
+    space = fields.get("space", "").lower()
+    if space not in _NRRD_SPACES:
+        raise InputFileError(
+            f"{path}: NRRD space {space or '(none)'!r} is not supported; it must be left-posterior-superior "
+            "or right-anterior-superior."
+        )
+    flip = np.diag([*_NRRD_SPACES[space], 1.0])
+    matrix = np.eye(4)
+    for column, n in enumerate(space_axes):
+        if directions[n] is None:
+            raise InputFileError(f"{path}: space axis {n} has no direction. The file is damaged.")
+        matrix[:3, column] = directions[n]
+    origin = _nrrd_vector(fields.get("space origin", "(0,0,0)")) or [0.0, 0.0, 0.0]
+    matrix[:3, 3] = origin
+    ijk_to_ras = flip @ matrix
+    # numpy axes are the file axes reversed: file axis n ↔ numpy axis 3 − n.
+    signal = np.transpose(array, (3 - space_axes[2], 3 - space_axes[1], 3 - space_axes[0], 3 - axis))
+    signal = np.ascontiguousarray(signal)
+    geometry = Geometry(ijk_to_ras, signal.shape[:3])
+
+    values = keyvalues.get(f"axis {axis} index values")
+    if values is None:
+        raise InputDataError(
+            f"{path} does not record the frame times (no 'axis {axis} index values' field). Re-save the "
+            "sequence from Slicer with a numeric time index."
+        )
+    if keyvalues.get(f"axis {axis} index type", "numeric").lower() != "numeric":
+        raise InputDataError(f"{path}: the sequence index is not numeric, so it gives no frame times.")
+    try:
+        times = np.array([float(v) for v in values.split()])
+    except ValueError:
+        raise InputDataError(f"{path}: the frame times {values[:80]!r} are not numbers.") from None
+    units = _nrrd_list(fields.get("units", ""))
+    unit = units[axis].strip().lower() if len(units) == 4 else "s"
+    if unit not in _TIME_UNITS:
+        raise InputDataError(f"{path}: unknown time unit {unit!r} for the sequence index (use s or ms).")
+    times = times * _TIME_UNITS[unit]
+    if times.size != signal.shape[-1]:
+        raise InputFileError(f"{path}: {times.size} frame times for {signal.shape[-1]} frames. The file is damaged.")
+
+    def stored(name):
+        return keyvalues.get(f"StrokeMismatch.{name}") or None
+
+    modality = modality if modality is not None else stored("modality")
+    if modality is not None and modality not in MODALITIES:
+        raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
+    te = te if te is not None else (float(stored("te")) if stored("te") else None)
+    tr = tr if tr is not None else (float(stored("tr")) if stored("tr") else None)
+    labels = _nrrd_list(fields.get("labels", ""))
+    metadata = {"path": str(path), "index_name": labels[axis] if len(labels) == 4 else None,
+                "time_unit": unit or "s"}
+    series = PerfusionSeries(signal, times, geometry, modality, te=te, tr=tr,
+                             source=f"sequence {path.name}", metadata=metadata)
+    metadata["warnings"] = validate_series(series)
+    return series
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value)) if np.isfinite(value) else "nan"
+
+
+def write_seq_nrrd(path, series: PerfusionSeries) -> Path:
+    """Write ``series`` as a Slicer volume sequence (``.seq.nrrd``), gzip-encoded, LPS space,
+    time as the last (list) header axis, as ``vtkMRMLVolumeSequenceStorageNode`` writes it."""
+    path = Path(path)
+    if not path.name.lower().endswith(".nrrd"):
+        raise OutputError(f"{path}: a volume sequence file name must end in .seq.nrrd.")
+    _prepare_output(path)
+    signal = np.asarray(series.signal)
+    if signal.dtype == bool:
+        signal = signal.astype(np.uint8)
+    if signal.dtype not in _NUMPY_TO_NRRD:
+        signal = signal.astype(np.float32)
+    data = np.ascontiguousarray(np.moveaxis(signal, -1, 0), dtype=signal.dtype.newbyteorder("<"))
+    K, J, I, T = signal.shape
+    ijk_to_lps = LPS_TO_RAS @ series.geometry.ijk_to_ras
+    directions = " ".join("(" + ",".join(_fmt(x) for x in ijk_to_lps[:3, n]) + ")" for n in range(3))
+    lines = [
+        "NRRD0004",
+        "# Complete NRRD file format specification at:",
+        "# http://teem.sourceforge.net/nrrd/format.html",
+        f"type: {_NUMPY_TO_NRRD[signal.dtype]}",
+        "dimension: 4",
+        "space: left-posterior-superior",
+        f"sizes: {I} {J} {K} {T}",
+        f"space directions: {directions} none",
+        "kinds: domain domain domain list",
+        'labels: "" "" "" "time"',
+        'units: "" "" "" "s"',
+        "endian: little",
+        "encoding: gzip",
+        "space origin: (" + ",".join(_fmt(x) for x in ijk_to_lps[:3, 3]) + ")",
+        "DataNodeClassName:=vtkMRMLScalarVolumeNode",
+        "axis 3 index type:=numeric",
+        "axis 3 index values:=" + " ".join(f"{float(t):.10g}" for t in series.times),
+    ]
+    if series.modality:
+        lines.append(f"StrokeMismatch.modality:={series.modality}")
+    if series.te:
+        lines.append(f"StrokeMismatch.te:={float(series.te):.10g}")
+    if series.tr:
+        lines.append(f"StrokeMismatch.tr:={float(series.tr):.10g}")
+    header = ("\n".join(lines) + "\n\n").encode("latin-1")
+    try:
+        with open(path, "wb") as handle:
+            handle.write(header)
+            handle.write(gzip.compress(data.tobytes(), compresslevel=6))
+    except OSError as error:
+        raise OutputError(f"Could not write {path}: {error}") from None
+    return path
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+
+def read_perfusion(path, *, series=None, modality=None, tr=None, te=None, times=None, sidecar=None) -> PerfusionSeries:
+    """Read a perfusion series from ``path``: ``.nii``/``.nii.gz`` (with BIDS sidecar),
+    ``.seq.nrrd``/``.nrrd`` (Slicer sequence), ``.mha``/``.mhd`` (4D image) or a DICOM folder
+    (``series`` picks one when the folder holds several). ``modality``, ``tr``, ``te`` (s) and
+    ``times`` (s) override what the files say."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"The perfusion input {path} does not exist: check the path.")
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(".dcm"):
+        from . import dicomio
+
+        folder = path if path.is_dir() else path.parent
+        loaded = dicomio.read_dicom_perfusion(folder, series=series)
+        loaded = _override(loaded, modality=modality, tr=tr, te=te, times=times)
+    elif name.endswith(SEQUENCE_SUFFIXES):
+        loaded = read_seq_nrrd(path, modality=modality, te=te, tr=tr)
+        if times is not None:
+            loaded = _override(loaded, times=times)
+    else:
+        loaded = read_nifti_perfusion(path, sidecar=sidecar, tr=tr, te=te, times=times, modality=modality)
+    return loaded
+
+
+def _override(series: PerfusionSeries, *, modality=None, tr=None, te=None, times=None) -> PerfusionSeries:
+    """A copy of ``series`` with user-given facts replacing those read from the files."""
+    if modality is None and tr is None and te is None and times is None:
+        return series
+    new_times = series.times
+    if times is not None:
+        new_times = np.asarray(times, dtype=float).ravel()
+    elif tr is not None and series.tr is None:
+        new_times = np.arange(series.signal.shape[-1]) * float(tr)
+    result = PerfusionSeries(
+        series.signal, new_times, series.geometry,
+        modality if modality is not None else series.modality,
+        te=te if te is not None else series.te,
+        tr=tr if tr is not None else series.tr,
+        source=series.source, metadata=dict(series.metadata),
+    )
+    result.metadata["warnings"] = validate_series(result)
+    return result
