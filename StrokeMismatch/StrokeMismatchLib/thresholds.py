@@ -1,0 +1,136 @@
+"""Threshold masks: core (ADC or rCBF), hypoperfusion (Tmax), penumbra; rCBF references.
+
+All inequalities are strict (PERFUSION.md §8): core is ADC < threshold or rCBF < threshold,
+hypoperfusion is Tmax > threshold. NaN never passes a threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputDataError
+
+RCBF_REFERENCES = ("contralateral", "tmax_lt_4", "mirror")
+STATISTICS = ("mean", "median")
+
+
+def _less(values: np.ndarray, threshold: float) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values < threshold)
+
+
+def _greater(values: np.ndarray, threshold: float) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values > threshold)
+
+
+def core_from_adc(adc_micro: np.ndarray, threshold: float = 620.0) -> np.ndarray:
+    """Core where ADC < ``threshold`` (10⁻⁶ mm²/s). Zero/negative ADC (background) is not core."""
+    adc_micro = np.asarray(adc_micro, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return _less(adc_micro, threshold) & (adc_micro > 0)
+
+
+def core_from_rcbf(rcbf: np.ndarray, threshold: float = 0.30) -> np.ndarray:
+    """Core where relative CBF < ``threshold`` (fraction, 0.30 = 30 %)."""
+    return _less(rcbf, threshold)
+
+
+def tmax_mask(tmax: np.ndarray, threshold_s: float = 6.0) -> np.ndarray:
+    """Hypoperfused tissue: Tmax > ``threshold_s`` (strict)."""
+    return _greater(tmax, threshold_s)
+
+
+def penumbra(core: np.ndarray, hypoperfusion: np.ndarray) -> np.ndarray:
+    """Penumbra = hypoperfusion minus core (voxel set)."""
+    return np.asarray(hypoperfusion, dtype=bool) & ~np.asarray(core, dtype=bool)
+
+
+def _statistic(values: np.ndarray, statistic: str) -> float:
+    return float(np.mean(values) if statistic == "mean" else np.median(values))
+
+
+def smooth_nan(values: np.ndarray, sigma_mm: float, spacing_kji) -> np.ndarray:
+    """Gaussian smoothing (σ in mm) that ignores NaN (normalised convolution); NaN stays NaN."""
+    values = np.asarray(values, dtype=float)
+    valid = np.isfinite(values)
+    if sigma_mm <= 0:
+        return np.where(valid, values, np.nan)
+    sigma = [sigma_mm / s for s in spacing_kji]
+    num = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma, mode="constant")
+    den = ndimage.gaussian_filter(valid.astype(float), sigma, mode="constant")
+    out = np.full(values.shape, np.nan)
+    ok = valid & (den > 1e-6)
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def rcbf_reference(cbf: np.ndarray, *, method: str = "contralateral", tissue: np.ndarray,
+                   tmax: np.ndarray | None = None, hemispheres=None, affected_side: str = "none",
+                   tmax_threshold: float = 6.0, normal_tmax: float = 4.0,
+                   statistic: str = "mean", mirror_sigma_mm: float = 5.0) -> tuple[np.ndarray, dict]:
+    """Relative CBF map and a JSON-ready description of its reference.
+
+    ``method``:
+    - "contralateral": ``statistic`` of CBF in tissue of the hemisphere opposite
+      ``affected_side`` with Tmax ≤ ``tmax_threshold`` (whole brain when the side is "none");
+    - "tmax_lt_4": ``statistic`` of CBF where Tmax < ``normal_tmax`` (normally perfused tissue);
+    - "mirror": local mirror normalisation (Rau et al., AJNR 2024): each voxel ÷ the
+      Gaussian-smoothed (σ ``mirror_sigma_mm``) CBF at its mirror across the mid-sagittal plane.
+    ``tissue``: voxels usable as reference (brain, CSF excluded).
+    """
+    if method not in RCBF_REFERENCES:
+        raise InputDataError(
+            f"Unknown rCBF reference {method!r}: use one of {', '.join(RCBF_REFERENCES)}."
+        )
+    if statistic not in STATISTICS:
+        raise InputDataError(f"Unknown statistic {statistic!r}: use 'mean' or 'median'.")
+    cbf = np.asarray(cbf, dtype=float)
+    tissue = np.asarray(tissue, dtype=bool) & np.isfinite(cbf)
+    info = {"method": method, "statistic": statistic}
+    if method == "mirror":
+        if hemispheres is None:
+            raise InputDataError("Mirror normalisation needs the mid-sagittal plane.")
+        spacing_kji = hemispheres.geometry.spacing[::-1]
+        smooth = smooth_nan(np.where(tissue, cbf, np.nan), mirror_sigma_mm, spacing_kji)
+        mirrored = hemispheres.mirror(smooth)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rcbf = np.where(np.isfinite(mirrored) & (mirrored > 0), cbf / mirrored, np.nan)
+        info.update(value=None, unit="mL/100 g/min", smoothing_sigma_mm=mirror_sigma_mm,
+                    n_voxels=int(np.count_nonzero(np.isfinite(rcbf))),
+                    description=("each voxel divided by the smoothed CBF at its mirror position "
+                                 f"across the mid-sagittal plane (σ = {mirror_sigma_mm:g} mm)"))
+        return rcbf, info
+    if tmax is None:
+        raise InputDataError(f"The '{method}' rCBF reference needs a Tmax map.")
+    tmax = np.asarray(tmax, dtype=float)
+    if method == "contralateral":
+        region = tissue & ~_greater(tmax, tmax_threshold) & np.isfinite(tmax)
+        if affected_side in ("left", "right") and hemispheres is not None:
+            other = "left" if affected_side == "right" else "right"
+            region &= hemispheres.side_masks()[other]
+            description = (f"{statistic} CBF of {other} hemisphere tissue (contralateral to the "
+                           f"{affected_side}-sided deficit) with Tmax ≤ {tmax_threshold:g} s")
+        else:
+            description = (f"{statistic} CBF of all brain tissue with Tmax ≤ {tmax_threshold:g} s "
+                           "(no affected side found)")
+    else:
+        region = tissue & _less(tmax, normal_tmax)
+        description = f"{statistic} CBF of tissue with Tmax < {normal_tmax:g} s"
+    if not region.any():
+        raise InputDataError(
+            f"No reference tissue for rCBF ({description}): choose another rCBF reference."
+        )
+    value = _statistic(cbf[region], statistic)
+    if not np.isfinite(value) or value <= 0:
+        raise InputDataError(
+            f"The rCBF reference CBF is {value:g} ({description}): the CBF map looks empty."
+        )
+    with np.errstate(invalid="ignore"):
+        rcbf = cbf / value
+    info.update(value=value, unit="mL/100 g/min", n_voxels=int(np.count_nonzero(region)),
+                description=description)
+    return rcbf, info
