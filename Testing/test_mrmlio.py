@@ -281,3 +281,47 @@ def test_metrics_table_from_the_lib_metric_and_rule_objects(scene):
     assert "infinite" in rows[1]["Details"] and "core is empty" in rows[1]["Details"]
     assert rows[2]["Item"] == "DEFUSE 3" and rows[2]["Verdict"] == "eligible"
     assert "below 70 mL" in rows[2]["Details"]
+
+
+def test_edited_segment_read_back_gives_recomputed_metrics_and_segments_stay(scene):
+    pytest.importorskip("StrokeMismatchLib.analysis")
+    geometry = Geometry.from_spacing((10, 20, 20), (2.0, 2.0, 5.0))  # 0.02 mL voxels
+    reference = mrmlio.volume_from_array(np.zeros(geometry.shape), geometry, "Tmax")
+    core = np.zeros(geometry.shape, bool)
+    core[2:6, 5:10, 5:10] = True  # 100 voxels = 2 mL
+    penumbra = np.zeros(geometry.shape, bool)
+    penumbra[2:8, 3:15, 3:15] = True
+    penumbra &= ~core  # 6*12*12 - 100 = 764 voxels
+    seg = mrmlio.segmentation_from_masks({"core": core, "penumbra": penumbra}, reference, closed_surface=False)
+    table, result = mrmlio.recompute_from_segmentation(seg, reference)
+    volumes = {k: m.value for k, m in result.metrics.items() if m.unit == "mL"}
+    assert any(v == pytest.approx(2.0) for v in volumes.values()), volumes
+    assert any(v == pytest.approx(864 * 0.02) for v in volumes.values()), volumes
+    # the user erases half of the core in Segment Editor (simulated on the labelmap)
+    edited = core.copy()
+    edited[4:6] = False
+    segment_id = seg.GetSegmentation().GetSegmentIdBySegmentName("Ischemic core")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), seg, segment_id, reference)
+    table2, result2 = mrmlio.recompute_from_segmentation(seg, reference, table=table)
+    assert table2 is table
+    volumes2 = {k: m.value for k, m in result2.metrics.items() if m.unit == "mL"}
+    assert any(v == pytest.approx(1.0) for v in volumes2.values()), volumes2
+    assert not any(v == pytest.approx(2.0) for v in volumes2.values())
+    rows = mrmlio.table_rows(table)
+    assert any(r["Unit"] == "mL" and float(r["Value"]) == pytest.approx(1.0) for r in rows)
+    assert any(r["Key"] == "criterion" and r["Verdict"] for r in rows)
+    # the edit is kept: recomputing never writes the segments
+    np.testing.assert_array_equal(mrmlio.masks_from_segmentation(seg, reference)["core"], edited)
+
+
+def test_inspector_curves_are_peak_normalised_with_units_in_legends():
+    info = {"concentration": np.array([0.0, 2.0, 1.0]), "residue": np.array([10.0, 40.0, 5.0]),
+            "residue_times": np.array([0.0, 1.0, 2.0])}
+    curves = mrmlio.inspector_curves(info, [0, 1, 2], np.array([0.0, 8.0, 2.0]))
+    (tissue_name, tissue), (aif_name, aif), (res_name, (lags, residue)) = curves.items()
+    assert "peak 2" in tissue_name and "peak 8" in aif_name and "40.0 mL/100 g/min" in res_name
+    np.testing.assert_allclose(tissue, [0, 1, 0.5])
+    np.testing.assert_allclose(aif, [0, 1, 0.25])
+    np.testing.assert_allclose(residue, [0.25, 1, 0.125])
+    np.testing.assert_allclose(mrmlio.mean_curve(np.arange(24.0).reshape(2, 2, 2, 3), [[0, 0, 0], [1, 1, 1]]),
+                               [10.5, 11.5, 12.5])

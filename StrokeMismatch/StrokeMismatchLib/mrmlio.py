@@ -712,3 +712,64 @@ def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=N
     result["residue_times"] = np.asarray(residue.times, dtype=float)
     result["residue"] = 6000.0 * kappa * np.asarray(residue.k, dtype=float)
     return result
+
+
+def mean_curve(concentration, voxels) -> np.ndarray:
+    """Mean curve [T] of ``concentration`` [K, J, I, T] over ``voxels`` ((N, 3) k, j, i)."""
+    voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
+    if voxels.size == 0:
+        raise InputDataError("No voxel to average.")
+    return np.asarray(concentration[voxels[:, 0], voxels[:, 1], voxels[:, 2]], dtype=float).mean(axis=0)
+
+
+def inspector_curves(info: dict, times, aif) -> dict:
+    """Legend -> curve for the inspector chart: the voxel's C(t), the AIF and CBF·R(t), each
+    divided by its own peak so their shapes and timing (delay, dispersion) compare on one axis;
+    the legends give the peaks with units. The residue is on its own lag axis (s)."""
+    aif = np.asarray(getattr(aif, "curve", aif), dtype=float)
+
+    def scaled(curve):
+        curve = np.asarray(curve, dtype=float)
+        peak = float(np.nanmax(np.abs(curve))) if curve.size else 0.0
+        return (curve / peak if peak > 0 else curve), peak
+
+    tissue, tissue_peak = scaled(info["concentration"])
+    aif_scaled, aif_peak = scaled(aif)
+    residue, residue_peak = scaled(info["residue"])
+    return {
+        f"Voxel C(t) (peak {tissue_peak:.3g})": tissue,
+        f"AIF C(t) (peak {aif_peak:.3g})": aif_scaled,
+        f"CBF·R(t) vs lag (peak {residue_peak:.1f} mL/100 g/min)": (np.asarray(info["residue_times"]), residue),
+    }
+
+
+def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=None, cbv_volume=None,
+                                hemispheres=None, settings=None, table=None):
+    """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments.
+
+    Hypoperfusion = core ∪ penumbra (``analysis.metrics_from_masks``); ``tmax_volume`` /
+    ``cbv_volume`` (map nodes on the reference grid) add the Tmax > 8/10 s volumes and the CBV
+    index. The segmentation is only read, never changed. Writes ``table`` (or a new table node)
+    and returns ``(table, MaskMetrics)``.
+    """
+    from .analysis import metrics_from_masks
+
+    geometry = volume_geometry(reference_volume)
+    masks = masks_from_segmentation(segmentation, reference_volume, keys=("core", "penumbra"))
+    if "core" not in masks and "penumbra" not in masks:
+        raise InputDataError(
+            f"Segmentation {segmentation.GetName()!r} has no 'Ischemic core' or 'Penumbra' segment: "
+            "choose the segmentation made by Apply (segment names must be kept)."
+        )
+    empty = np.zeros(geometry.shape, bool)
+    core = masks.get("core", empty)
+    penumbra = masks.get("penumbra", empty)
+    tmax = None if tmax_volume is None else np.array(slicer.util.arrayFromVolume(tmax_volume), dtype=np.float32)
+    cbv = None if cbv_volume is None else np.array(slicer.util.arrayFromVolume(cbv_volume), dtype=np.float32)
+    result = metrics_from_masks(core, core | penumbra, geometry, tmax=tmax, cbv=cbv, hemispheres=hemispheres,
+                                settings=settings)
+    table = table_from_metrics(result.metrics, result.criteria, table=table,
+                               name=f"{segmentation.GetName()} summary (edited)",
+                               scene=segmentation.GetScene())
+    table.SetAttribute("StrokeMismatch.Source", "segments")
+    return table, result
