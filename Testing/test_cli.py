@@ -153,9 +153,20 @@ def test_lesion_options_reach_settings(tmp_path):
     lesion = settings.lesion
     assert lesion.core_adc == 600 and lesion.core_rcbf == 0.38 and lesion.tmax_threshold == 8
     assert lesion.rcbf_reference == "mirror"
+    assert lesion.core_within_hypoperfusion is False
+    assert lesion.csf_exclusion is False and lesion.cluster_removal is False and lesion.opening is True
+    assert lesion.min_core_ml == 2 and lesion.min_hypoperfusion_ml == 2
     assert (lesion.age, lesion.nihss, lesion.collateral_score) == (70, 12, 2)
     record = json.dumps(settings.to_dict(), allow_nan=False)
     assert "mirror" in record
+
+
+def test_rcbf_reference_tmax4_and_specific_cluster_sizes():
+    args = build_parser().parse_args(["demo", "--rcbf-reference", "tmax4", "--min-cluster-ml", "3",
+                                      "--min-core-ml", "0.2"])
+    lesion = cli._case_settings(args).lesion
+    assert lesion.rcbf_reference == "tmax_lt_4"
+    assert lesion.min_core_ml == 0.2 and lesion.min_hypoperfusion_ml == 3
 
 
 def test_defaults_leave_lesion_settings_alone():

@@ -25,21 +25,27 @@ from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
 
 PROG = "stroke-mismatch"
 
-#: command-line option (dest) -> LesionSettings field.
+#: command-line option (dest) -> LesionSettings field(s).
 LESION_OPTIONS = {
-    "core_adc": "core_adc",
-    "core_rcbf": "core_rcbf",
-    "tmax": "tmax_threshold",
-    "rcbf_reference": "rcbf_reference",
-    "age": "age",
-    "nihss": "nihss",
-    "collateral_score": "collateral_score",
-    "min_cluster_ml": "min_cluster_ml",
-    "csf_exclusion": "csf_exclusion",
-    "cluster_removal": "cluster_removal",
-    "opening": "opening",
-    "core_in_hypoperfusion": "core_in_hypoperfusion",
+    "core_adc": ("core_adc",),
+    "core_rcbf": ("core_rcbf",),
+    "tmax": ("tmax_threshold",),
+    "rcbf_reference": ("rcbf_reference",),
+    "age": ("age",),
+    "nihss": ("nihss",),
+    "collateral_score": ("collateral_score",),
+    "min_cluster_ml": ("min_core_ml", "min_hypoperfusion_ml"),
+    "min_core_ml": ("min_core_ml",),
+    "min_hypoperfusion_ml": ("min_hypoperfusion_ml",),
+    "csf_exclusion": ("csf_exclusion",),
+    "cluster_removal": ("cluster_removal",),
+    "opening": ("opening",),
+    "core_in_hypoperfusion": ("core_within_hypoperfusion",),
 }
+
+#: --rcbf-reference choices -> LesionSettings.rcbf_reference values.
+RCBF_REFERENCE_CHOICES = {"contralateral": "contralateral", "tmax4": "tmax_lt_4", "tmax_lt_4": "tmax_lt_4",
+                          "mirror": "mirror"}
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -93,9 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CT core: rCBF below this fraction (default 0.30)")
     lesion.add_argument("--tmax", type=_positive, metavar="S", help="hypoperfusion: Tmax above S seconds (default 6)")
     lesion.add_argument("--rcbf-reference", choices=["contralateral", "tmax4", "mirror"],
-                        help="reference CBF for rCBF (default contralateral)")
+                        help="reference CBF for rCBF: contralateral hemisphere, median where Tmax < 4 s, "
+                        "or local mirror normalisation (default contralateral)")
     lesion.add_argument("--min-cluster-ml", type=_non_negative, metavar="ML",
-                        help="remove connected clusters smaller than this (mL)")
+                        help="remove connected core and hypoperfusion clusters smaller than this (mL)")
+    lesion.add_argument("--min-core-ml", type=_non_negative, metavar="ML",
+                        help="minimum core cluster size (mL, default 0.5)")
+    lesion.add_argument("--min-hypoperfusion-ml", type=_non_negative, metavar="ML",
+                        help="minimum hypoperfusion cluster size (mL, default 1)")
     lesion.add_argument("--no-csf-exclusion", dest="csf_exclusion", action="store_false", default=None,
                         help="keep CSF voxels in the lesion masks")
     lesion.add_argument("--no-cluster-removal", dest="cluster_removal", action="store_false", default=None,
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     lesion.add_argument("--opening", action="store_true", default=None,
                         help="morphological opening of the lesion masks")
     lesion.add_argument("--no-core-in-hypoperfusion", dest="core_in_hypoperfusion", action="store_false",
-                        default=None, help="do not restrict the CT core to Tmax > threshold")
+                        default=None, help="do not restrict the core to Tmax > threshold (default: restricted for CT, not for MR)")
     lesion.add_argument("--age", type=_non_negative_int, metavar="N", help="patient age (years), for trial criteria")
     lesion.add_argument("--nihss", type=_non_negative_int, metavar="N", help="NIHSS, for trial criteria")
     lesion.add_argument("--collateral-score", type=_non_negative_int, metavar="N",
@@ -253,15 +264,22 @@ def _case_settings(args):
     lesion = LesionSettings()
     fields = {f.name for f in dataclasses.fields(lesion)}
     changes = {}
-    for option, field_name in LESION_OPTIONS.items():
+    for option, field_names in LESION_OPTIONS.items():
         value = getattr(args, option, None)
         if value is None:
             continue
-        if field_name not in fields:
-            raise InputDataError(f"--{option.replace('_', '-')} is not supported by this version's lesion analysis.")
-        changes[field_name] = value
+        if option == "rcbf_reference":
+            value = RCBF_REFERENCE_CHOICES[value]
+        for field_name in field_names:
+            if field_name not in fields:
+                raise InputDataError(
+                    f"--{option.replace('_', '-')} is not supported by this version's lesion analysis."
+                )
+            if option in ("min_core_ml", "min_hypoperfusion_ml") or field_name not in changes:
+                changes[field_name] = value
     if changes:
         lesion = dataclasses.replace(lesion, **changes)
+        lesion.validate()
     return CaseSettings(
         method=args.method,
         hematocrit_factor=args.hematocrit_factor,

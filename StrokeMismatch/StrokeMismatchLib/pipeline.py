@@ -414,21 +414,18 @@ def run_case(
     # 7. lesion ------------------------------------------------------------------------------------
     bar.step("lesion", "Core, hypoperfusion, penumbra and criteria")
     lesion_settings = settings.lesion
-    if adc_unit is not None:
-        if hasattr(lesion_settings, "adc_unit"):
-            lesion_settings = dataclasses.replace(lesion_settings, adc_unit=adc_unit)
-        else:
-            warnings.append(f"The ADC unit override {adc_unit!r} is not supported by this version.")
     lesion = analyze_lesion(
         maps,
         geometry,
         modality=modality,
         adc=adc,
         adc_geometry=adc_geometry,
+        adc_unit=adc_unit,
         brain_mask=mask,
         baseline_image=baseline_image,
         settings=lesion_settings,
     )
+    warnings.extend(getattr(lesion, "warnings", []) or [])
     lap("lesion")
 
     # 8. quality -------------------------------------------------------------------------------------
@@ -443,12 +440,8 @@ def run_case(
     lap("quality")
     bar.report(1.0, "Done")
 
-    detected_unit = None
     adc_info = getattr(lesion, "adc_unit", None)
-    if isinstance(adc_info, dict):
-        detected_unit = adc_info.get("unit") or adc_info.get("detected")
-    elif isinstance(adc_info, str):
-        detected_unit = adc_info
+    detected_unit = getattr(adc_info, "unit", None) if adc_info is not None else None
     return CaseResult(
         series=series,
         signal=signal,
@@ -462,7 +455,7 @@ def run_case(
         lesion=lesion,
         quality=flags,
         motion=motion,
-        settings=dataclasses.replace(settings, lesion=lesion_settings),
+        settings=settings,
         adc_provided=adc is not None,
         adc_unit=adc_unit or detected_unit,
         warnings=_unique(warnings),
