@@ -19,6 +19,7 @@ import bz2
 import gzip
 import json
 import re
+import struct
 import zlib
 from datetime import datetime
 from pathlib import Path
@@ -133,9 +134,52 @@ def _check_exists(path: Path, what: str) -> None:
         raise InputFileError(f"The {what} {path} is a folder; give the image file.")
 
 
+def _check_nifti_complete(path: Path, what: str) -> None:
+    """Refuse truncated or damaged NIfTI files, which ITK may read silently as zeros.
+
+    Streams through a ``.gz`` file (gzip end-of-stream and CRC) and compares the data size with
+    what the NIfTI-1 header announces (vox_offset + voxels × bitpix / 8).
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    damaged = (
+        f"The {what} {path} is truncated or damaged (%s). Copy or export the file again."
+    )
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(348)
+                total = len(head)
+                while chunk := handle.read(1 << 24):
+                    total += len(chunk)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(348)
+            total = path.stat().st_size
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputFileError(damaged % error) from None
+    if len(head) < 348:
+        raise InputFileError(damaged % f"only {total} bytes, shorter than a NIfTI header")
+    for endian in "<>":
+        if struct.unpack(endian + "i", head[:4])[0] == 348:
+            break
+    else:
+        return  # NIfTI-2 or another format: let ITK judge
+    dims = struct.unpack(endian + "8h", head[40:56])
+    bitpix = struct.unpack(endian + "h", head[72:74])[0]
+    vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+    n_dims = min(max(dims[0], 0), 7)
+    voxels = int(np.prod([max(d, 1) for d in dims[1:1 + n_dims]], dtype=np.int64))
+    needed = int(vox_offset) + voxels * max(bitpix, 0) // 8
+    if total < needed:
+        raise InputFileError(damaged % f"{total} bytes where the header announces {needed}")
+
+
 def _read_sitk(path: Path, what: str) -> tuple[sitk.Image, dict]:
     """Read any SimpleITK image; return it and its header meta-data."""
     _check_exists(path, what)
+    _check_nifti_complete(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -225,8 +269,8 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     and ``EchoTime`` (s), optional per-frame times (``VolumeTiming``, ``FrameTimesStart``,
     ``AcquisitionTimes``) and ``Modality``. Keyword arguments override the sidecar: ``tr`` s,
     ``te`` s, ``times`` s (one per frame), ``modality`` "mr"/"ct". Frame times are the given or
-    sidecar times, else index × TR (TR from the sidecar or the NIfTI header when its time unit is
-    set). MR without TE carries ``te=None`` (the pipeline then asks for it).
+    sidecar times, else index × TR (the NIfTI header's time step is not trusted: many tools leave
+    it at 1). MR without TE carries ``te=None`` (the pipeline then asks for it).
     """
     path = Path(path)
     image, meta = _read_sitk(path, "perfusion file")
@@ -274,19 +318,15 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     tr_value = tr if tr is not None else _positive_seconds(facts.get("RepetitionTime"), "RepetitionTime",
                                                             warnings, ms_above=30.0)
     tr_source = "given" if tr is not None else ("sidecar" if tr_value is not None else None)
-    if tr_value is None and frame_times is None:
-        units = int(meta.get("xyzt_units", "0") or 0) if str(meta.get("xyzt_units", "0")).isdigit() else 0
-        step = image.GetSpacing()[3]
-        scale = {8: 1.0, 16: 1e-3, 24: 1e-6}.get(units & 0x38)
-        if scale is not None and step > 0:
-            tr_value, tr_source = float(step) * scale, "NIfTI header"
     if tr_value is not None and not (np.isfinite(tr_value) and tr_value > 0):
         raise InputDataError(f"TR must be a positive number of seconds, not {tr_value!r}.")
     if frame_times is None:
         if tr_value is None:
             raise InputDataError(
                 f"The frame timing of {path} is unknown: give the repetition time or frame times "
-                f"(command line: --tr SECONDS; or RepetitionTime / VolumeTiming in {side.name})."
+                f"(command line: --tr SECONDS; or RepetitionTime / VolumeTiming in {side.name}). "
+                f"The NIfTI header's time step ({image.GetSpacing()[3]:g}) is not trusted: many tools "
+                "leave it at 1."
             )
         frame_times, time_source = np.arange(n_frames) * float(tr_value), f"index × TR ({tr_source})"
     if frame_times.size != n_frames:
