@@ -1,0 +1,119 @@
+"""Switchable clean-up steps on lesion masks, each reporting the volume it removed.
+
+Every step takes a dict ``name -> bool [K,J,I]`` (e.g. core, hypoperfusion, tmax_gt_10),
+returns a new dict (inputs untouched) and a :class:`StepReport` with its setting, whether it was
+applied and the volume of every mask before and after (mL). A disabled step returns its input
+unchanged and says so (PERFUSION.md §9: every step visible in summary.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass
+class StepReport:
+    """One clean-up step: ``name``, ``enabled`` (switch), ``applied`` (actually ran),
+    ``parameters``, ``volumes_ml`` name -> {"before", "after", "removed"}, ``note``."""
+
+    name: str
+    enabled: bool
+    applied: bool
+    parameters: dict
+    volumes_ml: dict = field(default_factory=dict)
+    note: str = ""
+
+    def removed_ml(self, mask: str) -> float:
+        return self.volumes_ml[mask]["removed"]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "enabled": self.enabled, "applied": self.applied,
+                "parameters": dict(self.parameters), "volumes_ml": {
+                    k: dict(v) for k, v in self.volumes_ml.items()}, "note": self.note}
+
+
+def _volumes(before: dict, after: dict, voxel_ml: float) -> dict:
+    out = {}
+    for name in before:
+        b = float(np.count_nonzero(before[name]) * voxel_ml)
+        a = float(np.count_nonzero(after[name]) * voxel_ml)
+        out[name] = {"before": b, "after": a, "removed": b - a}
+    return out
+
+
+def _copy(masks: dict) -> dict:
+    return {name: np.array(mask, dtype=bool, copy=True) for name, mask in masks.items()}
+
+
+def _report(name, enabled, applied, parameters, before, after, voxel_ml, note=""):
+    return after, StepReport(name, enabled, applied, parameters,
+                             _volumes(before, after, voxel_ml), note)
+
+
+def restrict(masks: dict, region: np.ndarray | None, *, name: str, enabled: bool,
+             voxel_ml: float, parameters: dict | None = None, targets=None, note: str = "",
+             exclude: bool = False):
+    """Keep only voxels inside ``region`` (or outside it when ``exclude``) in ``targets``
+    (default all masks). ``region`` None → the step cannot run (reported, not applied)."""
+    parameters = dict(parameters or {})
+    if not enabled or region is None:
+        if enabled and not note:
+            note = "not applied: the input it needs is missing"
+        return _report(name, enabled, False, parameters, masks, _copy(masks), voxel_ml,
+                       note if enabled else "switched off")
+    region = np.asarray(region, dtype=bool)
+    keep = ~region if exclude else region
+    targets = list(masks) if targets is None else list(targets)
+    after = {k: (m & keep if k in targets else m.copy()) for k, m in masks.items()}
+    return _report(name, True, True, parameters, masks, after, voxel_ml, note)
+
+
+def opening(masks: dict, *, enabled: bool, radius_voxels: int, voxel_ml: float, geometry=None,
+            targets=None):
+    """Binary morphological opening with a ball of ``radius_voxels`` (SimpleITK)."""
+    parameters = {"radius_voxels": int(radius_voxels), "kernel": "ball"}
+    if not enabled or radius_voxels <= 0:
+        return _report("morphological_opening", enabled, False, parameters, masks, _copy(masks),
+                       voxel_ml, "switched off" if not enabled else "radius 0: nothing to do")
+    targets = list(masks) if targets is None else list(targets)
+    after = {}
+    for key, mask in masks.items():
+        if key not in targets or not mask.any():
+            after[key] = mask.copy()
+            continue
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        opened = sitk.BinaryMorphologicalOpening(image, [int(radius_voxels)] * 3, sitk.sitkBall,
+                                                 0, 1)
+        after[key] = sitk.GetArrayFromImage(opened).astype(bool) & mask
+    return _report("morphological_opening", True, True, parameters, masks, after, voxel_ml)
+
+
+def remove_small_clusters(mask: np.ndarray, min_ml: float, voxel_ml: float,
+                          full_connectivity: bool = True) -> np.ndarray:
+    """Drop connected components smaller than ``min_ml`` (mL, not voxels)."""
+    mask = np.asarray(mask, dtype=bool)
+    if min_ml <= 0 or not mask.any():
+        return mask.copy()
+    labels = sitk.GetArrayFromImage(
+        sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)),
+                                bool(full_connectivity)))
+    counts = np.bincount(labels.ravel())
+    keep = counts * voxel_ml >= min_ml
+    keep[0] = False
+    return keep[labels]
+
+
+def minimum_cluster_size(masks: dict, *, enabled: bool, min_ml: dict, voxel_ml: float,
+                         full_connectivity: bool = True):
+    """Remove clusters smaller than ``min_ml[name]`` mL from each mask (names without an entry
+    are left alone)."""
+    parameters = {"min_ml": dict(min_ml), "connectivity": "26" if full_connectivity else "6"}
+    if not enabled:
+        return _report("minimum_cluster_size", False, False, parameters, masks, _copy(masks),
+                       voxel_ml, "switched off")
+    after = {k: (remove_small_clusters(m, min_ml[k], voxel_ml, full_connectivity)
+                 if k in min_ml else m.copy()) for k, m in masks.items()}
+    return _report("minimum_cluster_size", True, True, parameters, masks, after, voxel_ml)
