@@ -1,0 +1,879 @@
+"""StrokeMismatch: acute-stroke perfusion (DSC-MR / CT perfusion) to core / penumbra mismatch.
+
+Thin Slicer layer: the widget and the logic only move data between MRML nodes and
+``StrokeMismatchLib`` (``mrmlio`` for nodes, ``pipeline.run_case`` for the science).
+Research and teaching software for decision support; not a medical device.
+"""
+
+import dataclasses
+import enum
+import logging
+import os
+from typing import Annotated
+
+import numpy as np
+import qt
+import vtk
+
+import slicer
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from StrokeMismatchLib import DISCLAIMER, mrmlio
+from StrokeMismatchLib.errors import AnalysisCancelled, StrokeMismatchError
+
+#: Where the sample data is published (a GitHub release of the project); files made by
+#: scripts/make_sample_data.py, which prints these SHA256 values (Testing/test_sample_data.py
+#: regenerates the files and checks them).
+SAMPLE_DATA_URL = "https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v1/"
+SAMPLE_SERIES_FILE = "StrokeMismatchPhantomMR.seq.nrrd"
+SAMPLE_SERIES_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+SAMPLE_ADC_FILE = "StrokeMismatchPhantomMR-ADC.nrrd"
+SAMPLE_ADC_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+#: Ground truth of the sample phantom (mL), printed by scripts/make_sample_data.py.
+SAMPLE_TRUTH_ML = {"core": 0.0, "hypoperfusion": 0.0, "penumbra": 0.0}
+#: Echo time of the sample phantom (ms): .seq.nrrd files carry no TE that Slicer reads.
+SAMPLE_ECHO_TIME_MS = 30.0
+
+
+#
+# StrokeMismatch
+#
+
+
+class StrokeMismatch(ScriptedLoadableModule):
+    """Module description for Slicer's module list."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Stroke Mismatch")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["StrokeMismatch developers"]
+        self.parent.helpText = _(
+            "Perfusion maps (CBF, CBV, MTT, Tmax, TTP) from DSC-MR or CT perfusion by deconvolution "
+            "(oSVD, cSVD, sSVD, Tikhonov), ischemic core (ADC or relative CBF), hypoperfusion "
+            "(Tmax above a threshold), penumbra, volumes, mismatch ratio and trial criteria "
+            "(DEFUSE 3, EXTEND-IA, DAWN) with reasons. Edit the segments and press 'Update from "
+            "segments' to recompute. Move the mouse over the images with the curve inspector on "
+            "to see a voxel's curves. "
+        ) + _(DISCLAIMER) + _(
+            " See <a href=\"https://github.com/StrokeMismatch/SlicerStrokeMismatch\">the documentation</a>."
+        )
+        self.parent.acknowledgementText = _(
+            "Open-source research and teaching software. Methods: Østergaard 1996 (sSVD), Wu 2003 "
+            "(cSVD/oSVD), Mouridsen 2006 (automatic AIF), Albers 2018 (DEFUSE 3), Campbell 2015 "
+            "(EXTEND-IA), Nogueira 2018 (DAWN)."
+        )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Register the phantom series and ADC in the Sample Data module (one click to try)."""
+    import SampleData
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources/Icons")
+    logic = SampleData.SampleDataLogic
+    if hasattr(logic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
+        logic.registerCustomSampleDataCategory("Stroke perfusion", _("Stroke perfusion"))
+    logic.registerCustomSampleDataSource(
+        category="Stroke perfusion",
+        sampleName="StrokeMismatchPhantomMR",
+        thumbnailFileName=os.path.join(iconsPath, "StrokeMismatch.png"),
+        uris=[SAMPLE_DATA_URL + SAMPLE_SERIES_FILE, SAMPLE_DATA_URL + SAMPLE_ADC_FILE],
+        fileNames=[SAMPLE_SERIES_FILE, SAMPLE_ADC_FILE],
+        nodeNames=["PhantomPerfusion", "PhantomADC"],
+        checksums=["SHA256:" + SAMPLE_SERIES_SHA256, "SHA256:" + SAMPLE_ADC_SHA256],
+        loadFileTypes=["SequenceFile", "VolumeFile"],
+    )
+
+
+#
+# Parameter node
+#
+
+
+class Modality(enum.Enum):
+    MR = "MR"
+    CT = "CT"
+
+
+class DeconvolutionMethod(enum.Enum):
+    oSVD = "oSVD"
+    cSVD = "cSVD"
+    sSVD = "sSVD"
+    Tikhonov = "Tikhonov"
+
+
+class CoreCriterion(enum.Enum):
+    ADC = "ADC"
+    rCBF = "rCBF"
+
+
+class AifMode(enum.Enum):
+    Automatic = "Automatic"
+    Manual = "Manual"
+
+
+@parameterNodeWrapper
+class StrokeMismatchParameterNode:
+    """Settings of the panel, saved with the scene.
+
+    Times in the GUI: frame times in s (comma separated), TE and TR in ms. Thresholds: core ADC
+    in 10⁻⁶ mm²/s, core rCBF in % of the reference, Tmax in s. Clinical values: 0 (age) or -1
+    (NIHSS, collateral score) mean unknown.
+    """
+
+    perfusionNode: vtkMRMLNode | None
+    frameTimes: str = ""
+    modality: Modality = Modality.MR
+    echoTimeMs: Annotated[float, WithinRange(0.0, 200.0)] = 30.0
+    repetitionTimeMs: Annotated[float, WithinRange(0.0, 10000.0)] = 1500.0
+    adcVolume: vtkMRMLScalarVolumeNode | None
+    aifMode: AifMode = AifMode.Automatic
+    aifPoints: vtkMRMLMarkupsFiducialNode | None
+    method: DeconvolutionMethod = DeconvolutionMethod.oSVD
+    coreCriterion: CoreCriterion = CoreCriterion.ADC
+    coreAdcThreshold: Annotated[float, WithinRange(100.0, 1500.0)] = 620.0
+    coreRcbfPercent: Annotated[float, WithinRange(5.0, 60.0)] = 30.0
+    tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
+    motionCorrection: bool = True
+    cleanupCsf: bool = True
+    cleanupVessels: bool = True
+    cleanupMorphology: bool = True
+    cleanupClusters: bool = True
+    cleanupHemisphere: bool = False
+    showTmaxAbove10: bool = True
+    age: Annotated[int, WithinRange(0, 120)] = 0
+    nihss: Annotated[int, WithinRange(-1, 42)] = -1
+    collateralScore: Annotated[int, WithinRange(-1, 5)] = -1
+    replaceOutputs: bool = False
+    outputSegmentation: vtkMRMLSegmentationNode | None
+    outputTable: vtkMRMLTableNode | None
+    inspectorEnabled: bool = False
+
+
+#
+# Widget
+#
+
+
+class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: binds the .ui to the parameter node and forwards actions to the Logic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._lastPerfusionNodeId = None
+        self._observedAifPoints = None
+        self._crosshairNode = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/StrokeMismatch.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = StrokeMismatchLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.updateFromSegmentsButton.connect("clicked(bool)", self.onUpdateFromSegments)
+        self.ui.showAifButton.connect("clicked(bool)", self.onShowAif)
+        self.ui.inspectorCheckBox.connect("toggled(bool)", self.onInspectorToggled)
+        self.ui.aifPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onAifPointsNodeChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._observeCrosshair(False)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._observeAifPoints(None)
+        self._observeCrosshair(False)
+        self.logic.forgetResults()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.perfusionNode:
+            firstSequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
+            if firstSequence:
+                self._parameterNode.perfusionNode = firstSequence
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        """Enable Apply only when the inputs are complete; the tool tip says what is missing."""
+        node = self._parameterNode
+        if node is None:
+            return
+        self._updateFrameInfo()
+        missing = []
+        if not node.perfusionNode:
+            missing.append(_("select the perfusion series"))
+        if node.modality == Modality.MR and node.echoTimeMs <= 0:
+            missing.append(_("enter TE (needed for DSC-MR)"))
+        if node.aifMode == AifMode.Manual and (not node.aifPoints or node.aifPoints.GetNumberOfControlPoints() == 0):
+            missing.append(_("place AIF points (or choose automatic AIF)"))
+        if node.coreCriterion == CoreCriterion.ADC and node.modality == Modality.MR and not node.adcVolume:
+            missing.append(_("select the ADC map (or core from rCBF)"))
+        self.ui.applyButton.enabled = not missing
+        self.ui.applyButton.toolTip = (_("Compute maps, core, penumbra and criteria.") if not missing
+                                       else _("To run: ") + "; ".join(missing))
+        self.ui.updateFromSegmentsButton.enabled = node.outputSegmentation is not None
+        self.ui.coreAdcSpinBox.enabled = node.coreCriterion == CoreCriterion.ADC
+        self.ui.coreRcbfSpinBox.enabled = node.coreCriterion == CoreCriterion.rCBF
+        self.ui.echoTimeSpinBox.enabled = node.modality == Modality.MR
+        manual = node.aifMode == AifMode.Manual
+        self.ui.aifPointsSelector.enabled = manual
+        self.ui.aifPlaceWidget.enabled = manual
+        self.ui.aifPlaceWidget.setCurrentNode(node.aifPoints)
+        self._observeCrosshair(node.inspectorEnabled and self.logic.hasResults())
+
+    def _updateFrameInfo(self) -> None:
+        """When a new series is chosen, pre-fill frame times, TE, TR and modality (editable)."""
+        node = self._parameterNode
+        perfusion = node.perfusionNode
+        nodeId = perfusion.GetID() if perfusion else None
+        if nodeId == self._lastPerfusionNodeId:
+            return
+        self._lastPerfusionNodeId = nodeId
+        if perfusion is None:
+            self.ui.frameInfoLabel.text = _("No series selected")
+            return
+        try:
+            info = self.logic.frameInfo(perfusion)
+        except StrokeMismatchError as error:
+            self.ui.frameInfoLabel.text = str(error)
+            return
+        times = info["times"]
+        if times is not None:
+            node.frameTimes = ", ".join(f"{t:g}" for t in times)
+            self.ui.frameInfoLabel.text = _("{count} frames, {first:g}-{last:g} s").format(
+                count=len(times), first=times[0], last=times[-1])
+        else:
+            self.ui.frameInfoLabel.text = _("Frame times unknown: type them below.")
+        if info["te"]:
+            node.echoTimeMs = info["te"] * 1000.0
+        if info["tr"]:
+            node.repetitionTimeMs = info["tr"] * 1000.0
+        if info["modality"]:
+            node.modality = Modality[info["modality"].upper()]
+
+    def onApplyButton(self) -> None:
+        """Run the analysis with a cancellable progress dialog."""
+        node = self._parameterNode
+        replace = False
+        if node.replaceOutputs and self.logic.lastOutputs:
+            replace = slicer.util.confirmOkCancelDisplay(
+                _("Replace the outputs of the previous run? Edits made to its segments will be lost."),
+                windowTitle=_("Stroke Mismatch"))
+            if not replace:
+                return
+        dialog = slicer.util.createProgressDialog(labelText=_("Starting..."), maximum=100,
+                                                  windowTitle=_("Stroke Mismatch"))
+
+        def progress(fraction, message):
+            dialog.value = int(100 * fraction)
+            dialog.labelText = message
+            slicer.app.processEvents()
+            return not dialog.wasCanceled
+
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to compute results."), waitCursor=True):
+                try:
+                    outputs = self.logic.processFromParameterNode(node, replaceOutputs=replace, progress=progress)
+                except AnalysisCancelled:
+                    slicer.util.showStatusMessage(_("Analysis cancelled."), 3000)
+                    return
+                node.outputSegmentation = outputs["segmentation"]
+                node.outputTable = outputs["table"]
+                self.ui.resultLabel.text = self.logic.summaryText()
+                self.logic.showResults(outputs)
+        finally:
+            dialog.close()
+        self._checkCanApply()
+
+    def onUpdateFromSegments(self) -> None:
+        """Recompute volumes, ratios and criteria from the (edited) segments."""
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to update from the segments."), waitCursor=True):
+            table = self.logic.updateFromSegments(node.outputSegmentation, tableNode=node.outputTable,
+                                                  settings=self.logic.lesionSettingsFromParameterNode(node))
+            node.outputTable = table
+            self.ui.resultLabel.text = self.logic.summaryText()
+            self.logic.showTable(table)
+
+    def onShowAif(self) -> None:
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot show the AIF."), waitCursor=True):
+            points = node.aifPoints if node.aifMode == AifMode.Manual else None
+            chart = self.logic.updateAifPlot(node.perfusionNode, points, **self.logic.seriesOptionsFromParameterNode(node))
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+    def onAifPointsNodeChanged(self, markupsNode) -> None:
+        self._observeAifPoints(markupsNode)
+
+    def _observeAifPoints(self, markupsNode) -> None:
+        if self._observedAifPoints is not None:
+            for event in (slicer.vtkMRMLMarkupsNode.PointModifiedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointRemovedEvent):
+                self.removeObserver(self._observedAifPoints, event, self.onAifPointsModified)
+        self._observedAifPoints = markupsNode
+        if markupsNode is not None:
+            for event in (slicer.vtkMRMLMarkupsNode.PointModifiedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointRemovedEvent):
+                self.addObserver(markupsNode, event, self.onAifPointsModified)
+
+    def onAifPointsModified(self, caller, event) -> None:
+        """Refresh the AIF curve when a point is placed, moved or removed."""
+        node = self._parameterNode
+        if node is None or node.aifMode != AifMode.Manual or not node.perfusionNode:
+            return
+        try:
+            self.logic.updateAifPlot(node.perfusionNode, caller, **self.logic.seriesOptionsFromParameterNode(node))
+        except StrokeMismatchError as error:
+            slicer.util.showStatusMessage(str(error), 3000)
+        self._checkCanApply()
+
+    def onInspectorToggled(self, enabled) -> None:
+        if enabled and not self.logic.hasResults():
+            self.ui.inspectorLabel.text = _("Run Apply first: the inspector uses its concentration curves and AIF.")
+        self._observeCrosshair(enabled and self.logic.hasResults())
+        if enabled and self.logic.hasResults():
+            slicer.modules.plots.logic().ShowChartInLayout(self.logic.inspectorChart())
+
+    def _observeCrosshair(self, enabled) -> None:
+        if self._crosshairNode is not None and not enabled:
+            self.removeObserver(self._crosshairNode, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent,
+                                self.onCursorPositionModified)
+            self._crosshairNode = None
+        elif enabled and self._crosshairNode is None:
+            self._crosshairNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+            if self._crosshairNode is not None:
+                self.addObserver(self._crosshairNode, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent,
+                                 self.onCursorPositionModified)
+
+    def onCursorPositionModified(self, caller, event) -> None:
+        """Curve inspector: plot the voxel under the mouse and show its values."""
+        ras = [0.0, 0.0, 0.0]
+        if not caller.GetCursorPositionRAS(ras):
+            return
+        info = self.logic.inspectAtRAS(ras)
+        if info is None:
+            return
+        classNames = {"core": _("ischemic core"), "penumbra": _("penumbra"), "normal": _("normal"),
+                      "outside": _("outside the brain mask")}
+        self.ui.inspectorLabel.text = _(
+            "Voxel (k, j, i) = {voxel}: CBF {cbf:.1f} mL/100 g/min, Tmax {tmax:.1f} s, "
+            "CBV {cbv:.2f} mL/100 g, MTT {mtt:.1f} s. Class: {cls}."
+        ).format(voxel=info["voxel"], cbf=info["cbf"], tmax=info["tmax"], cbv=info["cbv"], mtt=info["mtt"],
+                 cls=classNames.get(info["class"], info["class"]))
+
+
+#
+# Logic
+#
+
+
+class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
+    """Runs the analysis on MRML nodes; usable from the Python console without the GUI::
+
+        logic = slicer.util.getModuleLogic("StrokeMismatch")
+        outputs = logic.process(perfusionNode, adcNode, modality="mr", echoTime=0.03)
+        outputs["table"], outputs["segmentation"], outputs["tmax"]
+
+    After ``process`` the logic keeps the concentration, the AIF, the maps and the masks of
+    the last run for the curve inspector (``inspectAtRAS``) and ``updateFromSegments``.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.lastResult = None
+        self.lastOutputs = {}
+        self._preview = None
+        self._inspectorChart = None
+        self._lastInspectedVoxel = None
+        self._lastInspection = None
+        self._lastSummary = None
+
+    def getParameterNode(self):
+        return StrokeMismatchParameterNode(super().getParameterNode())
+
+    # --- inputs -------------------------------------------------------------------------------
+    def frameInfo(self, perfusionNode) -> dict:
+        """Frame times (s), TE/TR (s) and modality found in a Sequence / proxy / MultiVolume."""
+        return mrmlio.frame_info(perfusionNode)
+
+    @staticmethod
+    def parseFrameTimes(text):
+        """Frame times typed as "0, 1.5, 3" (s) -> list of float, or None when empty."""
+        text = (text or "").replace(";", ",").strip()
+        if not text:
+            return None
+        try:
+            return [float(part) for part in text.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(_("Frame times must be numbers in seconds separated by commas, e.g. 0, 1.5, 3.")) from None
+
+    def readSeries(self, perfusionNode, *, modality=None, frameTimes=None, echoTime=None, repetitionTime=None):
+        """The selected node as a ``PerfusionSeries`` (times and TE/TR in s)."""
+        return mrmlio.series_from_node(perfusionNode, times=frameTimes, modality=modality, te=echoTime,
+                                       tr=repetitionTime)
+
+    def seriesOptionsFromParameterNode(self, node) -> dict:
+        """Keyword arguments of ``readSeries`` from the panel."""
+        isMR = node.modality == Modality.MR
+        return {
+            "modality": node.modality.value.lower(),
+            "frameTimes": self.parseFrameTimes(node.frameTimes),
+            "echoTime": node.echoTimeMs / 1000.0 if isMR and node.echoTimeMs > 0 else None,
+            "repetitionTime": node.repetitionTimeMs / 1000.0 if node.repetitionTimeMs > 0 else None,
+        }
+
+    def lesionSettingsFromParameterNode(self, node):
+        """``analysis.LesionSettings`` from the panel's thresholds, clean-up and clinical fields."""
+        return self.lesionSettings(
+            coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
+            tmaxThreshold=node.tmaxThreshold,
+            cleanup={"csf": node.cleanupCsf, "vessels": node.cleanupVessels, "morphology": node.cleanupMorphology,
+                     "clusters": node.cleanupClusters, "hemisphere": node.cleanupHemisphere},
+            age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
+            collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
+
+    #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist).
+    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",), "morphology": ("opening",),
+                      "clusters": ("cluster_removal",), "hemisphere": ("hemisphere_restriction",)}
+
+    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, cleanup=None,
+                       age=None, nihss=None, collateralScore=None):
+        """``analysis.LesionSettings`` (core ADC in 10⁻⁶ mm²/s, core rCBF in %, Tmax in s)."""
+        from StrokeMismatchLib.analysis import LesionSettings
+
+        known = {field.name for field in dataclasses.fields(LesionSettings)}
+        values = {"core_adc": float(coreAdcThreshold), "core_rcbf": float(coreRcbfPercent) / 100.0,
+                  "tmax_threshold": float(tmaxThreshold), "age": age, "nihss": nihss,
+                  "collateral_score": collateralScore}
+        for switch, enabled in (cleanup or {}).items():
+            fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]
+            if not fields and enabled != (switch != "hemisphere"):
+                logging.warning(f"StrokeMismatch: clean-up switch '{switch}' is not supported by this version")
+            for name in fields:
+                values[name] = bool(enabled)
+        return LesionSettings(**{key: value for key, value in values.items() if key in known})
+
+    # --- analysis -----------------------------------------------------------------------------
+    def processFromParameterNode(self, node, *, replaceOutputs=False, progress=None) -> dict:
+        """``process`` with every setting taken from the parameter node."""
+        points = None
+        if node.aifMode == AifMode.Manual:
+            points = node.aifPoints
+            if points is None or points.GetNumberOfControlPoints() == 0:
+                raise ValueError(_("Manual AIF: place at least one point in an artery, or choose automatic AIF."))
+        return self.process(
+            node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node),
+            method=node.method.value, aifPointsNode=points, coreFromAdc=node.coreCriterion == CoreCriterion.ADC,
+            lesionSettings=self.lesionSettingsFromParameterNode(node), motionCorrection=node.motionCorrection,
+            showTmaxAbove10=node.showTmaxAbove10, replaceOutputs=replaceOutputs, progress=progress)
+
+    def process(self, perfusionNode, adcNode=None, *, modality=None, frameTimes=None, echoTime=None,
+                repetitionTime=None, method="oSVD", aifPointsNode=None, coreFromAdc=True, lesionSettings=None,
+                motionCorrection=True, showTmaxAbove10=True, replaceOutputs=False, progress=None) -> dict:
+        """Analyse a perfusion series node and create the output nodes.
+
+        :param perfusionNode: Sequence node, its proxy volume, or MultiVolume node.
+        :param adcNode: ADC scalar volume (MR) or None; its unit is detected.
+        :param modality: "mr" or "ct" (default: from the node attributes).
+        :param frameTimes: frame times in s (default: sequence index values / MultiVolume labels).
+        :param echoTime: TE in s (needed for MR); ``repetitionTime`` TR in s.
+        :param method: "oSVD", "cSVD", "sSVD" or "Tikhonov".
+        :param aifPointsNode: markups point list in arteries (manual AIF) or None (automatic).
+        :param coreFromAdc: core from ADC (MR, needs ``adcNode``); False: from relative CBF.
+        :param lesionSettings: ``analysis.LesionSettings`` (see ``lesionSettings()``).
+        :param replaceOutputs: True overwrites the previous run's nodes; False creates new ones.
+        :param progress: ``progress(fraction, message)``; returning False cancels.
+        :return: dict of nodes: cbf, cbv, mtt, tmax, ttp, baseline (volumes), segmentation,
+            table, aifChart.
+        :raises ValueError: (``StrokeMismatchError``) on bad input, with what to do.
+        """
+        from StrokeMismatchLib.pipeline import CaseSettings, run_case
+
+        if perfusionNode is None:
+            raise ValueError(_("Select the perfusion series."))
+        logging.info("StrokeMismatch: reading the perfusion series")
+        series = self.readSeries(perfusionNode, modality=modality, frameTimes=frameTimes, echoTime=echoTime,
+                                 repetitionTime=repetitionTime)
+        aifVoxels = None
+        if aifPointsNode is not None:
+            aifVoxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
+        adc = adcGeometry = None
+        if adcNode is not None and coreFromAdc:
+            adc = np.array(slicer.util.arrayFromVolume(adcNode), dtype=np.float32)
+            adcGeometry = mrmlio.volume_geometry(adcNode)
+        elif coreFromAdc and series.modality == "mr":
+            raise ValueError(_("Core from ADC needs an ADC map: select it, or compute the core from relative CBF."))
+        settings = CaseSettings(method=method, motion_correction=motionCorrection, aif_voxels=aifVoxels,
+                                lesion=lesionSettings if lesionSettings is not None else self.lesionSettings())
+        logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {method}")
+        result = run_case(series, adc=adc, adc_geometry=adcGeometry, settings=settings, progress=progress)
+        self.lastResult = result
+        self._lastInspectedVoxel = None
+        self._lastSummary = None
+        outputs = self._writeOutputs(result, perfusionNode, replaceOutputs, showTmaxAbove10)
+        self.lastOutputs = outputs
+        logging.info("StrokeMismatch: done")
+        return outputs
+
+    def _writeOutputs(self, result, perfusionNode, replaceOutputs, showTmaxAbove10) -> dict:
+        reuse = dict(self.lastOutputs) if replaceOutputs else {}
+        scene = slicer.mrmlScene
+        base = perfusionNode.GetName() if perfusionNode.GetName() else "Perfusion"
+        runName = reuse["segmentation"].GetName() if "segmentation" in reuse else scene.GenerateUniqueName(
+            f"{base} lesion")
+        prefix = runName[:-len("lesion")] if runName.endswith("lesion") else runName + " "
+        geometry = result.geometry
+        outputs = mrmlio.maps_to_volumes(result.map_arrays(), geometry, prefix=prefix, nodes=reuse)
+        outputs["baseline"] = mrmlio.volume_from_array(result.baseline_image, geometry, prefix + "baseline",
+                                                       node=reuse.get("baseline"))
+        keys = ("core", "penumbra") + (("tmax_gt_10",) if showTmaxAbove10 else ())
+        outputs["segmentation"] = mrmlio.segmentation_from_masks(
+            result.lesion.masks, outputs["tmax"], name=runName, segmentation=reuse.get("segmentation"), keys=keys)
+        outputs["table"] = mrmlio.table_from_metrics(result.lesion.metrics, result.lesion.criteria,
+                                                     table=reuse.get("table"), name=prefix + "summary")
+        outputs["aifChart"] = self._plotAif(result, chart=reuse.get("aifChart"), name=prefix + "AIF")
+        for node in outputs.values():
+            node.SetAttribute("StrokeMismatch.Run", runName)
+        outputs["segmentation"].SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
+        outputs["segmentation"].SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
+        return outputs
+
+    def _plotAif(self, result, chart=None, name="AIF"):
+        aif = np.asarray(result.aif.curve, dtype=float)
+        curves = {_("AIF ({method}, {n} voxels)").format(method=result.aif.method,
+                                                         n=len(result.aif.voxels)): aif}
+        brain = np.asarray(result.brain_mask, dtype=bool)
+        core = result.lesion.masks.get("core")
+        penumbra = result.lesion.masks.get("penumbra")
+        if core is not None and np.any(core):
+            curves[_("Core tissue (mean)")] = result.concentration[core].mean(axis=0)
+        if penumbra is not None and np.any(penumbra):
+            curves[_("Penumbra tissue (mean)")] = result.concentration[penumbra].mean(axis=0)
+        normal = brain & ~(core if core is not None else False) & ~(penumbra if penumbra is not None else False)
+        if np.any(normal):
+            curves[_("Other brain tissue (mean)")] = result.concentration[normal].mean(axis=0)
+        return mrmlio.plot_curves(result.series.times, curves, chart=chart, name=name,
+                                  y_title=_("Concentration (a.u.)"))
+
+    def updateAifPlot(self, perfusionNode, aifPointsNode=None, **seriesOptions):
+        """Plot the AIF: of the last run, or (manual) the mean concentration under the points,
+        before or after Apply. Returns the chart node."""
+        from StrokeMismatchLib import perfusion
+
+        if aifPointsNode is None:
+            if self.lastResult is None:
+                raise ValueError(_("Automatic AIF: run Apply first, then the chosen AIF is plotted."))
+            return self._plotAif(self.lastResult, chart=self.lastOutputs.get("aifChart"))
+        if self.lastResult is not None and self.lastOutputs and perfusionNode is not None and \
+                self.lastResult.series.metadata.get("node_id") == perfusionNode.GetID():
+            concentration, series = self.lastResult.concentration, self.lastResult.series
+        else:
+            key = (perfusionNode.GetID(), perfusionNode.GetMTime(), repr(seriesOptions))
+            if self._preview is None or self._preview[0] != key:
+                series = self.readSeries(perfusionNode, **seriesOptions)
+                if series.modality is None:
+                    raise ValueError(_("Choose the modality (MR or CT) first."))
+                concentration = perfusion.signal_to_concentration(series.signal, series.times,
+                                                                  modality=series.modality, te=series.te)
+                self._preview = (key, series, concentration)
+            series, concentration = self._preview[1], self._preview[2]
+        voxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
+        curve = mrmlio.mean_curve(concentration, voxels)
+        chart = self.lastOutputs.get("aifChart") if self.lastOutputs else None
+        name = chart.GetName() if chart is not None else "AIF"
+        return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): curve},
+                                  chart=chart, name=name, y_title=_("Concentration (a.u.)"))
+
+    # --- curve inspector -------------------------------------------------------------------------
+    def hasResults(self) -> bool:
+        return self.lastResult is not None
+
+    def forgetResults(self) -> None:
+        """Drop the arrays kept from the last run (scene closed)."""
+        self.lastResult = None
+        self.lastOutputs = {}
+        self._preview = None
+        self._inspectorChart = None
+        self._lastInspectedVoxel = None
+
+    def inspectorChart(self):
+        if self._inspectorChart is None or self._inspectorChart.GetScene() is None:
+            self._inspectorChart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", _("Voxel curves"))
+        return self._inspectorChart
+
+    def inspectAtRAS(self, ras):
+        """Curves and values of the voxel at RAS (mm) from the last run, or None outside the grid.
+
+        Plots the voxel's concentration, the AIF and the deconvolved CBF·R(t) (each scaled to its
+        peak) in the "Voxel curves" chart and returns ``mrmlio.inspect_voxel``'s dict.
+        """
+        result = self.lastResult
+        if result is None:
+            return None
+        voxel = mrmlio.ras_to_voxel(result.geometry, ras)
+        if voxel is None:
+            return None
+        if voxel == self._lastInspectedVoxel:
+            return self._lastInspection
+        info = mrmlio.inspect_voxel(voxel, concentration=result.concentration, aif=result.aif,
+                                    times=result.series.times, maps=result.maps, masks=result.lesion.masks,
+                                    brain_mask=result.brain_mask)
+        curves = mrmlio.inspector_curves(info, result.series.times, result.aif)
+        mrmlio.plot_curves(result.series.times, curves, chart=self.inspectorChart(), name=_("Voxel curves"),
+                           y_title=_("Fraction of peak"))
+        self._lastInspectedVoxel = voxel
+        self._lastInspection = info
+        return info
+
+    # --- manual correction ----------------------------------------------------------------------
+    def updateFromSegments(self, segmentationNode, tableNode=None, settings=None):
+        """Recompute volumes, ratios and criteria from the (edited) segments; segments untouched.
+
+        Uses the Tmax / CBV maps recorded on the segmentation by ``process``. Returns the table.
+        """
+        if segmentationNode is None:
+            raise ValueError(_("Select the lesion segmentation made by Apply."))
+        scene = segmentationNode.GetScene()
+        tmax = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxVolumeID") or "")
+        cbv = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.CBVVolumeID") or "")
+        if tmax is None:
+            raise ValueError(_("This segmentation was not made by Stroke Mismatch (its Tmax map is missing)."))
+        hemispheres = None
+        if self.lastOutputs.get("segmentation") is segmentationNode and self.lastResult is not None:
+            hemispheres = getattr(self.lastResult.lesion, "hemispheres", None)
+            if settings is None:
+                settings = self.lastResult.lesion.settings
+        table, result = mrmlio.recompute_from_segmentation(segmentationNode, tmax, tmax_volume=tmax,
+                                                           cbv_volume=cbv, hemispheres=hemispheres,
+                                                           settings=settings, table=tableNode)
+        self._lastSummary = result
+        return table
+
+    def summaryText(self) -> str:
+        """One line per volume metric of the last analysis or update, for the panel."""
+        source = self._lastSummary if self._lastSummary is not None else (
+            self.lastResult.lesion if self.lastResult is not None else None)
+        if source is None:
+            return ""
+        lines = []
+        for metric in source.metrics.values():
+            if getattr(metric, "unit", "") == "mL" or getattr(metric, "name", "").endswith("ratio"):
+                value = "-" if metric.value is None else f"{metric.value:.1f}"
+                lines.append(f"{metric.label}: {value} {metric.unit if metric.unit != '1' else ''}".strip())
+        for rule in source.criteria:
+            lines.append(f"{rule.rule}: {rule.status}")
+        return "\n".join(lines)
+
+    # --- display ----------------------------------------------------------------------------------
+    def showTable(self, table) -> None:
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:
+            return
+        appLogic = slicer.app.applicationLogic()
+        appLogic.GetSelectionNode().SetActiveTableID(table.GetID())
+        appLogic.PropagateTableSelection()
+
+    def showResults(self, outputs) -> None:
+        """Table + AIF plot layout, Tmax over the baseline at partial opacity, segments outlined,
+        slices and the 3D view centred on the lesion."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:
+            return
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+        appLogic = slicer.app.applicationLogic()
+        selection = appLogic.GetSelectionNode()
+        selection.SetActiveTableID(outputs["table"].GetID())
+        appLogic.PropagateTableSelection()
+        selection.SetActivePlotChartID(outputs["aifChart"].GetID())
+        appLogic.PropagatePlotChartSelection()
+        slicer.util.setSliceViewerLayers(background=outputs["baseline"], foreground=outputs["tmax"],
+                                         foregroundOpacity=0.5, fit=True)
+        segmentation = outputs["segmentation"]
+        display = segmentation.GetDisplayNode()
+        if display is not None:
+            display.SetVisibility(True)
+            display.SetVisibility2DOutline(True)
+        center = self._lesionCenterRAS()
+        if center is not None:
+            slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
+        for index in range(layoutManager.threeDViewCount):
+            view = layoutManager.threeDWidget(index).threeDView()
+            view.resetFocalPoint()  # only the segments are shown in 3D: centres on the lesion
+        slicer.util.resetThreeDViews()
+
+    def _lesionCenterRAS(self):
+        result = self.lastResult
+        if result is None:
+            return None
+        masks = result.lesion.masks
+        lesion = masks.get("hypoperfusion")
+        if lesion is None or not np.any(lesion):
+            lesion = masks.get("core")
+        if lesion is None or not np.any(lesion):
+            return None
+        kji = np.argwhere(lesion).mean(axis=0)
+        return result.geometry.ijk_to_ras_points(kji[::-1])
+
+
+#
+# Test (runs inside Slicer: Reload & Test, or ctest via slicer_add_python_unittest)
+#
+
+
+class StrokeMismatchTest(ScriptedLoadableModuleTest):
+    """In-Slicer self-test: the sample phantom through the Logic, volumes against the truth."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_phantom_sample_data()
+        self.setUp()
+        self.test_proxy_and_update_from_segments()
+        self.setUp()
+        self.test_multivolume_input()
+
+    def _loadSample(self):
+        import SampleData
+
+        registerSampleData()
+        nodes = SampleData.downloadSample("StrokeMismatchPhantomMR")
+        sequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
+        adc = [node for node in nodes if node.IsA("vtkMRMLScalarVolumeNode") and "ADC" in node.GetName()]
+        self.assertIsNotNone(sequence)
+        self.assertEqual(len(adc), 1)
+        return sequence, adc[0]
+
+    def _metric(self, table, key):
+        for row in mrmlio.table_rows(table):
+            if row["Key"] == key:
+                return float(row["Value"])
+        raise AssertionError(f"metric {key} missing from the table")
+
+    def test_phantom_sample_data(self):
+        self.delayDisplay("Loading the phantom sample data")
+        sequence, adc = self._loadSample()
+        logic = StrokeMismatchLogic()
+        info = logic.frameInfo(sequence)
+        self.assertGreater(info["frames"], 10)
+        outputs = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
+                                motionCorrection=False)
+        for key in ("cbf", "cbv", "mtt", "tmax", "ttp", "segmentation", "table", "aifChart"):
+            self.assertIn(key, outputs)
+        segments = outputs["segmentation"].GetSegmentation()
+        self.assertTrue(segments.GetSegmentIdBySegmentName("Ischemic core"))
+        self.assertTrue(segments.GetSegmentIdBySegmentName("Penumbra"))
+        masks = logic.lastResult.lesion.masks
+        voxelMl = logic.lastResult.geometry.voxel_volume_ml
+        core = float(np.count_nonzero(masks["core"])) * voxelMl
+        hypo = float(np.count_nonzero(masks["hypoperfusion"])) * voxelMl
+        self.delayDisplay(f"core {core:.1f} mL (truth {SAMPLE_TRUTH_ML['core']:.1f}), "
+                          f"hypoperfusion {hypo:.1f} mL (truth {SAMPLE_TRUTH_ML['hypoperfusion']:.1f})")
+        self.assertAlmostEqual(core, SAMPLE_TRUTH_ML["core"], delta=0.35 * SAMPLE_TRUTH_ML["core"] + 1.0)
+        self.assertAlmostEqual(hypo, SAMPLE_TRUTH_ML["hypoperfusion"],
+                               delta=0.35 * SAMPLE_TRUTH_ML["hypoperfusion"] + 1.0)
+        self.assertGreater(outputs["table"].GetNumberOfRows(), 5)
+        self.delayDisplay("Phantom test passed")
+
+    def test_proxy_and_update_from_segments(self):
+        sequence, adc = self._loadSample()
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence)
+        proxy = browser.GetProxyNode(sequence)
+        logic = StrokeMismatchLogic()
+        outputs = logic.process(proxy, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
+                                motionCorrection=False)
+        segmentation = outputs["segmentation"]
+        tmax = outputs["tmax"]
+        segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Ischemic core")
+        core = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
+        edited = np.zeros_like(core)  # the user erases the whole core
+        slicer.util.updateSegmentBinaryLabelmapFromArray(edited, segmentation, segmentId, tmax)
+        table = logic.updateFromSegments(segmentation, tableNode=outputs["table"])
+        rows = mrmlio.table_rows(table)
+        coreRows = [r for r in rows if r["Unit"] == "mL" and "core" in r["Key"].lower()]
+        self.assertTrue(coreRows)
+        self.assertAlmostEqual(float(coreRows[0]["Value"]), 0.0)
+        after = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
+        self.assertEqual(int(after.sum()), 0)  # the edit was kept
+        # re-running without "replace" makes new nodes and leaves the edited ones alone
+        again = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
+                              motionCorrection=False)
+        self.assertIsNot(again["segmentation"], segmentation)
+        self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax).sum()), 0)
+        # the curve inspector works on the last run
+        center = logic._lesionCenterRAS()
+        info = logic.inspectAtRAS(center)
+        self.assertIn(info["class"], ("core", "penumbra", "normal", "outside"))
+        self.assertGreater(len(info["residue"]), 3)
+
+    def test_multivolume_input(self):
+        if not hasattr(slicer, "vtkMRMLMultiVolumeNode"):
+            self.delayDisplay("MultiVolumeExplorer not available: MultiVolume test skipped")
+            return
+        rng = np.random.default_rng(0)
+        frames = rng.uniform(100, 200, size=(3, 4, 5, 6)).astype(np.float32)
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMultiVolumeNode", "mv")
+        slicer.util.updateVolumeFromArray(node, frames)
+        node.SetAttribute("MultiVolume.FrameLabels", "0,1500,3000,4500,7000,9000")
+        node.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits", "ms")
+        node.SetAttribute("MultiVolume.DICOM.EchoTime", "30")
+        series = mrmlio.series_from_node(node, modality="mr")
+        self.assertEqual(series.signal.shape, (3, 4, 5, 6))
+        np.testing.assert_allclose(series.times, [0, 1.5, 3, 4.5, 7, 9])
+        self.assertAlmostEqual(series.te, 0.03)
