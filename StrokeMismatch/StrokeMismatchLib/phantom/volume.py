@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import InputDataError
 from ..geometry import Geometry
 from ..series import PerfusionSeries
-from .curves import add_gaussian_noise, add_rician_noise, gamma_variate_aif, mr_scale_for_drop, simulate_curves
+from .curves import gamma_variate_aif, mr_scale_for_drop, simulate_curves
 
 # Tissue labels.
 BACKGROUND, GM, WM, CSF, ARTERY, VEIN = 0, 1, 2, 3, 4, 5
@@ -290,7 +290,7 @@ def make_volume_phantom(
     curve_index[labels == ARTERY] = 1
     curve_index[labels == VEIN] = 2
     curve_index[tissue] = 3 + (labels[tissue] - GM) * 4 + zones[tissue]
-    concentration = library[curve_index]  # [K, J, I, T]
+    concentration = library.astype(np.float32)[curve_index]  # [K, J, I, T]
 
     # True maps.
     true_maps = {}
@@ -316,18 +316,28 @@ def make_volume_phantom(
         mr_scale = float(kappa_t / kappa_a)
         s0 = np.vectorize(MR_S0.get, otypes=[float])(labels)
         kappa = np.where((labels == ARTERY) | (labels == VEIN), kappa_a, kappa_t)
-        signal = s0[..., None] * np.exp(-(kappa * te)[..., None] * concentration)
+        signal = concentration
+        signal *= -(kappa * te).astype(np.float32)[..., None]
+        np.exp(signal, out=signal)
+        signal *= s0.astype(np.float32)[..., None]
         sigma = 0.0 if snr is None or not np.isfinite(snr) else MR_S0[GM] / float(snr)
         if sigma > 0:
-            signal = add_rician_noise(signal, sigma, rng)
+            # Rician: magnitude of signal + complex Gaussian noise (same as curves.add_rician_noise,
+            # in float32 to keep benchmark-size phantoms small).
+            signal += np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
+            imaginary = rng.standard_normal(signal.shape, dtype=np.float32)
+            imaginary *= np.float32(sigma)
+            np.hypot(signal, imaginary, out=signal)
+            del imaginary
         info.update(kappa_t=float(kappa_t), kappa_a=float(kappa_a), snr=snr, noise_sigma=sigma, te_s=te)
         tr = float(np.median(np.diff(times))) if times.size > 1 else None
     else:
         base = np.vectorize(CT_HU.get, otypes=[float])(labels)
         base[skull_mask] = CT_SKULL_HU
-        signal = base[..., None] + concentration
+        signal = concentration
+        signal += base.astype(np.float32)[..., None]
         if noise_hu:
-            signal = add_gaussian_noise(signal, float(noise_hu), rng)
+            signal += np.float32(noise_hu) * rng.standard_normal(signal.shape, dtype=np.float32)
         info.update(noise_hu=noise_hu, aif_peak_hu=aif_peak, skull=bool(skull))
         te, tr = None, None
     series = PerfusionSeries(signal.astype(np.float32), times, geometry, modality, te=te, tr=tr,
