@@ -335,3 +335,19 @@ def test_phantom_round_trip_both_formats(tmp_path):
     adc_path = fileio.write_volume(tmp_path / "adc.nrrd", phantom.adc, phantom.adc_geometry)
     adc, adc_geometry = fileio.read_volume(adc_path)
     assert adc_geometry.same_grid(phantom.adc_geometry) and np.array_equal(adc, phantom.adc)
+
+
+def test_read_perfusion_dispatches_dicom_folder(tmp_path):
+    from dicom_factory import write_classic_series
+
+    rng = np.random.default_rng(4)
+    signal = np.round(rng.random((2, 3, 4, 10)) * 100 + 20)
+    times = np.arange(10) * 1.0
+    write_classic_series(tmp_path / "dicom", signal, times, modality="CT")
+    loaded = fileio.read_perfusion(tmp_path / "dicom")
+    assert loaded.signal.shape == signal.shape
+    assert np.allclose(loaded.signal, signal)
+    assert np.allclose(loaded.times - loaded.times[0], times)
+    assert loaded.modality == "ct"
+    overridden = fileio.read_perfusion(tmp_path / "dicom", modality="mr", te=0.025)
+    assert overridden.modality == "mr" and overridden.te == 0.025
