@@ -1,0 +1,453 @@
+"""From perfusion maps (+ ADC) to core, hypoperfusion, penumbra, metrics and trial criteria.
+
+Public API: :class:`LesionSettings`, :func:`analyze_lesion` -> :class:`LesionAnalysis`,
+:func:`metrics_from_masks` -> :class:`MaskMetrics` (PERFUSION.md §8–10).
+
+Order of work in :func:`analyze_lesion`:
+1. brain/tissue mask (finite maps ∩ given brain mask ∩, on CT, baseline < bone HU);
+2. mid-sagittal plane from the baseline image (or the brain mask) by symmetry; affected side
+   from the Tmax asymmetry;
+3. core: MR ADC < ``core_adc`` (ADC resampled onto the perfusion grid, unit detected or given);
+   CT rCBF < ``core_rcbf`` against the chosen reference;
+4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
+5. clean-up steps in this order, each switchable and reported: brain_mask, csf_exclusion,
+   core_within_hypoperfusion, morphological_opening, minimum_cluster_size;
+6. penumbra = hypoperfusion − core; metrics; criteria.
+
+Decision support for research and teaching, not a medical device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import DISCLAIMER
+from . import cleanup
+from .adc import AdcUnitInfo, adc_to_micro
+from .criteria import criteria_to_dicts, evaluate_criteria
+from .errors import InputDataError
+from .geometry import Geometry
+from .hemispheres import Hemispheres, affected_side, estimate_midplane
+from .metrics import compute_metrics, metrics_to_dict, volume_ml
+from .resample import resample_array
+from .thresholds import (RCBF_REFERENCES, STATISTICS, core_from_adc, core_from_rcbf,
+                         penumbra as penumbra_mask, rcbf_reference, tmax_mask)
+
+MODALITIES = ("mr", "ct")
+
+
+@dataclass
+class LesionSettings:
+    """Every threshold and clean-up switch, with its default (units in the names/comments).
+
+    Thresholds: ``core_adc`` 10⁻⁶ mm²/s (ADC < it is core, MR); ``core_rcbf`` fraction (rCBF <
+    it is core, CT); ``tmax_threshold`` s (Tmax > it is hypoperfused); ``tmax_report_thresholds``
+    extra Tmax volumes (s).
+    rCBF reference (CT): ``rcbf_reference`` "contralateral" | "tmax_lt_4" | "mirror";
+    ``rcbf_statistic`` "mean" | "median"; ``reference_normal_tmax`` s (for "tmax_lt_4");
+    ``mirror_sigma_mm`` smoothing of the mirror reference.
+    Clean-up: ``brain_mask`` (+ ``bone_hu`` CT bone limit on the baseline image);
+    ``csf_exclusion`` (CT baseline < ``csf_hu``; MR ADC > ``csf_adc``);
+    ``core_within_hypoperfusion`` (None → on for CT, off for MR); ``opening`` (+
+    ``opening_radius_voxels``); ``cluster_removal`` (+ ``min_core_ml``,
+    ``min_hypoperfusion_ml`` applied to every Tmax mask).
+    Midline/side: ``max_yaw_deg``; ``side_min_ml``, ``side_min_asymmetry``,
+    ``side_min_median_difference_s``.
+    Clinical inputs for the criteria: ``age`` (years), ``nihss``, ``collateral_score``.
+    """
+
+    core_adc: float = 620.0
+    core_rcbf: float = 0.30
+    tmax_threshold: float = 6.0
+    tmax_report_thresholds: tuple = (4.0, 8.0, 10.0)
+    rcbf_reference: str = "contralateral"
+    rcbf_statistic: str = "mean"
+    reference_normal_tmax: float = 4.0
+    mirror_sigma_mm: float = 5.0
+    brain_mask: bool = True
+    bone_hu: float = 80.0
+    csf_exclusion: bool = True
+    csf_hu: float = 15.0
+    csf_adc: float = 2000.0
+    core_within_hypoperfusion: bool | None = None
+    opening: bool = False
+    opening_radius_voxels: int = 1
+    cluster_removal: bool = True
+    min_core_ml: float = 0.5
+    min_hypoperfusion_ml: float = 1.0
+    max_yaw_deg: float = 15.0
+    side_min_ml: float = 1.0
+    side_min_asymmetry: float = 0.2
+    side_min_median_difference_s: float = 1.0
+    age: float | None = None
+    nihss: float | None = None
+    collateral_score: float | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`InputDataError` for settings that cannot work."""
+        positive = {"core_adc": self.core_adc, "core_rcbf": self.core_rcbf,
+                    "tmax_threshold": self.tmax_threshold}
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise InputDataError(f"Setting {name} must be a positive number, got {value!r}.")
+        if self.rcbf_reference not in RCBF_REFERENCES:
+            raise InputDataError(
+                f"Unknown rcbf_reference {self.rcbf_reference!r}: use one of "
+                f"{', '.join(RCBF_REFERENCES)}.")
+        if self.rcbf_statistic not in STATISTICS:
+            raise InputDataError("rcbf_statistic must be 'mean' or 'median'.")
+        for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm"):
+            if getattr(self, name) < 0:
+                raise InputDataError(f"Setting {name} must not be negative.")
+        if int(self.opening_radius_voxels) < 0:
+            raise InputDataError("opening_radius_voxels must not be negative.")
+        for name in ("age", "nihss", "collateral_score"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
+                raise InputDataError(f"{name} must be a non-negative number or left empty.")
+
+    def core_within(self, modality: str) -> bool:
+        if self.core_within_hypoperfusion is None:
+            return modality == "ct"
+        return bool(self.core_within_hypoperfusion)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["tmax_report_thresholds"] = [float(t) for t in self.tmax_report_thresholds]
+        return out
+
+
+def _tmax_key(threshold: float) -> str:
+    return f"tmax_gt_{threshold:g}"
+
+
+@dataclass
+class LesionAnalysis:
+    """Result of :func:`analyze_lesion`.
+
+    ``masks`` name -> bool [K,J,I] (core, hypoperfusion, penumbra, tmax_gt_4/8/10, brain);
+    ``metrics`` name -> :class:`~StrokeMismatchLib.metrics.Metric`; ``criteria`` list of
+    :class:`~StrokeMismatchLib.criteria.RuleResult`; ``steps`` list of
+    :class:`~StrokeMismatchLib.cleanup.StepReport`; ``hemispheres``
+    :class:`~StrokeMismatchLib.hemispheres.Hemispheres`; ``side`` affected-side dict;
+    ``reference`` rCBF reference dict (CT); ``adc_unit`` :class:`AdcUnitInfo` (MR);
+    ``rcbf`` relative CBF map (CT); ``adc`` ADC on the perfusion grid (MR, 10⁻⁶ mm²/s);
+    ``core_grids`` core volume on the ADC and perfusion grids (MR).
+    """
+
+    modality: str
+    geometry: Geometry
+    settings: LesionSettings
+    masks: dict
+    metrics: dict
+    criteria: list
+    steps: list
+    hemispheres: Hemispheres | None
+    side: dict
+    reference: dict | None = None
+    adc_unit: AdcUnitInfo | None = None
+    rcbf: np.ndarray | None = None
+    adc: np.ndarray | None = None
+    core_grids: dict | None = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def affected_side(self) -> str:
+        return self.side.get("affected_side", "none")
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no arrays, no inf/NaN)."""
+        hemis = self.hemispheres.to_dict() if self.hemispheres is not None else None
+        if hemis is not None:
+            hemis.update(self.side)
+        return {
+            "disclaimer": DISCLAIMER,
+            "modality": self.modality,
+            "settings": self.settings.to_dict(),
+            "metrics": metrics_to_dict(self.metrics),
+            "criteria": criteria_to_dicts(self.criteria),
+            "steps": [s.to_dict() for s in self.steps],
+            "hemispheres": hemis,
+            "affected_side": self.affected_side,
+            "reference": self.reference,
+            "adc_unit": self.adc_unit.to_dict() if self.adc_unit is not None else None,
+            "core_grids": self.core_grids,
+            "voxel_volume_ml": self.geometry.voxel_volume_ml,
+            "warnings": list(self.warnings),
+        }
+
+
+def _map(maps, name: str, shape, required: bool = True):
+    value = getattr(maps, name, None)
+    if value is None and isinstance(maps, dict):
+        value = maps.get(name)
+    if value is None:
+        if required:
+            raise InputDataError(f"The perfusion maps have no {name.upper()} map.")
+        return None
+    value = np.asarray(value, dtype=float)
+    if value.shape != tuple(shape):
+        raise InputDataError(
+            f"The {name.upper()} map has shape {value.shape}, the grid is {tuple(shape)}.")
+    return value
+
+
+def _as_mask(mask, shape, what: str):
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise InputDataError(f"The {what} has shape {mask.shape}, the grid is {tuple(shape)}.")
+    return mask.astype(bool)
+
+
+def _midline(geometry, baseline_image, tissue, settings, warnings):
+    try:
+        if baseline_image is not None:
+            return estimate_midplane(baseline_image, geometry, mask=tissue,
+                                     max_yaw_deg=settings.max_yaw_deg, source="baseline image")
+        return estimate_midplane(tissue.astype(float), geometry, mask=None,
+                                 max_yaw_deg=settings.max_yaw_deg, source="brain mask outline")
+    except InputDataError as error:
+        warnings.append(f"Mid-sagittal plane not found: {error}")
+        return None
+
+
+def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geometry=None,
+                   adc_unit: str | None = None, brain_mask=None, baseline_image=None,
+                   settings: LesionSettings | None = None) -> LesionAnalysis:
+    """Core, hypoperfusion, penumbra, metrics and criteria from perfusion maps.
+
+    ``maps``: object (or dict) with cbf, cbv, tmax float arrays [K,J,I] (NaN outside the
+    analysed brain); ``geometry`` their grid; ``modality`` "mr" | "ct"; ``adc`` (MR) on
+    ``adc_geometry`` (default: the perfusion grid) in ``adc_unit`` (None → detected);
+    ``brain_mask`` optional bool [K,J,I]; ``baseline_image`` pre-contrast mean (CT HU, MR S0)
+    used for the midline and CT bone/CSF exclusion.
+    """
+    settings = settings or LesionSettings()
+    settings.validate()
+    if modality not in MODALITIES:
+        raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
+    shape = geometry.shape
+    tmax = _map(maps, "tmax", shape)
+    cbf = _map(maps, "cbf", shape, required=(modality == "ct"))
+    cbv = _map(maps, "cbv", shape, required=False)
+    brain_mask = _as_mask(brain_mask, shape, "brain mask")
+    if baseline_image is not None:
+        baseline_image = np.asarray(baseline_image, dtype=float)
+        if baseline_image.shape != shape:
+            raise InputDataError(
+                f"The baseline image has shape {baseline_image.shape}, the grid is {shape}.")
+    warnings: list = []
+    voxel_ml = geometry.voxel_volume_ml
+
+    # 1. brain / tissue masks --------------------------------------------------------------
+    analysed = np.isfinite(tmax)
+    if modality == "ct":
+        analysed &= np.isfinite(cbf)
+    if not analysed.any():
+        raise InputDataError("The Tmax map has no finite values: the perfusion maps are empty.")
+    brain = analysed.copy()
+    brain_parts = ["finite perfusion maps"]
+    if brain_mask is not None:
+        brain &= brain_mask
+        brain_parts.append("given brain mask")
+    if modality == "ct" and baseline_image is not None:
+        with np.errstate(invalid="ignore"):
+            brain &= baseline_image < settings.bone_hu
+        brain_parts.append(f"baseline < {settings.bone_hu:g} HU (bone excluded)")
+
+    # ADC on the perfusion grid (MR) ----------------------------------------------------------
+    adc_info = None
+    adc_on_grid = None
+    core_grids = None
+    if modality == "mr":
+        if adc is None:
+            raise InputDataError(
+                "MR analysis needs an ADC map for the core (ADC < "
+                f"{settings.core_adc:g} ×10⁻⁶ mm²/s): load the ADC (or DWI) of the same session.")
+        adc = np.asarray(adc)
+        if adc_geometry is None:
+            if adc.shape != shape:
+                raise InputDataError(
+                    f"The ADC map has shape {adc.shape} but the perfusion grid is {shape}, and "
+                    "no ADC geometry was given: pass adc_geometry so it can be resampled.")
+            adc_geometry = geometry
+        adc_micro, adc_info = adc_to_micro(adc, adc_unit)
+        if adc_geometry.same_grid(geometry):
+            adc_on_grid = adc_micro.astype(float)
+        else:
+            adc_on_grid = resample_array(adc_micro, adc_geometry, geometry, interpolation="linear")
+            core_native = core_from_adc(adc_micro, settings.core_adc)
+            core_grids = {
+                "adc_grid_ml": volume_ml(core_native, adc_geometry.voxel_volume_ml),
+                "perfusion_grid_ml": volume_ml(core_from_adc(adc_on_grid, settings.core_adc),
+                                               voxel_ml),
+                "note": ("raw ADC core (before clean-up) on the ADC grid and after linear "
+                         "resampling to the perfusion grid"),
+            }
+
+    # CSF region --------------------------------------------------------------------------
+    if modality == "ct":
+        if baseline_image is not None:
+            with np.errstate(invalid="ignore"):
+                csf = np.isfinite(baseline_image) & (baseline_image < settings.csf_hu)
+            csf_parameters = {"criterion": f"baseline < {settings.csf_hu:g} HU",
+                              "csf_hu": settings.csf_hu}
+        else:
+            csf, csf_parameters = None, {"criterion": f"baseline < {settings.csf_hu:g} HU"}
+    else:
+        with np.errstate(invalid="ignore"):
+            csf = np.isfinite(adc_on_grid) & (adc_on_grid > settings.csf_adc)
+        csf_parameters = {"criterion": f"ADC > {settings.csf_adc:g} ×10⁻⁶ mm²/s",
+                          "csf_adc": settings.csf_adc}
+    tissue = brain.copy() if settings.brain_mask else analysed.copy()
+    if settings.csf_exclusion and csf is not None:
+        tissue &= ~csf
+
+    # 2. midline and affected side ---------------------------------------------------------
+    hemispheres = _midline(geometry, baseline_image, brain, settings, warnings)
+    if hemispheres is not None:
+        side = affected_side(tmax, hemispheres, brain=tissue, threshold_s=settings.tmax_threshold,
+                             min_volume_ml=settings.side_min_ml,
+                             min_asymmetry=settings.side_min_asymmetry,
+                             min_median_difference_s=settings.side_min_median_difference_s)
+    else:
+        side = {"affected_side": "none", "basis": "no mid-sagittal plane"}
+
+    # 3. core ------------------------------------------------------------------------------
+    reference = None
+    rcbf = None
+    if modality == "mr":
+        core = core_from_adc(adc_on_grid, settings.core_adc)
+    else:
+        rcbf, reference = rcbf_reference(
+            cbf, method=settings.rcbf_reference, tissue=tissue, tmax=tmax,
+            hemispheres=hemispheres, affected_side=side["affected_side"],
+            tmax_threshold=settings.tmax_threshold, normal_tmax=settings.reference_normal_tmax,
+            statistic=settings.rcbf_statistic, mirror_sigma_mm=settings.mirror_sigma_mm)
+        reference["threshold"] = settings.core_rcbf
+        core = core_from_rcbf(rcbf, settings.core_rcbf)
+
+    # 4. Tmax masks ------------------------------------------------------------------------
+    masks = {"core": core, "hypoperfusion": tmax_mask(tmax, settings.tmax_threshold)}
+    extra = {}
+    for threshold in settings.tmax_report_thresholds:
+        key = _tmax_key(float(threshold))
+        masks[key] = tmax_mask(tmax, float(threshold))
+        extra[float(threshold)] = key
+    tmax_names = [k for k in masks if k != "core"]
+
+    # 5. clean-up steps --------------------------------------------------------------------
+    steps = []
+    masks, report = cleanup.restrict(
+        masks, brain, name="brain_mask", enabled=settings.brain_mask, voxel_ml=voxel_ml,
+        parameters={"source": " ∩ ".join(brain_parts), "bone_hu": settings.bone_hu,
+                    "brain_ml": volume_ml(brain, voxel_ml)})
+    steps.append(report)
+    masks, report = cleanup.restrict(
+        masks, csf, name="csf_exclusion", enabled=settings.csf_exclusion, voxel_ml=voxel_ml,
+        parameters=csf_parameters, exclude=True,
+        note="" if csf is not None else "not applied: CT CSF exclusion needs the baseline image")
+    steps.append(report)
+    within = settings.core_within(modality)
+    masks, report = cleanup.restrict(
+        masks, masks["hypoperfusion"], name="core_within_hypoperfusion", enabled=within,
+        voxel_ml=voxel_ml, targets=["core"],
+        parameters={"default": "on for CT, off for MR",
+                    "region": f"Tmax > {settings.tmax_threshold:g} s (after the steps above)"})
+    steps.append(report)
+    masks, report = cleanup.opening(masks, enabled=settings.opening,
+                                    radius_voxels=settings.opening_radius_voxels,
+                                    voxel_ml=voxel_ml)
+    steps.append(report)
+    min_ml = {"core": settings.min_core_ml}
+    min_ml.update({k: settings.min_hypoperfusion_ml for k in tmax_names})
+    masks, report = cleanup.minimum_cluster_size(masks, enabled=settings.cluster_removal,
+                                                 min_ml=min_ml, voxel_ml=voxel_ml)
+    steps.append(report)
+
+    # 6. penumbra, metrics, criteria -------------------------------------------------------
+    masks["penumbra"] = penumbra_mask(masks["core"], masks["hypoperfusion"])
+    masks["brain"] = tissue
+    metrics = compute_metrics(
+        masks["core"], masks["hypoperfusion"], masks["penumbra"], voxel_ml,
+        tmax_masks={t: masks[k] for t, k in extra.items()},
+        tmax_threshold=settings.tmax_threshold, cbv=cbv, hemispheres=hemispheres)
+    criteria = evaluate_criteria(metrics, age=settings.age, nihss=settings.nihss,
+                                 collateral_score=settings.collateral_score)
+    if hemispheres is not None and hemispheres.score < 0.5:
+        warnings.append("The mid-sagittal plane is uncertain (weak image symmetry).")
+    return LesionAnalysis(modality, geometry, settings, masks, metrics, criteria, steps,
+                          hemispheres, side, reference, adc_info, rcbf, adc_on_grid, core_grids,
+                          warnings)
+
+
+@dataclass
+class MaskMetrics:
+    """Result of :func:`metrics_from_masks`: ``masks`` (core, hypoperfusion, penumbra and the
+    Tmax masks used), ``metrics``, ``criteria``, ``warnings``."""
+
+    masks: dict
+    metrics: dict
+    criteria: list
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"disclaimer": DISCLAIMER, "metrics": metrics_to_dict(self.metrics),
+                "criteria": criteria_to_dicts(self.criteria), "warnings": list(self.warnings)}
+
+
+def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
+                       penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
+                       settings: LesionSettings | None = None) -> MaskMetrics:
+    """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
+
+    Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
+    - with ``hypoperfusion``: penumbra = hypoperfusion − core (a given ``penumbra`` is then
+      ignored, with a warning when it differs);
+    - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
+    ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
+    removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
+    ``cbv`` + ``hemispheres`` give the CBV index.
+    """
+    settings = settings or LesionSettings()
+    settings.validate()
+    if geometry is None:
+        raise InputDataError("metrics_from_masks needs the masks' geometry.")
+    shape = geometry.shape
+    core = _as_mask(core, shape, "core mask")
+    if core is None:
+        raise InputDataError("metrics_from_masks needs a core mask (it may be empty).")
+    hypo = _as_mask(hypoperfusion, shape, "hypoperfusion mask")
+    pen = _as_mask(penumbra, shape, "penumbra mask")
+    warnings = []
+    if hypo is None and pen is None:
+        raise InputDataError(
+            "Give a hypoperfusion mask or a penumbra mask (hypoperfusion = core ∪ penumbra).")
+    if hypo is None:
+        hypo = core | pen
+    elif pen is not None and not np.array_equal(pen, hypo & ~core):
+        warnings.append("The given penumbra differs from hypoperfusion − core; the penumbra was "
+                        "recomputed from the hypoperfusion and core masks.")
+    pen = penumbra_mask(core, hypo)
+    masks = {"core": core, "hypoperfusion": hypo, "penumbra": pen}
+    extra = {}
+    if tmax is not None:
+        tmax = _map({"tmax": tmax}, "tmax", shape)
+        for threshold in settings.tmax_report_thresholds:
+            t = float(threshold)
+            mask = tmax_mask(tmax, t)
+            mask = (mask | hypo) if t < settings.tmax_threshold else (mask & hypo)
+            masks[_tmax_key(t)] = mask
+            extra[t] = mask
+    if cbv is not None:
+        cbv = _map({"cbv": cbv}, "cbv", shape)
+    metrics = compute_metrics(core, hypo, pen, geometry.voxel_volume_ml, tmax_masks=extra,
+                              tmax_threshold=settings.tmax_threshold, cbv=cbv,
+                              hemispheres=hemispheres)
+    criteria = evaluate_criteria(metrics, age=settings.age, nihss=settings.nihss,
+                                 collateral_score=settings.collateral_score)
+    return MaskMetrics(masks, metrics, criteria, warnings)

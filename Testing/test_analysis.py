@@ -1,0 +1,349 @@
+"""analyze_lesion / metrics_from_masks end to end on synthetic maps with known volumes, and on
+the volume phantom's true maps."""
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from StrokeMismatchLib import DISCLAIMER
+from StrokeMismatchLib.analysis import LesionSettings, analyze_lesion, metrics_from_masks
+from StrokeMismatchLib.errors import InputDataError
+from StrokeMismatchLib.geometry import Geometry
+
+# Anisotropic voxels 2.0 × 2.5 × 6.0 mm = 30 mm³ = 0.03 mL. i runs towards patient left.
+SHAPE = (8, 40, 41)
+GEOMETRY = Geometry.from_spacing(SHAPE, (2.0, 2.5, 6.0), origin_ras=(40.0 + 3.7, 48.0, -20.0))
+VOXEL_ML = 0.03
+STEP_NAMES = ["brain_mask", "csf_exclusion", "core_within_hypoperfusion",
+              "morphological_opening", "minimum_cluster_size"]
+
+
+def _ras():
+    k, j, i = np.indices(SHAPE, dtype=float)
+    return GEOMETRY.ijk_to_ras_points(np.stack([i, j, k], -1))
+
+
+def synthetic(side="left"):
+    """Symmetric brain (midline at x = 3.7 mm), CBF 50 / Tmax 2 s, with on the lesion side:
+    - a hypoperfused block (Tmax 8 s) whose voxels have rCBF exactly 0.30 (CBF 15.0: not core)
+      or 0.299 (CBF 14.95: core), plus a row at Tmax 6.01 s (hypoperfused, touching the block)
+      and beyond it one at exactly 6.00 s (not hypoperfused);
+    - a 4-voxel CSF pocket (baseline 8 HU) inside the block;
+    a 3-voxel Tmax 9 s speck on the other side (0.09 mL) and a 1-voxel core speck.
+    Returns maps, baseline (HU), expected voxel sets."""
+    ras = _ras()
+    x = ras[..., 0] - 3.7
+    brain = (x / 36) ** 2 + ((ras[..., 1] - 0.0) / 45) ** 2 + ((ras[..., 2] - 1.0) / 22) ** 2 < 1
+    sign = 1 if side == "right" else -1
+    cbf = np.where(brain, 50.0, np.nan)
+    tmax = np.where(brain, 2.0, np.nan)
+    cbv = np.where(brain, 4.0, np.nan)
+    baseline = np.where(brain, 35.0, 1000.0)
+    lesion_i = slice(6, 12) if side == "right" else slice(29, 35)   # x ≈ +24 … +14 / −14 … −24
+    block = np.zeros(SHAPE, bool)
+    block[2:6, 14:26, lesion_i] = True
+    assert (brain[block]).all() and (sign * x[block] > 0).all()
+    tmax[block] = 8.0
+    cbv[block] = 3.0
+    cbf[block] = 20.0
+    core = np.zeros(SHAPE, bool)
+    core[2:6, 16:22, lesion_i] = True
+    cbf[core] = 14.95                 # rCBF 0.299 → core
+    edge30 = np.zeros(SHAPE, bool)
+    edge30[2:6, 22:24, lesion_i] = True
+    cbf[edge30] = 15.0                # rCBF exactly 0.30 → not core
+    t600 = np.zeros(SHAPE, bool)
+    t600[2:6, 27, lesion_i] = True
+    tmax[t600] = 6.00                 # not hypoperfused
+    t601 = np.zeros(SHAPE, bool)
+    t601[2:6, 26, lesion_i] = True
+    tmax[t601] = 6.01                 # hypoperfused (joins the block: same cluster)
+    csf = np.zeros(SHAPE, bool)
+    csf[3, 24, lesion_i][:4] = True
+    baseline[csf] = 8.0
+    speck = np.zeros(SHAPE, bool)
+    other_i = 31 if side == "right" else 9
+    speck[4, 10, other_i:other_i + 3] = True
+    tmax[speck] = 9.0
+    core_speck = np.zeros(SHAPE, bool)
+    core_speck[2, 24, lesion_i.start + 5] = True
+    cbf[core_speck] = 5.0
+    hypo = (block | t601) & ~csf
+    truth = {"core": core, "hypoperfusion": hypo, "csf": csf, "speck": speck,
+             "core_speck": core_speck, "brain": brain}
+    return SimpleNamespace(cbf=cbf, cbv=cbv, tmax=tmax), baseline, truth
+
+
+def test_ct_exact_volumes_at_threshold_edges():
+    maps, baseline, truth = synthetic("left")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert result.affected_side == "left"
+    assert result.reference["value"] == 50.0 and "right hemisphere" in \
+        result.reference["description"]
+    np.testing.assert_array_equal(result.masks["core"], truth["core"])
+    np.testing.assert_array_equal(result.masks["hypoperfusion"], truth["hypoperfusion"])
+    np.testing.assert_array_equal(result.masks["penumbra"],
+                                  truth["hypoperfusion"] & ~truth["core"])
+    m = result.metrics
+    assert m["core_ml"].value == pytest.approx(truth["core"].sum() * VOXEL_ML, rel=1e-12)
+    assert m["hypoperfusion_ml"].value == pytest.approx(
+        truth["hypoperfusion"].sum() * VOXEL_ML, rel=1e-12)
+    assert m["mismatch_ratio"].value == pytest.approx(
+        truth["hypoperfusion"].sum() / truth["core"].sum())
+    assert m["tmax_gt_10_ml"].value == 0.0 and m["hir"].value == 0.0
+    # Tmax > 4 s also holds the 6.00 s row (4 slices × 6 columns)
+    assert m["tmax_gt_4_ml"].value == pytest.approx(m["hypoperfusion_ml"].value + 24 * VOXEL_ML)
+    assert m["cbv_index"].value == pytest.approx(3.0 / 4.0, abs=0.02)
+    assert result.rcbf is not None and result.adc_unit is None
+
+
+def test_ct_steps_report_exact_removals_and_chain():
+    maps, baseline, truth = synthetic("right")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert result.affected_side == "right"
+    assert [s.name for s in result.steps] == STEP_NAMES
+    by_name = {s.name: s for s in result.steps}
+    # CSF pocket: exactly its 4 voxels leave the hypoperfusion (and Tmax > 4/8) masks
+    assert by_name["csf_exclusion"].removed_ml("hypoperfusion") == pytest.approx(4 * VOXEL_ML)
+    assert by_name["csf_exclusion"].removed_ml("core") == 0.0
+    # the 1-voxel core speck (inside the block) and the 3-voxel Tmax speck are too small
+    clusters = by_name["minimum_cluster_size"]
+    assert clusters.removed_ml("core") == pytest.approx(VOXEL_ML)
+    assert clusters.removed_ml("hypoperfusion") == pytest.approx(3 * VOXEL_ML)
+    assert clusters.removed_ml("tmax_gt_8") == pytest.approx(3 * VOXEL_ML + 0)
+    assert not by_name["morphological_opening"].applied
+    # each step's "after" is the next step's "before"; the last "after" is the final volume
+    for a, b in zip(result.steps, result.steps[1:]):
+        for name in a.volumes_ml:
+            assert a.volumes_ml[name]["after"] == b.volumes_ml[name]["before"]
+    for name in ("core", "hypoperfusion"):
+        assert result.steps[-1].volumes_ml[name]["after"] == pytest.approx(
+            result.masks[name].sum() * VOXEL_ML)
+
+
+@pytest.mark.parametrize("switch, step", [("csf_exclusion", "csf_exclusion"),
+                                          ("cluster_removal", "minimum_cluster_size"),
+                                          ("core_within_hypoperfusion",
+                                           "core_within_hypoperfusion")])
+def test_switching_a_step_off_changes_only_that_step(switch, step):
+    maps, baseline, truth = synthetic("left")
+    on = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    settings = dataclasses.replace(LesionSettings(), **{switch: False})
+    off = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                         settings=settings)
+    index = STEP_NAMES.index(step)
+    for a, b in zip(on.steps[:index], off.steps[:index]):
+        assert a.to_dict() == b.to_dict()
+    off_step = off.steps[index]
+    assert not off_step.enabled and not off_step.applied
+    assert all(v["removed"] == 0.0 for v in off_step.volumes_ml.values())
+    assert off.steps[index].parameters == on.steps[index].parameters
+    removed = on.steps[index].volumes_ml
+    for name in ("core", "hypoperfusion"):
+        later_on = sum(s.removed_ml(name) for s in on.steps[index + 1:])
+        later_off = sum(s.removed_ml(name) for s in off.steps[index + 1:])
+        difference = off.masks[name].sum() * VOXEL_ML - on.masks[name].sum() * VOXEL_ML
+        assert difference == pytest.approx(removed[name]["removed"] + later_on - later_off,
+                                           abs=1e-9)
+    if switch == "csf_exclusion":
+        assert off.metrics["hypoperfusion_ml"].value - on.metrics["hypoperfusion_ml"].value == \
+            pytest.approx(4 * VOXEL_ML)
+
+
+def test_opening_and_cluster_settings_are_reported():
+    maps, baseline, truth = synthetic("left")
+    settings = LesionSettings(opening=True, opening_radius_voxels=1, min_core_ml=0.0,
+                              min_hypoperfusion_ml=0.0)
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=settings)
+    opening = result.steps[3]
+    assert opening.applied and opening.parameters["radius_voxels"] == 1
+    assert opening.removed_ml("hypoperfusion") > 0
+    assert result.steps[4].parameters["min_ml"]["core"] == 0.0
+    assert result.steps[4].removed_ml("core") == 0.0
+
+
+def test_rcbf_threshold_and_tmax_threshold_are_settings():
+    maps, baseline, truth = synthetic("left")
+    # rCBF 0.30 voxels become core with a 0.31 threshold; the 1-voxel core speck now touches
+    # the core and survives the cluster step
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=LesionSettings(core_rcbf=0.31))
+    assert result.metrics["core_ml"].value == pytest.approx(
+        (truth["core"].sum() + 4 * 2 * 6 + 1) * VOXEL_ML)
+    # Tmax 6.00 column joins with a 5.99 s threshold
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=LesionSettings(tmax_threshold=5.99))
+    assert result.metrics["hypoperfusion_ml"].value == pytest.approx(
+        (truth["hypoperfusion"].sum() + 4 * 6) * VOXEL_ML)
+    assert "Tmax > 5.99 s" in result.metrics["hypoperfusion_ml"].label
+
+
+@pytest.mark.parametrize("reference", ["tmax_lt_4", "mirror"])
+def test_other_rcbf_references(reference):
+    maps, baseline, truth = synthetic("left")
+    settings = LesionSettings(rcbf_reference=reference, mirror_sigma_mm=0.0, min_core_ml=0.0)
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=settings)
+    assert result.reference["method"] == reference
+    if reference == "tmax_lt_4":
+        assert result.reference["value"] == 50.0
+        np.testing.assert_array_equal(result.masks["core"], truth["core"] | truth["core_speck"])
+    else:
+        # mirror: core voxels have 14.95 / 50 with their mirror inside the healthy side
+        assert result.reference["value"] is None
+        core = result.masks["core"]
+        assert (core & truth["core"]).sum() >= 0.9 * truth["core"].sum()
+        assert not (core & ~truth["hypoperfusion"]).any()
+
+
+def _oblique_adc(truth, unit_scale=1e-3):
+    """ADC on a rotated, finer grid: 800 in brain, 3000 in CSF pocket, 440 in the core
+    (620 = midpoint), NaN/0 outside, given in 10⁻³ mm²/s."""
+    a = np.deg2rad(12.0)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation @ np.diag([-1.6, -1.9, 4.0])
+    shape = (14, 60, 60)
+    half = (np.array(shape[::-1]) - 1) / 2
+    matrix[:3, 3] = np.array([3.7, 0.0, 1.0]) - matrix[:3, :3] @ half
+    adc_geometry = Geometry(matrix, shape)
+    k, j, i = np.indices(shape, dtype=float)
+    ras = adc_geometry.ijk_to_ras_points(np.stack([i, j, k], -1))
+    x = ras[..., 0] - 3.7
+    brain = (x / 36) ** 2 + (ras[..., 1] / 45) ** 2 + ((ras[..., 2] - 1.0) / 22) ** 2 < 1
+    core_centre = np.array([3.7 - 19.0, 1.75 * 2.5 * 0 + 48.0 - 2.5 * 18.5, -20.0 + 6.0 * 3.5])
+    lesion = np.all(np.abs(ras - core_centre) <= [12.0, 15.0, 12.0], axis=-1)
+    adc = np.where(brain, np.where(lesion, 440.0, 800.0), 0.0) * unit_scale
+    return adc, adc_geometry, (lesion & brain).sum() * adc_geometry.voxel_volume_ml
+
+
+def test_mr_with_oblique_adc_grid_and_unit_detection():
+    maps, baseline, truth = synthetic("left")
+    adc, adc_geometry, true_core_ml = _oblique_adc(truth)
+    s0 = np.where(truth["brain"], 1000.0, 0.0)
+    result = analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc, adc_geometry=adc_geometry,
+                            baseline_image=s0)
+    assert result.adc_unit.unit == "1e-3 mm2/s" and result.adc_unit.detected
+    grids = result.core_grids
+    assert grids["adc_grid_ml"] == pytest.approx(true_core_ml, rel=0.02)
+    assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.03)
+    assert not result.steps[2].enabled  # core restricted to hypoperfusion: off for MR
+    assert result.rcbf is None and result.reference is None
+    assert result.adc.shape == SHAPE
+    # explicit unit overrides detection
+    result2 = analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc * 1000,
+                             adc_geometry=adc_geometry, adc_unit="1e-6 mm2/s", baseline_image=s0)
+    assert not result2.adc_unit.detected
+    assert result2.metrics["core_ml"].value == pytest.approx(result.metrics["core_ml"].value)
+
+
+def test_mr_errors():
+    maps, baseline, truth = synthetic("left")
+    with pytest.raises(InputDataError, match="ADC"):
+        analyze_lesion(maps, GEOMETRY, modality="mr")
+    adc, adc_geometry, _ = _oblique_adc(truth)
+    with pytest.raises(InputDataError, match="adc_geometry"):
+        analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc)
+    far = Geometry(adc_geometry.ijk_to_ras @ np.array(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 400.0], [0, 0, 0, 1]]), adc_geometry.shape)
+    with pytest.raises(InputDataError, match="do not overlap"):
+        analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc, adc_geometry=far)
+    with pytest.raises(InputDataError, match="modality"):
+        analyze_lesion(maps, GEOMETRY, modality="pet")
+    with pytest.raises(InputDataError, match="rcbf_reference"):
+        analyze_lesion(maps, GEOMETRY, modality="ct", settings=LesionSettings(
+            rcbf_reference="cerebellum"))
+    with pytest.raises(InputDataError, match="shape"):
+        analyze_lesion(SimpleNamespace(cbf=maps.cbf, cbv=maps.cbv, tmax=maps.tmax[:-1]),
+                       GEOMETRY, modality="ct")
+
+
+def test_to_dict_is_json_ready_with_everything_visible():
+    maps, baseline, truth = synthetic("left")
+    settings = LesionSettings(age=75, nihss=14)
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=settings)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["disclaimer"] == DISCLAIMER
+    assert data["settings"]["core_rcbf"] == 0.30 and data["settings"]["age"] == 75
+    assert [s["name"] for s in data["steps"]] == STEP_NAMES
+    assert data["metrics"]["core_ml"]["unit"] == "mL"
+    assert data["hemispheres"]["affected_side"] == "left"
+    assert data["affected_side"] == "left"
+    assert {c["rule"] for c in data["criteria"]} >= {"DEFUSE 3", "EXTEND-IA", "DAWN"}
+    dawn = next(c for c in data["criteria"] if c["rule"] == "DAWN")
+    assert dawn["eligible"] is True and dawn["matched_group"] == "DAWN group B"
+
+
+def test_input_arrays_are_not_modified():
+    maps, baseline, truth = synthetic("left")
+    copies = [maps.cbf.copy(), maps.tmax.copy(), maps.cbv.copy(), baseline.copy()]
+    analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    for a, b in zip(copies, [maps.cbf, maps.tmax, maps.cbv, baseline]):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- metrics_from_masks -------------------------------------------------------------------
+def test_metrics_from_masks_matches_analysis_and_accepts_penumbra():
+    maps, baseline, truth = synthetic("left")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    core, hypo = result.masks["core"], result.masks["hypoperfusion"]
+    again = metrics_from_masks(core, hypo, GEOMETRY, tmax=maps.tmax, cbv=maps.cbv,
+                               hemispheres=result.hemispheres)
+    for key in ("core_ml", "hypoperfusion_ml", "penumbra_ml", "mismatch_ratio", "hir",
+                "tmax_gt_10_ml", "cbv_index"):
+        assert again.metrics[key].value == pytest.approx(result.metrics[key].value)
+    # edited penumbra: hypoperfusion = core ∪ penumbra
+    pen = result.masks["penumbra"].copy()
+    pen[3, 20, 5] = True  # user paints one voxel
+    edited = metrics_from_masks(core, penumbra=pen, geometry=GEOMETRY)
+    assert edited.metrics["hypoperfusion_ml"].value == pytest.approx(
+        (hypo.sum() + 1) * VOXEL_ML)
+    assert edited.metrics["penumbra_ml"].value == pytest.approx(pen.sum() * VOXEL_ML)
+    # a given penumbra that contradicts hypoperfusion − core is recomputed, with a warning
+    warned = metrics_from_masks(core, hypo, GEOMETRY, penumbra=pen)
+    assert warned.warnings and warned.metrics["penumbra_ml"].value == pytest.approx(
+        (hypo & ~core).sum() * VOXEL_ML)
+    json.dumps(edited.to_dict(), allow_nan=False)
+
+
+def test_metrics_from_masks_empty_core_and_errors():
+    empty = np.zeros(SHAPE, bool)
+    hypo = empty.copy()
+    hypo[1:7, 10:30, 5:10] = True  # 18 mL
+    out = metrics_from_masks(empty, hypo, GEOMETRY)
+    assert out.metrics["mismatch_ratio"].value is None
+    assert out.metrics["mismatch_ratio"].flag == "infinite"
+    defuse = out.criteria[0]
+    assert defuse.rule == "DEFUSE 3" and defuse.eligible is True
+    with pytest.raises(InputDataError, match="hypoperfusion mask or a penumbra"):
+        metrics_from_masks(empty, None, GEOMETRY)
+    with pytest.raises(InputDataError, match="geometry"):
+        metrics_from_masks(empty, hypo)
+    with pytest.raises(InputDataError, match="shape"):
+        metrics_from_masks(empty[:-1], hypo, GEOMETRY)
+
+
+# --- volume phantom true maps ---------------------------------------------------------------
+def _dice(a, b):
+    return 2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+@pytest.mark.parametrize("modality, side", [("mr", "left"), ("ct", "right")])
+def test_volume_phantom_true_maps(modality, side):
+    volume = pytest.importorskip("StrokeMismatchLib.phantom.volume")
+    phantom = volume.make_volume_phantom(modality, lesion_side=side)
+    maps = SimpleNamespace(**phantom.true_maps)
+    signal = phantom.series.signal
+    baseline = signal[..., :3].mean(axis=-1)
+    result = analyze_lesion(maps, phantom.geometry, modality=modality, adc=phantom.adc,
+                            adc_geometry=phantom.adc_geometry, brain_mask=phantom.brain_mask,
+                            baseline_image=baseline)
+    assert result.affected_side == side == phantom.lesion_side
+    assert _dice(result.masks["hypoperfusion"], phantom.true_hypoperfusion) > 0.97
+    assert _dice(result.masks["core"], phantom.true_core) > 0.9
+    assert result.hemispheres.score > 0.8
