@@ -437,17 +437,23 @@ def format_summary(summary: dict, out_dir=None) -> str:
     metrics = summary.get("metrics") or {}
     if metrics:
         lines.append("Volumes and ratios")
+        rows = []
         for name, entry in metrics.items():
             if isinstance(entry, dict):
                 value, unit = entry.get("value"), entry.get("unit") or ""
+                if unit in ("1", "ratio"):
+                    unit = ""
                 note = entry.get("note") or entry.get("flag") or entry.get("reason")
                 label = entry.get("label") or name.replace("_", " ")
-                text = _fmt(value, unit, 2 if unit in ("", "ratio", "1") else 1)
+                text = _fmt(value, unit, 1 if unit else 2)
                 if value is None and note:
                     text += f" ({note})"
-                lines.append(f"  {label:<38} {text}")
+                rows.append((label, text))
             elif isinstance(entry, (int, float)) or entry is None:
-                lines.append(f"  {name.replace('_', ' '):<38} {_fmt(entry)}")
+                rows.append((name.replace("_", " "), _fmt(entry)))
+        width = min(max(len(label) for label, _ in rows), 60) if rows else 0
+        for label, text in rows:
+            lines.append(f"  {label:<{width}}  {text}")
     criteria = summary.get("criteria") or []
     if criteria:
         lines.append("")
