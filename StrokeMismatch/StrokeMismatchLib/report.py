@@ -97,7 +97,9 @@ def write_report(result, path, *, images_dir=None, include_3d=True) -> Path:
             for name, png in images.items():
                 (folder / f"report_{name}.png").write_bytes(png)
         except OSError as error:
-            raise OutputError(f"Cannot write report pictures to {folder}: {error.strerror or error}.") from None
+            raise OutputError(
+                f"Cannot write report pictures to {folder}: {error.strerror or error}."
+            ) from None
     return path
 
 
@@ -146,7 +148,8 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     notes = list(notes or [])
     parts = [_HEAD.format(title=html.escape(_title(summary)), style=_STYLE)]
     parts.append(f"<h1>{html.escape(_title(summary))}</h1>")
-    parts.append(f'<p class="disclaimer"><b>Not a medical device.</b> {_e(summary.get("disclaimer") or DISCLAIMER)}</p>')
+    disclaimer = _e(summary.get("disclaimer") or DISCLAIMER)
+    parts.append(f'<p class="disclaimer"><b>Not a medical device.</b> {disclaimer}</p>')
     parts.append(_case_line(summary))
     parts.append(_headline(summary))
     parts.append('<div class="columns"><div>')
@@ -181,7 +184,8 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     parts.append("<h2>Technical details</h2>" + _technical(summary))
     other_notes = [n for n in notes if n != MATPLOTLIB_MISSING]
     if other_notes:
-        parts.append("<h2>Report notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in other_notes) + "</ul>")
+        items = "".join(f"<li>{_e(n)}</li>" for n in other_notes)
+        parts.append(f"<h2>Report notes</h2><ul>{items}</ul>")
     parts.append(f'<p class="disclaimer small">{_e(summary.get("disclaimer") or DISCLAIMER)}</p>')
     software = summary.get("software") or {}
     parts.append(f'<p class="small">StrokeMismatch {_e(software.get("version", __version__))}</p>')
@@ -666,7 +670,7 @@ th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: ta
 .disclaimer { background: #fff4d6; border: 1px solid #e0b94f; padding: 0.5em 0.8em; }
 .small { font-size: 0.8em; color: #555; } .note { background: #eef4ff; border: 1px solid #9ab;
         padding: 0.4em 0.8em; }
-.headline { display: flex; flex-wrap: wrap; gap: 0.8em; margin: 0.8em 0; }
+table.headline { border-collapse: separate; border-spacing: 0.8em 0; margin: 0.8em -0.8em; }
 .box { border: 2px solid #999; border-radius: 6px; padding: 0.5em 1em; min-width: 11em; }
 .box .value { font-size: 1.7em; font-weight: bold; } .box .label { font-size: 0.85em; color: #333; }
 .box.core { border-color: #d01010; } .box.core .value { color: #c00000; }
@@ -871,15 +875,16 @@ def _headline(summary) -> str:
             text = "∞" if "infinite" in str(note).lower() else "—"
         note_html = f'<div class="small">{_e(note)}</div>' if note else ""
         unit_html = f" {_e(unit)}" if unit and value is not None else ""
-        return (f'<div class="box {css}"><div class="value">{_e(text)}{unit_html}</div>'
-                f'<div class="label">{_e(label)}</div>{note_html}</div>')
+        return (f'<td class="box {css}"><div class="value">{_e(text)}{unit_html}</div>'
+                f'<div class="label">{_e(label)}</div>{note_html}</td>')
 
-    return ('<div class="headline">'
+    # A table rather than flex boxes: also renders in Qt's rich-text viewer (Slicer).
+    return ('<table class="headline"><tr>'
             + box("core", f"Ischemic core ({core_rule})", core, "core_ml")
             + box("hypo", f"Hypoperfusion ({tmax_rule})", hypo, "hypo_ml")
             + box("mismatch", "Mismatch volume", mismatch, "mismatch_ml")
             + box("mismatch", "Mismatch ratio", ratio, "mismatch_ratio")
-            + "</div>")
+            + "</tr></table>")
 
 
 def _verdict(rule: dict):
@@ -897,7 +902,7 @@ def _verdict(rule: dict):
         else:
             value = None
     if value is True:
-        return "eligible (imaging and given criteria met)", "eligible"
+        return "eligible (on the criteria checked here)", "eligible"
     if value is False:
         return "not eligible", "noteligible"
     return "indeterminate (an input is missing)", "indeterminate"
@@ -958,7 +963,8 @@ def _criteria_table(criteria) -> str:
             detail_html = f'<ul class="small">{items}</ul>' if items else ""
         not_checked = rule.get("not_checked") or []
         if not_checked:
-            detail_html += f'<div class="small">Not checked here: {_e(", ".join(map(str, not_checked)))}</div>'
+            listed = _e(", ".join(map(str, not_checked)))
+            detail_html += f'<div class="small">Not checked here: {listed}</div>'
         reason_html = "<br>".join(_e(r) for r in reasons) if reasons else "all criteria met"
         note = rule.get("note") or ("illustrative only, not a trial rule" if rule.get("illustrative") else "")
         note_html = f'<div class="small">{_e(note)}</div>' if note else ""
@@ -1007,7 +1013,8 @@ def _quality_table(flags, warnings_list) -> str:
     flags = [flag for flag in (flags or []) if isinstance(flag, dict)]
     if flags:
         rows = "".join(
-            f'<tr class="sev-{_e(str(flag.get("severity", "info")).lower())}"><td>{_e(flag.get("severity", ""))}'
+            f'<tr class="sev-{_e(str(flag.get("severity", "info")).lower())}">'
+            f'<td>{_e(flag.get("severity", ""))}'
             f'</td><td>{_e(flag.get("code", ""))}</td><td>{_e(flag.get("message", ""))}</td>'
             f'<td>{_e(flag.get("explanation", ""))}</td></tr>'
             for flag in flags)
@@ -1038,10 +1045,14 @@ def _steps_table(steps) -> str:
     header = "".join(f"<th>{_e(_pretty(c))}{' (mL)' if str(c).endswith('_ml') else ''}</th>" for c in columns)
     rows = "".join(
         "<tr>" + "".join(
-            f"<td{' class=num' if isinstance(step.get(c), (int, float)) and not isinstance(step.get(c), bool) else ''}>"
+            f"<td{' class=num' if _is_number(step.get(c)) else ''}>"
             f"{_lines(_fmt(step.get(c), str(c)))}</td>" for c in columns) + "</tr>"
         for step in steps if isinstance(step, dict))
     return f"<table><tr>{header}</tr>{rows}</table>"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _flatten(mapping, prefix=""):
