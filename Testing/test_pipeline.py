@@ -105,6 +105,10 @@ def test_summary_is_strict_json_and_complete(mr_run):
         assert key in lesion
     assert back["settings"]["hematocrit_factor"] == 0.73
     assert back["baseline"]["start"] < back["baseline"]["stop"]
+    assert back["thresholds"]["tmax_threshold"] == 6.0
+    assert back["affected_side"] in ("left", "right")
+    assert isinstance(back["cleanup_steps"], list) and back["cleanup_steps"]
+    assert back["adc_unit"]["unit"]
 
 
 def test_summary_nan_and_inf_become_null(mr_run):

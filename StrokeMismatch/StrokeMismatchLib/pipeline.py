@@ -235,9 +235,13 @@ class CaseResult:
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
         }
-        for key in ("hemispheres", "reference", "adc_unit", "steps"):
-            if isinstance(lesion_dict, dict) and key in lesion_dict:
-                summary.setdefault("lesion_" + key, lesion_dict[key])
+        if isinstance(lesion_dict, dict):  # the facts a reader looks for, at the top level
+            summary["thresholds"] = lesion_dict.get("settings")
+            summary["cleanup_steps"] = lesion_dict.get("steps")
+            summary["affected_side"] = lesion_dict.get("affected_side")
+            summary["hemispheres"] = lesion_dict.get("hemispheres")
+            summary["rcbf_reference"] = lesion_dict.get("reference")
+            summary["adc_unit"] = lesion_dict.get("adc_unit")
         return _jsonable(summary)
 
 
