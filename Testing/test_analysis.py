@@ -230,7 +230,7 @@ def test_mr_with_oblique_adc_grid_and_unit_detection():
     assert result.adc_unit.unit == "1e-3 mm2/s" and result.adc_unit.detected
     grids = result.core_grids
     assert grids["adc_grid_ml"] == pytest.approx(true_core_ml, rel=0.02)
-    assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.03)
+    assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.02)
     assert not result.steps[2].enabled  # core restricted to hypoperfusion: off for MR
     assert result.rcbf is None and result.reference is None
     assert result.adc.shape == SHAPE
@@ -347,3 +347,9 @@ def test_volume_phantom_true_maps(modality, side):
     assert _dice(result.masks["hypoperfusion"], phantom.true_hypoperfusion) > 0.97
     assert _dice(result.masks["core"], phantom.true_core) > 0.9
     assert result.hemispheres.score > 0.8
+    if modality == "mr":  # core thresholded on the ADC grid, volume kept on the perfusion grid
+        grids = result.core_grids
+        assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.02)
+        assert grids["adc_grid_ml"] == pytest.approx(phantom.volumes_ml["core_ml"], rel=0.03)
+    else:  # CSF (CBF 0, no Tmax) is never core
+        assert result.steps[0].removed_ml("core") == 0.0

@@ -7,7 +7,8 @@ Order of work in :func:`analyze_lesion`:
 1. brain/tissue mask (finite maps ∩ given brain mask ∩, on CT, baseline < bone HU);
 2. mid-sagittal plane from the baseline image (or the brain mask) by symmetry; affected side
    from the Tmax asymmetry;
-3. core: MR ADC < ``core_adc`` (ADC resampled onto the perfusion grid, unit detected or given);
+3. core: MR ADC < ``core_adc`` on the ADC grid (unit detected or given), the mask resampled to
+   the perfusion grid by nearest neighbour (volume on both grids reported);
    CT rCBF < ``core_rcbf`` against the chosen reference;
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
 5. clean-up steps in this order, each switchable and reported: brain_mask, csf_exclusion,
@@ -31,7 +32,7 @@ from .errors import InputDataError
 from .geometry import Geometry
 from .hemispheres import Hemispheres, affected_side, estimate_midplane
 from .metrics import compute_metrics, metrics_to_dict, volume_ml
-from .resample import resample_array
+from .resample import resample_array, resample_mask
 from .thresholds import (RCBF_REFERENCES, STATISTICS, core_from_adc, core_from_rcbf,
                          penumbra as penumbra_mask, rcbf_reference, tmax_mask)
 
@@ -276,17 +277,21 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
                     "no ADC geometry was given: pass adc_geometry so it can be resampled.")
             adc_geometry = geometry
         adc_micro, adc_info = adc_to_micro(adc, adc_unit)
+        # Core is thresholded on the ADC (DWI) grid (PERFUSION.md §8) and brought to the
+        # perfusion grid as a mask (nearest neighbour: volume-preserving); the ADC values go
+        # linearly (NaN-aware) for CSF exclusion and display.
+        core_native = core_from_adc(adc_micro, settings.core_adc)
         if adc_geometry.same_grid(geometry):
             adc_on_grid = adc_micro.astype(float)
+            core_adc_grid = core_native
         else:
             adc_on_grid = resample_array(adc_micro, adc_geometry, geometry, interpolation="linear")
-            core_native = core_from_adc(adc_micro, settings.core_adc)
+            core_adc_grid = resample_mask(core_native, adc_geometry, geometry)
             core_grids = {
                 "adc_grid_ml": volume_ml(core_native, adc_geometry.voxel_volume_ml),
-                "perfusion_grid_ml": volume_ml(core_from_adc(adc_on_grid, settings.core_adc),
-                                               voxel_ml),
-                "note": ("raw ADC core (before clean-up) on the ADC grid and after linear "
-                         "resampling to the perfusion grid"),
+                "perfusion_grid_ml": volume_ml(core_adc_grid, voxel_ml),
+                "note": ("raw ADC core (before clean-up) on the ADC grid and after "
+                         "nearest-neighbour resampling to the perfusion grid"),
             }
 
     # CSF region --------------------------------------------------------------------------
@@ -321,7 +326,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     reference = None
     rcbf = None
     if modality == "mr":
-        core = core_from_adc(adc_on_grid, settings.core_adc)
+        core = core_adc_grid.copy()
     else:
         rcbf, reference = rcbf_reference(
             cbf, method=settings.rcbf_reference, tissue=tissue, tmax=tmax,
@@ -329,7 +334,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
             tmax_threshold=settings.tmax_threshold, normal_tmax=settings.reference_normal_tmax,
             statistic=settings.rcbf_statistic, mirror_sigma_mm=settings.mirror_sigma_mm)
         reference["threshold"] = settings.core_rcbf
-        core = core_from_rcbf(rcbf, settings.core_rcbf)
+        core = core_from_rcbf(rcbf, settings.core_rcbf) & analysed  # no Tmax → not analysed
 
     # 4. Tmax masks ------------------------------------------------------------------------
     masks = {"core": core, "hypoperfusion": tmax_mask(tmax, settings.tmax_threshold)}
