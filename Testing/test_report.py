@@ -204,3 +204,26 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
     assert set(images) == {"montage", "maps", "aif"}
     montage = _decode(images["montage"])
     assert _red(montage).mean() > 0.002 and _green(montage).mean() > 0.005
+
+
+def test_quality_flags_are_listed_with_severity_and_explanation():
+    summary = {"modality": "mr", "metrics": {}, "criteria": [],
+               "quality_flags": [{"code": "bolus_truncated", "severity": "warning",
+                                  "message": "The bolus has not returned to baseline by 45 s.",
+                                  "explanation": "Truncation lowers CBV and CBF."}],
+               "warnings": ["AIF peak later than tissue"]}
+    text = report.build_report_html(summary, {})
+    assert 'class="sev-warning"' in text
+    for words in ("bolus_truncated", "returned to baseline by 45 s", "Truncation lowers CBV",
+                  "AIF peak later than tissue", "No trial criteria"):
+        assert words in text
+
+
+def test_report_without_opengl_notes_the_missing_3d_picture(mr_case, tmp_path, monkeypatch):
+    from StrokeMismatchLib import render3d
+
+    result, _ = mr_case
+    monkeypatch.setattr(render3d, "_make_render_window", lambda vtk, size: None)
+    text = report.write_report(result, tmp_path / "no3d.html").read_text(encoding="utf-8")
+    assert set(_images(text)) == {"montage", "maps", "aif"}
+    assert "3D picture" in text and "OpenGL" in text
