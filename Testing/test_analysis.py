@@ -353,3 +353,16 @@ def test_volume_phantom_true_maps(modality, side):
         assert grids["adc_grid_ml"] == pytest.approx(phantom.volumes_ml["core_ml"], rel=0.03)
     else:  # CSF (CBF 0, no Tmax) is never core
         assert result.steps[0].removed_ml("core") == 0.0
+
+
+def test_ct_without_baseline_reports_csf_step_not_applied():
+    maps, baseline, truth = synthetic("left")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct")
+    csf = result.steps[1]
+    assert csf.enabled and not csf.applied and "baseline" in csf.note
+    assert result.hemispheres.source == "brain mask outline"
+    assert result.affected_side == "left"
+    # the CSF pocket now stays in the hypoperfusion; everything else is as before
+    np.testing.assert_array_equal(result.masks["hypoperfusion"],
+                                  truth["hypoperfusion"] | truth["csf"])
+    np.testing.assert_array_equal(result.masks["core"], truth["core"])

@@ -36,9 +36,9 @@ def head(geometry=GEOMETRY, shift=7.3, yaw=6.0):
 @pytest.mark.parametrize("shift, yaw", [(7.3, 6.0), (-11.0, -4.0), (4.0, 10.0), (0.0, 0.0)])
 def test_midline_found_off_centre_and_rotated(shift, yaw):
     image, u = head(shift=shift, yaw=yaw)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: robust to other jobs on a shared machine
     h = estimate_midplane(image, GEOMETRY)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert elapsed < 1.0
     assert h.yaw_deg == pytest.approx(yaw, abs=1.0)
     true_normal = np.array([np.cos(np.deg2rad(yaw)), np.sin(np.deg2rad(yaw)), 0.0])
