@@ -366,3 +366,17 @@ def test_ct_without_baseline_reports_csf_step_not_applied():
     np.testing.assert_array_equal(result.masks["hypoperfusion"],
                                   truth["hypoperfusion"] | truth["csf"])
     np.testing.assert_array_equal(result.masks["core"], truth["core"])
+
+
+def test_settings_defaults_validation_and_dict():
+    settings = LesionSettings()
+    d = settings.to_dict()
+    assert (d["core_adc"], d["core_rcbf"], d["tmax_threshold"]) == (620.0, 0.30, 6.0)
+    assert d["tmax_report_thresholds"] == [4.0, 8.0, 10.0]
+    assert settings.core_within("ct") and not settings.core_within("mr")
+    assert LesionSettings(core_within_hypoperfusion=True).core_within("mr")
+    json.dumps(d, allow_nan=False)
+    for bad in (dict(core_rcbf=0.0), dict(tmax_threshold=float("nan")), dict(min_core_ml=-1),
+                dict(rcbf_statistic="mode"), dict(age=-3), dict(opening_radius_voxels=-1)):
+        with pytest.raises(InputDataError):
+            LesionSettings(**bad).validate()
