@@ -65,8 +65,13 @@ def auto_brain_mask(baseline_image, geometry: Geometry, *, modality) -> np.ndarr
 
     if modality == "mr":
         smooth = sitk.SmoothingRecursiveGaussian(itk, float(np.min(geometry.spacing)))
-        mask = sitk.OtsuThreshold(smooth, 0, 1)
-        mask = sitk.BinaryMorphologicalOpening(mask, _radius(geometry, 2.0))
+        otsu = sitk.OtsuThresholdImageFilter()
+        otsu.SetInsideValue(0)
+        otsu.SetOutsideValue(1)
+        mask = otsu.Execute(smooth)
+        # Smoothing spreads the head into the background: keep voxels that are bright themselves.
+        bright = sitk.Cast(itk > 0.5 * otsu.GetThreshold(), sitk.sitkUInt8)
+        mask = sitk.BinaryMorphologicalOpening(sitk.And(mask, bright), _radius(geometry, 2.0))
         mask = _largest_component(mask)
     else:
         low, high = CT_BRAIN_HU
