@@ -273,7 +273,7 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     it at 1). MR without TE carries ``te=None`` (the pipeline then asks for it).
     """
     path = Path(path)
-    image, meta = _read_sitk(path, "perfusion file")
+    image, _ = _read_sitk(path, "perfusion file")
     warnings: list[str] = []
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputDataError(
