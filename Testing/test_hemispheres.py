@@ -112,3 +112,14 @@ def test_empty_image_is_an_error():
         estimate_midplane(np.zeros(GEOMETRY.shape), GEOMETRY)
     with pytest.raises(InputDataError):
         estimate_midplane(np.zeros((2, 2, 2)), GEOMETRY)
+
+
+def test_midline_robust_to_noise_and_a_one_sided_lesion():
+    image, u = head(shift=-6.0, yaw=7.0)
+    rng = np.random.default_rng(3)
+    noisy = image + rng.normal(0, 4.0, image.shape) * (image > 0)
+    noisy[(image > 0) & (u < -20) & (u > -45)] -= 6.0  # hypodense infarct on the left
+    h = estimate_midplane(noisy, GEOMETRY, mask=image > 0)
+    assert h.yaw_deg == pytest.approx(7.0, abs=1.5)
+    normal = np.array([np.cos(np.deg2rad(7.0)), np.sin(np.deg2rad(7.0)), 0.0])
+    assert h.offset_mm == pytest.approx(normal @ [-6.0, 0.0, 0.0], abs=1.5)
