@@ -12,15 +12,14 @@ import os
 from typing import Annotated
 
 import numpy as np
-import qt
 import vtk
 
 import slicer
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
-    vtkMRMLNode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
+    vtkMRMLSequenceNode,
     vtkMRMLTableNode,
 )
 from slicer.i18n import tr as _
@@ -144,7 +143,9 @@ class StrokeMismatchParameterNode:
     (NIHSS, collateral score) mean unknown.
     """
 
-    perfusionNode: vtkMRMLNode | None
+    # connectGui sets each node combo box's nodeTypes from these annotations (a MultiVolume or a
+    # sequence proxy is a vtkMRMLScalarVolumeNode subclass); the .ui hides label maps.
+    perfusionNode: vtkMRMLSequenceNode | vtkMRMLScalarVolumeNode | None
     frameTimes: str = ""
     modality: Modality = Modality.MR
     echoTimeMs: Annotated[float, WithinRange(0.0, 200.0)] = 30.0

@@ -134,6 +134,11 @@ def test_parameter_names_match_fields_and_every_field_is_bound():
             assert widget.get("class") == "QCheckBox", name
         if "vtkMRML" in annotation:
             assert widget.get("class") == "qMRMLNodeComboBox", name
+            # connectGui overwrites nodeTypes with the annotation's node classes: keep them equal
+            declared = [s.text for p in widget.findall("property") if p.get("name") == "nodeTypes"
+                        for s in p.iter("string")]
+            annotated = [part.strip() for part in annotation.split("|") if part.strip() != "None"]
+            assert declared == annotated, (name, declared, annotated)
 
 
 def test_every_ui_name_used_in_python_exists_and_names_are_unique():
