@@ -124,11 +124,6 @@ class DeconvolutionMethod(enum.Enum):
     Tikhonov = "Tikhonov"
 
 
-class CoreCriterion(enum.Enum):
-    ADC = "ADC"
-    rCBF = "rCBF"
-
-
 class AifMode(enum.Enum):
     Automatic = "Automatic"
     Manual = "Manual"
@@ -154,7 +149,6 @@ class StrokeMismatchParameterNode:
     aifMode: AifMode = AifMode.Automatic
     aifPoints: vtkMRMLMarkupsFiducialNode | None
     method: DeconvolutionMethod = DeconvolutionMethod.oSVD
-    coreCriterion: CoreCriterion = CoreCriterion.ADC
     coreAdcThreshold: Annotated[float, WithinRange(100.0, 1500.0)] = 620.0
     coreRcbfPercent: Annotated[float, WithinRange(5.0, 60.0)] = 30.0
     tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
@@ -265,14 +259,14 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             missing.append(_("enter TE (needed for DSC-MR)"))
         if node.aifMode == AifMode.Manual and (not node.aifPoints or node.aifPoints.GetNumberOfControlPoints() == 0):
             missing.append(_("place AIF points (or choose automatic AIF)"))
-        if node.coreCriterion == CoreCriterion.ADC and node.modality == Modality.MR and not node.adcVolume:
-            missing.append(_("select the ADC map (or core from rCBF)"))
+        if node.modality == Modality.MR and not node.adcVolume:
+            missing.append(_("select the ADC map (the MR core is ADC below the threshold)"))
         self.ui.applyButton.enabled = not missing
         self.ui.applyButton.toolTip = (_("Compute maps, core, penumbra and criteria.") if not missing
                                        else _("To run: ") + "; ".join(missing))
         self.ui.updateFromSegmentsButton.enabled = node.outputSegmentation is not None
-        self.ui.coreAdcSpinBox.enabled = node.coreCriterion == CoreCriterion.ADC
-        self.ui.coreRcbfSpinBox.enabled = node.coreCriterion == CoreCriterion.rCBF
+        self.ui.coreAdcSpinBox.enabled = node.modality == Modality.MR  # the Lib takes the MR core from ADC
+        self.ui.coreRcbfSpinBox.enabled = node.modality == Modality.CT  # and the CT core from relative CBF
         self.ui.echoTimeSpinBox.enabled = node.modality == Modality.MR
         manual = node.aifMode == AifMode.Manual
         self.ui.aifPointsSelector.enabled = manual
@@ -524,23 +518,23 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
                 raise ValueError(_("Manual AIF: place at least one point in an artery, or choose automatic AIF."))
         return self.process(
             node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node),
-            method=node.method.value, aifPointsNode=points, coreFromAdc=node.coreCriterion == CoreCriterion.ADC,
+            method=node.method.value, aifPointsNode=points,
             lesionSettings=self.lesionSettingsFromParameterNode(node), motionCorrection=node.motionCorrection,
             showTmaxAbove10=node.showTmaxAbove10, replaceOutputs=replaceOutputs, progress=progress)
 
     def process(self, perfusionNode, adcNode=None, *, modality=None, frameTimes=None, echoTime=None,
-                repetitionTime=None, method="oSVD", aifPointsNode=None, coreFromAdc=True, lesionSettings=None,
+                repetitionTime=None, method="oSVD", aifPointsNode=None, lesionSettings=None,
                 motionCorrection=True, showTmaxAbove10=True, replaceOutputs=False, progress=None) -> dict:
         """Analyse a perfusion series node and create the output nodes.
 
         :param perfusionNode: Sequence node, its proxy volume, or MultiVolume node.
-        :param adcNode: ADC scalar volume (MR) or None; its unit is detected.
+        :param adcNode: ADC scalar volume, required for MR (core = ADC below the threshold; any
+            grid, resampled; unit detected). CT takes the core from relative CBF instead.
         :param modality: "mr" or "ct" (default: from the node attributes).
         :param frameTimes: frame times in s (default: sequence index values / MultiVolume labels).
         :param echoTime: TE in s (needed for MR); ``repetitionTime`` TR in s.
         :param method: "oSVD", "cSVD", "sSVD" or "Tikhonov".
         :param aifPointsNode: markups point list in arteries (manual AIF) or None (automatic).
-        :param coreFromAdc: core from ADC (MR, needs ``adcNode``); False: from relative CBF.
         :param lesionSettings: ``analysis.LesionSettings`` (see ``lesionSettings()``).
         :param replaceOutputs: True overwrites the previous run's nodes; False creates new ones.
         :param progress: ``progress(fraction, message)``; returning False cancels.
@@ -559,11 +553,11 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         if aifPointsNode is not None:
             aifVoxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
         adc = adcGeometry = None
-        if adcNode is not None and coreFromAdc:
+        if series.modality == "mr":
+            if adcNode is None:
+                raise ValueError(_("DSC-MR needs the ADC map for the ischemic core: select it (ADC input)."))
             adc = np.array(slicer.util.arrayFromVolume(adcNode), dtype=np.float32)
             adcGeometry = mrmlio.volume_geometry(adcNode)
-        elif coreFromAdc and series.modality == "mr":
-            raise ValueError(_("Core from ADC needs an ADC map: select it, or compute the core from relative CBF."))
         settings = CaseSettings(method=method, motion_correction=motionCorrection, aif_voxels=aifVoxels,
                                 lesion=lesionSettings if lesionSettings is not None else self.lesionSettings())
         logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {method}")

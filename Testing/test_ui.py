@@ -157,7 +157,7 @@ def test_advanced_and_clinical_sections_are_collapsed_by_default():
         collapsed = [p for p in sections[name].findall("property") if p.get("name") == "collapsed"]
         assert collapsed and collapsed[0].findtext("bool") == "true", name
     advanced = {_dynamic_property(w, "SlicerParameterName") for w in sections["advancedCollapsibleButton"].iter("widget")}
-    assert {"method", "coreCriterion", "coreAdcThreshold", "coreRcbfPercent", "tmaxThreshold"} <= advanced
+    assert {"method", "coreAdcThreshold", "coreRcbfPercent", "tmaxThreshold"} <= advanced
     clinical = {_dynamic_property(w, "SlicerParameterName") for w in sections["clinicalCollapsibleButton"].iter("widget")}
     assert clinical - {None} == {"age", "nihss", "collateralScore"}
 
