@@ -2,12 +2,17 @@
 
 Automatic selection (PERFUSION.md §3.1), deterministic (no random starts):
 
+0. First-pass window (our choice): from the mean curve's bolus arrival − 2 frames to its peak +
+   2·(peak − arrival) + 2 frames. Areas, first moments and clustering use this window only, so
+   the long noisy tail (and S0 errors, which add a constant offset to a voxel's curve) do not
+   drive the selection.
 1. Candidates: voxels in ``mask`` (all voxels if none) with a bolus (positive peak and area),
    not saturated (MR, when ``signal`` is given: min S/S0 ≥ ``saturation_ratio``), and peaking
-   **early**: time to peak no later than that of the mean candidate curve (arteries lead tissue
-   and veins).
-2. Area: keep the top ``auc_fraction`` (10 %) by area under the curve.
-3. Irregularity: roughness Σ(second difference)²/AUC²; drop the most irregular 25 %.
+   **early**: time to peak no later than that of the mean curve (arteries lead tissue; this
+   drops veins, whose area is larger).
+2. Area: keep the top ``auc_fraction`` (10 %) by (windowed) area under the curve.
+3. Irregularity: roughness Σ(second difference)²/AUC², the second differences taken outside the
+   first-pass window (so a sharp bolus is not penalised); drop the most irregular 25 %.
 4. Clustering: k-means (k = 5) seeded deterministically by first moment quantiles, keep the
    cluster whose mean curve has the lowest first moment (ties: higher peak); run k-means again
    on its members and keep the lowest-first-moment cluster again.
@@ -156,7 +161,7 @@ def _earliest_cluster(curves, times, k, normalize):
 
 def select_aif(concentration, times, *, mask=None, voxels=None, manual_mask=None, signal=None,
                auc_fraction=0.10, irregular_fraction=0.25, n_clusters=5, normalize=False,
-               saturation_ratio=0.1, min_candidates=10) -> AIFResult:
+               saturation_ratio=0.1, min_candidates=10, n_passes=2, min_split=50) -> AIFResult:
     """AIF from concentration curves [..., T]: automatic (module docstring) or manual.
 
     ``mask`` (bool, leading shape) restricts the automatic search (e.g. brain mask or a slab at
@@ -201,29 +206,35 @@ def select_aif(concentration, times, *, mask=None, voxels=None, manual_mask=None
         raise InputDataError(f"Mask shape {np.asarray(mask).shape} does not match the image grid {lead}.")
     if index.size == 0:
         raise InputDataError("The AIF search mask is empty: give a mask with brain voxels.")
-    wt = _trapz_weights(times)
-    # pass 1 (chunked): area, time to peak, peak, saturation
+    # first-pass window from the mean curve: bolus arrival − 2 frames … peak + 2·(peak − arrival) + 2
+    global_curve = mean_curve(conc, mask)
+    g_peak = int(np.argmax(global_curve))
+    g_info = detect_baseline_curve(global_curve, modality="ct", skip_frames=0)
+    g_bat = g_info.bolus_arrival_index if g_info.bolus_arrival_index is not None else 0
+    w_lo = max(0, min(g_bat, g_peak) - 2)
+    w_hi = min(times.size, g_peak + 2 * max(g_peak - g_bat, 2) + 3)
+    window = np.zeros(times.size, bool)
+    window[w_lo:w_hi] = True
+    wt = _trapz_weights(times) * window
+    # pass 1 (chunked): windowed area, time to peak, peak, saturation
     auc = np.empty(index.size)
     ttp = np.empty(index.size, dtype=int)
     peak = np.empty(index.size)
     ok = np.ones(index.size, bool)
     sig_flat = None if signal is None else np.asarray(signal).reshape(-1, conc.shape[-1])
-    total = np.zeros(conc.shape[-1])
     for lo in range(0, index.size, CHUNK_VOXELS):
         rows = np.nan_to_num(flat[index[lo:lo + CHUNK_VOXELS]].astype(np.float64))
         auc[lo:lo + CHUNK_VOXELS] = rows @ wt
         ttp[lo:lo + CHUNK_VOXELS] = np.argmax(rows, axis=1)
         peak[lo:lo + CHUNK_VOXELS] = rows.max(axis=1)
-        total += rows.sum(axis=0)
         if sig_flat is not None:
             s = sig_flat[index[lo:lo + CHUNK_VOXELS]].astype(np.float64)
-            s0 = np.maximum(s[:, : max(2, int(np.argmax(rows.mean(0))) // 2)].mean(axis=1), 1e-12)
+            s0 = np.maximum(s[:, : max(2, w_lo)].mean(axis=1), 1e-12)
             ok[lo:lo + CHUNK_VOXELS] &= s.min(axis=1) / s0 >= saturation_ratio
-    global_curve = total / index.size
     if not ok.all():
         warnings.append(f"{int((~ok).sum())} saturated candidate voxels (min S/S0 < {saturation_ratio}) were excluded.")
     ok &= (auc > 0) & (peak > 0)
-    ok &= ttp <= int(np.argmax(global_curve))
+    ok &= ttp <= g_peak  # arteries peak no later than the average tissue (drops veins)
     cand = np.flatnonzero(ok)
     if cand.size < min_candidates:
         raise InputDataError(
@@ -234,14 +245,19 @@ def select_aif(concentration, times, *, mask=None, voxels=None, manual_mask=None
     cand = cand[np.argsort(-auc[cand], kind="stable")[:n_keep]]
     curves = np.nan_to_num(flat[index[cand]].astype(np.float64))
     area = auc[cand]
-    rough = (np.diff(curves, n=2, axis=1) ** 2).sum(axis=1) / area**2
+    # roughness Σ(second difference)²/AUC² outside the first-pass window (noise, irregular
+    # recirculation), so that a sharp arterial bolus is not mistaken for irregularity
+    d2 = np.diff(curves, n=2, axis=1)[:, ~window[1:-1]]
+    rough = (d2**2).sum(axis=1) / area**2
     n_regular = max(1, int(np.floor((1 - irregular_fraction) * cand.size)))
     keep = np.argsort(rough, kind="stable")[:n_regular]
     keep.sort()
     cand, curves = cand[keep], curves[keep]
-    sel = _earliest_cluster(curves, tcentred, n_clusters, normalize)
-    if sel.size > 2 * n_clusters:  # second pass only when the first cluster is large enough to split
-        sel = sel[_earliest_cluster(curves[sel], tcentred, n_clusters, normalize)]
+    bolus = curves[:, window]
+    t_win = tcentred[window]
+    sel = _earliest_cluster(bolus, t_win, n_clusters, normalize)
+    if n_passes > 1 and sel.size > min_split:  # our choice: split again only a large cluster
+        sel = sel[_earliest_cluster(bolus[sel], t_win, n_clusters, normalize)]
     final = index[cand[sel]]
     vox = np.stack(np.unravel_index(final, lead), axis=1) if len(lead) else np.zeros((final.size, 0), int)
     curve = curves[sel].mean(axis=0)
