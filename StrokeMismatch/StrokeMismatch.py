@@ -87,14 +87,21 @@ class StrokeMismatch(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
+_sampleDataRegistered = False
+
+
 def registerSampleData():
     """Register the phantom series and ADC in the Sample Data module (one click to try)."""
+    global _sampleDataRegistered
+    if _sampleDataRegistered:
+        return
+    _sampleDataRegistered = True
     import SampleData
 
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources/Icons")
     logic = SampleData.SampleDataLogic
     if hasattr(logic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
-        logic.registerCustomSampleDataCategory("Stroke perfusion", _("Stroke perfusion"))
+        logic.registerCustomSampleDataCategory("Stroke perfusion", title=_("Stroke perfusion"))
     logic.registerCustomSampleDataSource(
         category="Stroke perfusion",
         sampleName="StrokeMismatchPhantomMR",
@@ -571,43 +578,12 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         return outputs
 
     def _writeOutputs(self, result, perfusionNode, replaceOutputs, showTmaxAbove10) -> dict:
-        reuse = dict(self.lastOutputs) if replaceOutputs else {}
-        scene = slicer.mrmlScene
-        base = perfusionNode.GetName() if perfusionNode.GetName() else "Perfusion"
-        runName = reuse["segmentation"].GetName() if "segmentation" in reuse else scene.GenerateUniqueName(
-            f"{base} lesion")
-        prefix = runName[:-len("lesion")] if runName.endswith("lesion") else runName + " "
-        geometry = result.geometry
-        outputs = mrmlio.maps_to_volumes(result.map_arrays(), geometry, prefix=prefix, nodes=reuse)
-        outputs["baseline"] = mrmlio.volume_from_array(result.baseline_image, geometry, prefix + "baseline",
-                                                       node=reuse.get("baseline"))
-        keys = ("core", "penumbra") + (("tmax_gt_10",) if showTmaxAbove10 else ())
-        outputs["segmentation"] = mrmlio.segmentation_from_masks(
-            result.lesion.masks, outputs["tmax"], name=runName, segmentation=reuse.get("segmentation"), keys=keys)
-        outputs["table"] = mrmlio.table_from_metrics(result.lesion.metrics, result.lesion.criteria,
-                                                     table=reuse.get("table"), name=prefix + "summary")
-        outputs["aifChart"] = self._plotAif(result, chart=reuse.get("aifChart"), name=prefix + "AIF")
-        for node in outputs.values():
-            node.SetAttribute("StrokeMismatch.Run", runName)
-        outputs["segmentation"].SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
-        outputs["segmentation"].SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
-        return outputs
+        return mrmlio.write_case_outputs(result, base_name=perfusionNode.GetName() or "Perfusion",
+                                         reuse=self.lastOutputs if replaceOutputs else None,
+                                         show_tmax_above_10=showTmaxAbove10)
 
     def _plotAif(self, result, chart=None, name="AIF"):
-        aif = np.asarray(result.aif.curve, dtype=float)
-        curves = {_("AIF ({method}, {n} voxels)").format(method=result.aif.method,
-                                                         n=len(result.aif.voxels)): aif}
-        brain = np.asarray(result.brain_mask, dtype=bool)
-        core = result.lesion.masks.get("core")
-        penumbra = result.lesion.masks.get("penumbra")
-        if core is not None and np.any(core):
-            curves[_("Core tissue (mean)")] = result.concentration[core].mean(axis=0)
-        if penumbra is not None and np.any(penumbra):
-            curves[_("Penumbra tissue (mean)")] = result.concentration[penumbra].mean(axis=0)
-        normal = brain & ~(core if core is not None else False) & ~(penumbra if penumbra is not None else False)
-        if np.any(normal):
-            curves[_("Other brain tissue (mean)")] = result.concentration[normal].mean(axis=0)
-        return mrmlio.plot_curves(result.series.times, curves, chart=chart, name=name,
+        return mrmlio.plot_curves(result.series.times, mrmlio.case_curves(result), chart=chart, name=name,
                                   y_title=_("Concentration (a.u.)"))
 
     def updateAifPlot(self, perfusionNode, aifPointsNode=None, **seriesOptions):
@@ -751,23 +727,11 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         center = self._lesionCenterRAS()
         if center is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
-        for index in range(layoutManager.threeDViewCount):
-            view = layoutManager.threeDWidget(index).threeDView()
-            view.resetFocalPoint()  # only the segments are shown in 3D: centres on the lesion
-        slicer.util.resetThreeDViews()
+        slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(outputs["tmax"])
+        slicer.util.resetThreeDViews()  # only the segments are shown in 3D: centres on the lesion
 
     def _lesionCenterRAS(self):
-        result = self.lastResult
-        if result is None:
-            return None
-        masks = result.lesion.masks
-        lesion = masks.get("hypoperfusion")
-        if lesion is None or not np.any(lesion):
-            lesion = masks.get("core")
-        if lesion is None or not np.any(lesion):
-            return None
-        kji = np.argwhere(lesion).mean(axis=0)
-        return result.geometry.ijk_to_ras_points(kji[::-1])
+        return mrmlio.lesion_center_ras(self.lastResult) if self.lastResult is not None else None
 
 
 #
@@ -794,6 +758,7 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
 
         registerSampleData()
         nodes = SampleData.downloadSample("StrokeMismatchPhantomMR")
+        nodes = nodes if isinstance(nodes, (list, tuple)) else [nodes]
         sequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
         adc = [node for node in nodes if node.IsA("vtkMRMLScalarVolumeNode") and "ADC" in node.GetName()]
         self.assertIsNotNone(sequence)

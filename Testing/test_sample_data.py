@@ -90,11 +90,45 @@ def test_sample_loads_in_mrml_and_analysis_meets_the_self_test_tolerances(scene,
     for name in ("core", "hypoperfusion"):
         value = float(np.count_nonzero(result.lesion.masks[name])) * voxel_ml
         assert abs(value - truth[name]) <= tolerance[name] * truth[name] + 1.0, (name, value, truth[name])
-    # and the outputs the Logic makes from it
-    maps = mrmlio.maps_to_volumes(result.map_arrays(), result.geometry, prefix="Phantom ")
-    segmentation = mrmlio.segmentation_from_masks(result.lesion.masks, maps["tmax"])
-    counts = mrmlio.masks_from_segmentation(segmentation, maps["tmax"])
-    np.testing.assert_array_equal(counts["core"], result.lesion.masks["core"])
-    table = mrmlio.table_from_metrics(result.lesion.metrics, result.lesion.criteria)
-    keys = [row["Key"] for row in mrmlio.table_rows(table)]
+    # and the output nodes StrokeMismatchLogic.process makes from it (same function)
+    outputs = mrmlio.write_case_outputs(result, base_name=sequence.GetName())
+    assert set(outputs) == {"cbf", "cbv", "mtt", "tmax", "ttp", "baseline", "segmentation", "table", "aifChart"}
+    assert outputs["segmentation"].GetName() == "PhantomPerfusion lesion"
+    assert outputs["tmax"].GetName() == "PhantomPerfusion Tmax"
+    for key in ("cbf", "cbv", "mtt", "tmax", "ttp", "baseline"):
+        assert mrmlio.volume_geometry(outputs[key]).same_grid(series.geometry), key
+    content = outputs["segmentation"].GetSegmentation()
+    names = [content.GetNthSegment(i).GetName() for i in range(content.GetNumberOfSegments())]
+    assert names == ["Ischemic core", "Penumbra", "Tmax > 10 s"]
+    assert content.ContainsRepresentation("Closed surface")
+    back = mrmlio.masks_from_segmentation(outputs["segmentation"], outputs["tmax"])
+    for key in ("core", "penumbra", "tmax_gt_10"):
+        np.testing.assert_array_equal(back[key], result.lesion.masks[key])
+    rows = mrmlio.table_rows(outputs["table"])
+    keys = [row["Key"] for row in rows]
     assert "core_ml" in keys and keys.count("criterion") == len(result.lesion.criteria) >= 3
+    core_row = rows[keys.index("core_ml")]
+    assert core_row["Unit"] == "mL"
+    assert float(core_row["Value"]) == pytest.approx(float(np.count_nonzero(result.lesion.masks["core"])) * voxel_ml,
+                                                     rel=1e-6)
+    chart = outputs["aifChart"]
+    assert chart.GetNumberOfPlotSeriesNodes() == 4  # AIF, core, penumbra, other brain tissue
+    assert outputs["segmentation"].GetAttribute("StrokeMismatch.TmaxVolumeID") == outputs["tmax"].GetID()
+    center = mrmlio.lesion_center_ras(result)
+    voxel = mrmlio.ras_to_voxel(result.geometry, center)
+    assert voxel is not None and result.lesion.masks["hypoperfusion"][voxel]
+    # a second run makes new nodes; "replace" reuses the previous run's nodes
+    second = mrmlio.write_case_outputs(result, base_name=sequence.GetName())
+    assert second["segmentation"] is not outputs["segmentation"]
+    assert second["segmentation"].GetName() != outputs["segmentation"].GetName()
+    n_nodes = scene.GetNumberOfNodes()
+    before_ids = {scene.GetNthNode(i).GetID() for i in range(n_nodes)}
+    third = mrmlio.write_case_outputs(result, base_name=sequence.GetName(), reuse=second)
+    assert all(third[key] is second[key] for key in second)
+    added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes()) if scene.GetNthNode(i).GetID() not in before_ids]
+    assert not added, [(n.GetClassName(), n.GetName()) for n in added]
+    # manual correction on the real outputs: erase the core, recompute, edits kept
+    table, recomputed = mrmlio.recompute_from_segmentation(
+        outputs["segmentation"], outputs["tmax"], tmax_volume=outputs["tmax"], cbv_volume=outputs["cbv"],
+        hemispheres=result.lesion.hemispheres, settings=result.lesion.settings, table=outputs["table"])
+    assert recomputed.metrics["core_ml"].value == pytest.approx(float(core_row["Value"]), rel=1e-6)

@@ -421,8 +421,7 @@ def segmentation_from_masks(masks, reference_volume, *, name="Lesion", segmentat
         segment_id = content.GetSegmentIdBySegmentName(label) or ""
         if not segment_id:
             segment_id = content.AddEmptySegment(key, label, list(color))
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id,
-                                                         reference_volume)
+        set_segment_mask(mask, segmentation, segment_id, reference_volume)
         if display is not None:
             display.SetSegmentOpacity3D(segment_id, 0.5 if key == "core" else 0.3)
     if closed_surface:
@@ -434,6 +433,29 @@ def segmentation_from_masks(masks, reference_volume, *, name="Lesion", segmentat
         display.SetVisibility2DFill(1)
         display.SetVisibility2DOutline(1)
     return segmentation
+
+
+def set_segment_mask(mask, segmentation, segment_id, reference_volume) -> None:
+    """Replace a segment's binary labelmap by ``mask`` (``[K, J, I]`` on the reference grid).
+
+    Same as ``slicer.util.updateSegmentBinaryLabelmapFromArray`` without leaving the temporary
+    labelmap's display node in the scene (that helper leaks one per call).
+    """
+    scene = segmentation.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__StrokeMismatch_temp__")
+    try:
+        slicer.util.updateVolumeFromArray(labelmap, (np.asarray(mask) > 0).astype(np.uint8))
+        matrix = vtk.vtkMatrix4x4()
+        reference_volume.GetIJKToRASMatrix(matrix)
+        labelmap.SetIJKToRASMatrix(matrix)
+        labelmap.SetAndObserveTransformNodeID(reference_volume.GetTransformNodeID())
+        segment_ids = vtk.vtkStringArray()
+        segment_ids.InsertNextValue(segment_id)
+        if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, segmentation,
+                                                                                      segment_ids):
+            raise InputDataError(f"Could not write segment {segment_id!r} of {segmentation.GetName()!r}.")
+    finally:
+        scene.RemoveNode(labelmap)
 
 
 def masks_from_segmentation(segmentation, reference_volume, keys=None):
@@ -773,3 +795,69 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
                                scene=segmentation.GetScene())
     table.SetAttribute("StrokeMismatch.Source", "segments")
     return table, result
+
+
+# --- one analysed case -> all output nodes --------------------------------------------------------
+
+def case_curves(result) -> dict:
+    """Legend -> curve [T] for the AIF chart of a ``pipeline.CaseResult``: the AIF and the mean
+    concentration in the core, the penumbra and the rest of the brain."""
+    aif = getattr(result.aif, "curve", result.aif)
+    voxels = np.asarray(getattr(result.aif, "voxels", np.zeros((0, 3)))).reshape(-1, 3)
+    curves = {f"AIF ({getattr(result.aif, 'method', 'AIF')}, {len(voxels)} voxels)": np.asarray(aif, dtype=float)}
+    brain = np.asarray(result.brain_mask, dtype=bool)
+    empty = np.zeros_like(brain)
+    core = np.asarray(result.lesion.masks.get("core", empty), dtype=bool)
+    penumbra = np.asarray(result.lesion.masks.get("penumbra", empty), dtype=bool)
+    for label, mask in (("Core tissue (mean)", core), ("Penumbra tissue (mean)", penumbra),
+                        ("Other brain tissue (mean)", brain & ~core & ~penumbra)):
+        if np.any(mask):
+            curves[label] = np.asarray(result.concentration[mask], dtype=float).mean(axis=0)
+    return curves
+
+
+def lesion_center_ras(result):
+    """RAS (mm) centre of the hypoperfused tissue (else the core) of a case, or None."""
+    masks = result.lesion.masks
+    for key in ("hypoperfusion", "core"):
+        mask = masks.get(key)
+        if mask is not None and np.any(mask):
+            kji = np.argwhere(mask).mean(axis=0)
+            return result.geometry.ijk_to_ras_points(kji[::-1])
+    return None
+
+
+def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_above_10=True, scene=None) -> dict:
+    """All output nodes of an analysed case (``pipeline.CaseResult``).
+
+    Returns ``{"cbf", "cbv", "mtt", "tmax", "ttp", "baseline"}`` volumes, ``"segmentation"``
+    (segments core / penumbra [/ Tmax > 10 s], closed surfaces), ``"table"`` (metrics and
+    criteria) and ``"aifChart"``. ``reuse``: the dict of a previous run whose nodes are
+    overwritten; otherwise new nodes named "<base_name> lesion", "<base_name> CBF"... (made
+    unique). Every node gets the attribute ``StrokeMismatch.Run``; the segmentation records its
+    Tmax and CBV volume ids for :func:`recompute_from_segmentation`.
+    """
+    scene = scene or slicer.mrmlScene
+    reuse = dict(reuse or {})
+    if "segmentation" in reuse:
+        run_name = reuse["segmentation"].GetName()
+    else:
+        run_name = scene.GenerateUniqueName(f"{base_name} lesion")
+    prefix = run_name[: -len("lesion")] if run_name.endswith(" lesion") else run_name + " "
+    geometry = result.geometry
+    arrays = result.map_arrays() if hasattr(result, "map_arrays") else result.maps
+    outputs = maps_to_volumes(arrays, geometry, prefix=prefix, nodes=reuse, scene=scene)
+    outputs["baseline"] = volume_from_array(result.baseline_image, geometry, prefix + "baseline",
+                                            node=reuse.get("baseline"), scene=scene)
+    keys = ("core", "penumbra") + (("tmax_gt_10",) if show_tmax_above_10 else ())
+    outputs["segmentation"] = segmentation_from_masks(result.lesion.masks, outputs["tmax"], name=run_name,
+                                                      segmentation=reuse.get("segmentation"), keys=keys, scene=scene)
+    outputs["table"] = table_from_metrics(result.lesion.metrics, result.lesion.criteria, table=reuse.get("table"),
+                                          name=prefix + "summary", scene=scene)
+    outputs["aifChart"] = plot_curves(result.series.times, case_curves(result), chart=reuse.get("aifChart"),
+                                      name=prefix + "AIF", y_title="Concentration (a.u.)", scene=scene)
+    for node in outputs.values():
+        node.SetAttribute("StrokeMismatch.Run", run_name)
+    outputs["segmentation"].SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
+    outputs["segmentation"].SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
+    return outputs
