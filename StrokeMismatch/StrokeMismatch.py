@@ -432,7 +432,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
     """Runs the analysis on MRML nodes; usable from the Python console without the GUI::
 
-        logic = slicer.util.getModuleLogic("StrokeMismatch")
+        import StrokeMismatch
+        logic = StrokeMismatch.StrokeMismatchLogic()
         outputs = logic.process(perfusionNode, adcNode, modality="mr", echoTime=0.03)
         outputs["table"], outputs["segmentation"], outputs["tmax"]
 
