@@ -152,6 +152,7 @@ class DeconvolutionPlan:
                  oi_target=OSVD_OI_TARGET, tikhonov_criterion="gcv", tikhonov_alpha=None,
                  n_lambda=50, dtype=np.float32):
         self.method = normalize_method(method)
+        self.fft_workers = -1  # scipy.fft threads (compute_maps sets 1 when it threads over chunks)
         aif = np.asarray(aif, dtype=float)
         if aif.ndim != 1 or aif.size < 4:
             raise InputDataError("The AIF must be a 1D curve of at least 4 frames.")
@@ -203,10 +204,10 @@ class DeconvolutionPlan:
 
     # -- helpers -------------------------------------------------------------------------
     def _spectrum(self, conc):
-        return sfft.rfft(conc, n=self.length, axis=-1, workers=-1)
+        return sfft.rfft(conc, n=self.length, axis=-1, workers=self.fft_workers)
 
     def _inverse(self, spec):
-        return sfft.irfft(spec, n=self.length, axis=-1, workers=-1)
+        return sfft.irfft(spec, n=self.length, axis=-1, workers=self.fft_workers)
 
     def _lag_seconds(self, idx, offset, circular=True):
         lag = idx + offset
