@@ -127,7 +127,12 @@ def test_sample_loads_in_mrml_and_analysis_meets_the_self_test_tolerances(scene,
     assert all(third[key] is second[key] for key in second)
     added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes()) if scene.GetNthNode(i).GetID() not in before_ids]
     assert not added, [(n.GetClassName(), n.GetName()) for n in added]
-    # manual correction on the real outputs: erase the core, recompute, edits kept
+    # a replaced run whose table the user deleted gets a new table, the rest is reused
+    scene.RemoveNode(third["table"])
+    fourth = mrmlio.write_case_outputs(result, base_name=sequence.GetName(), reuse=third)
+    assert fourth["table"] is not third["table"] and fourth["table"].GetScene() is scene
+    assert fourth["segmentation"] is third["segmentation"]
+    # recomputing from the unedited segments reproduces the analysis (edits: test_mrmlio)
     table, recomputed = mrmlio.recompute_from_segmentation(
         outputs["segmentation"], outputs["tmax"], tmax_volume=outputs["tmax"], cbv_volume=outputs["cbv"],
         hemispheres=result.lesion.hemispheres, settings=result.lesion.settings, table=outputs["table"])

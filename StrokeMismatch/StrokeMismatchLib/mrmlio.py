@@ -838,7 +838,8 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
     Tmax and CBV volume ids for :func:`recompute_from_segmentation`.
     """
     scene = scene or slicer.mrmlScene
-    reuse = dict(reuse or {})
+    # nodes of the previous run that the user deleted meanwhile are made anew
+    reuse = {key: node for key, node in (reuse or {}).items() if node is not None and node.GetScene() is scene}
     if "segmentation" in reuse:
         run_name = reuse["segmentation"].GetName()
     else:
