@@ -766,12 +766,6 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         self.assertEqual(len(adc), 1)
         return sequence, adc[0]
 
-    def _metric(self, table, key):
-        for row in mrmlio.table_rows(table):
-            if row["Key"] == key:
-                return float(row["Value"])
-        raise AssertionError(f"metric {key} missing from the table")
-
     def test_phantom_sample_data(self):
         self.delayDisplay("Loading the phantom sample data")
         sequence, adc = self._loadSample()
@@ -794,7 +788,9 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         for name, value in (("core", core), ("hypoperfusion", hypo)):
             self.assertAlmostEqual(value, SAMPLE_TRUTH_ML[name],
                                    delta=SAMPLE_TOLERANCE[name] * SAMPLE_TRUTH_ML[name] + 1.0)
-        self.assertGreater(outputs["table"].GetNumberOfRows(), 5)
+        rows = {row["Key"]: row for row in mrmlio.table_rows(outputs["table"])}
+        self.assertAlmostEqual(float(rows["core_ml"]["Value"]), core, places=3)
+        self.assertEqual(rows["core_ml"]["Unit"], "mL")
         self.delayDisplay("Phantom test passed")
 
     def test_proxy_and_update_from_segments(self):
