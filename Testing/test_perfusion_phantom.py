@@ -116,3 +116,28 @@ def test_noise_only_voxel_is_finite():
         assert np.all(np.isfinite(getattr(maps, name)))
     assert maps.extra["no_positive_residue"][2] and not maps.extra["no_positive_residue"][0]
     assert maps.mtt[2] == 0 and maps.tmax[2] == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_aif_amplitude_changes_only_absolute_values(curves, method):
+    base = compute_maps(curves.tissue, curves.aif, TIMES, method=method, **KAPPA1)
+    scaled = compute_maps(curves.tissue, 2.5 * curves.aif, TIMES, method=method, **KAPPA1)
+    np.testing.assert_allclose(scaled.cbf, base.cbf / 2.5, rtol=1e-4)
+    np.testing.assert_allclose(scaled.cbv, base.cbv / 2.5, rtol=1e-4)
+    np.testing.assert_allclose(scaled.mtt, base.mtt, rtol=1e-4)
+    np.testing.assert_allclose(scaled.tmax, base.tmax, atol=1e-4)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(cbf=st.floats(10, 80), mtt=st.floats(2.5, 10), delay=st.floats(0, 6))
+def test_random_tissue_cbv_and_tmax_bounds(cbf, mtt, delay):
+    cs = simulate_curves(cbf, mtt, delay=delay, times=TIMES)
+    maps = compute_maps(cs.tissue[None], cs.aif, TIMES, **KAPPA1)
+    assert maps.cbv[0] == pytest.approx(cs.truth["cbv"], rel=0.03)
+    # oSVD: Tmax is late by a positive offset of at most ~2.5 s (exponential residue)
+    assert delay < maps.tmax[0] < delay + 2.6
+    assert 0.4 * cbf < maps.cbf[0] < 1.05 * cbf
