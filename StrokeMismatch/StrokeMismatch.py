@@ -161,10 +161,8 @@ class StrokeMismatchParameterNode:
     tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
     motionCorrection: bool = True
     cleanupCsf: bool = True
-    cleanupVessels: bool = True
-    cleanupMorphology: bool = True
+    cleanupMorphology: bool = False
     cleanupClusters: bool = True
-    cleanupHemisphere: bool = False
     showTmaxAbove10: bool = True
     age: Annotated[int, WithinRange(0, 120)] = 0
     nihss: Annotated[int, WithinRange(-1, 42)] = -1
@@ -490,14 +488,12 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         return self.lesionSettings(
             coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
             tmaxThreshold=node.tmaxThreshold,
-            cleanup={"csf": node.cleanupCsf, "vessels": node.cleanupVessels, "morphology": node.cleanupMorphology,
-                     "clusters": node.cleanupClusters, "hemisphere": node.cleanupHemisphere},
+            cleanup={"csf": node.cleanupCsf, "morphology": node.cleanupMorphology, "clusters": node.cleanupClusters},
             age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
             collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
 
     #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist).
-    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",), "morphology": ("opening",),
-                      "clusters": ("cluster_removal",), "hemisphere": ("hemisphere_restriction",)}
+    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "morphology": ("opening",), "clusters": ("cluster_removal",)}
 
     def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, cleanup=None,
                        age=None, nihss=None, collateralScore=None):
@@ -510,7 +506,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
                   "collateral_score": collateralScore}
         for switch, enabled in (cleanup or {}).items():
             fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]
-            if not fields and enabled != (switch != "hemisphere"):
+            if not fields:
                 logging.warning(f"StrokeMismatch: clean-up switch '{switch}' is not supported by this version")
             for name in fields:
                 values[name] = bool(enabled)

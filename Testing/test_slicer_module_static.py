@@ -131,3 +131,31 @@ def test_lib_imports_slicer_only_in_mrmlio():
     assert not offenders, offenders
     init = (MODULE / "StrokeMismatchLib" / "__init__.py").read_text(encoding="utf-8")
     assert "mrmlio" not in re.sub(r'""".*?"""', "", init, flags=re.S)
+
+
+def test_logic_settings_names_exist_in_the_lib():
+    """The Logic maps panel fields onto LesionSettings / CaseSettings by name: keep them real."""
+    import dataclasses
+
+    from StrokeMismatchLib.analysis import LesionSettings
+    from StrokeMismatchLib.pipeline import METHODS, CaseSettings
+
+    lesion_fields = {f.name: f for f in dataclasses.fields(LesionSettings)}
+    logic = next(n for n in _tree().body if isinstance(n, ast.ClassDef) and n.name == "StrokeMismatchLogic")
+    cleanup = next(ast.literal_eval(s.value) for s in logic.body
+                   if isinstance(s, ast.Assign) and ast.unparse(s.targets[0]) == "CLEANUP_FIELDS")
+    for switch, names in cleanup.items():
+        for name in names:
+            assert name in lesion_fields and lesion_fields[name].type in ("bool", bool), (switch, name)
+    method = next(n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "lesionSettings")
+    keys = {k.value for node in ast.walk(method) if isinstance(node, ast.Dict) for k in node.keys
+            if isinstance(k, ast.Constant)}
+    assert keys and keys <= set(lesion_fields), keys - set(lesion_fields)
+    case_fields = {f.name for f in dataclasses.fields(CaseSettings)}
+    process = next(n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "process")
+    used = {kw.arg for node in ast.walk(process) if isinstance(node, ast.Call) and ast.unparse(node.func) == "CaseSettings"
+            for kw in node.keywords}
+    assert used and used <= case_fields
+    enum_values = {s.targets[0].id for n in _tree().body if isinstance(n, ast.ClassDef) and n.name == "DeconvolutionMethod"
+                   for s in n.body if isinstance(s, ast.Assign)}
+    assert enum_values == set(METHODS)
