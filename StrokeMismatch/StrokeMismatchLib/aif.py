@@ -14,8 +14,11 @@ Automatic selection (PERFUSION.md §3.1), deterministic (no random starts):
 3. Irregularity: roughness Σ(second difference)²/AUC², the second differences taken outside the
    first-pass window (so a sharp bolus is not penalised); drop the most irregular 25 %.
 4. Clustering: k-means (k = 5) seeded deterministically by first moment quantiles, keep the
-   cluster whose mean curve has the lowest first moment (ties: higher peak); run k-means again
-   on its members and keep the lowest-first-moment cluster again.
+   cluster whose mean curve has the lowest first moment (ties: higher peak). Mouridsen's second
+   pass (k-means again on its members, keep the lowest-first-moment cluster again) runs only
+   when the cluster has more than ``min_split`` (50) members (``n_passes=1`` switches it off).
+   Our choice: at SNR 20 a forced second pass left 4–6 voxels and a noisier AIF (volume
+   phantom, 3 seeds: CBF within 4 % of the true-AIF CBF, against up to 11 % when forced).
 5. AIF = mean curve of the final cluster.
 
 Manual: ``voxels`` (N, ndim) indices or ``manual_mask``; :func:`voxels_around` gives a 3×3
