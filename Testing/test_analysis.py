@@ -17,8 +17,12 @@ from StrokeMismatchLib.geometry import Geometry
 SHAPE = (8, 40, 41)
 GEOMETRY = Geometry.from_spacing(SHAPE, (2.0, 2.5, 6.0), origin_ras=(40.0 + 3.7, 48.0, -20.0))
 VOXEL_ML = 0.03
-STEP_NAMES = ["brain_mask", "csf_exclusion", "core_within_hypoperfusion",
-              "morphological_opening", "minimum_cluster_size"]
+STEP_NAMES = ["brain_mask", "csf_exclusion", "vessel_exclusion", "core_within_hypoperfusion",
+              "hemisphere_restriction", "morphological_opening", "minimum_cluster_size"]
+
+
+def step(result, name):
+    return next(s for s in result.steps if s.name == name)
 
 
 def _ras():
@@ -159,11 +163,12 @@ def test_opening_and_cluster_settings_are_reported():
                               min_hypoperfusion_ml=0.0)
     result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
                             settings=settings)
-    opening = result.steps[3]
+    opening = step(result, "morphological_opening")
     assert opening.applied and opening.parameters["radius_voxels"] == 1
     assert opening.removed_ml("hypoperfusion") > 0
-    assert result.steps[4].parameters["min_ml"]["core"] == 0.0
-    assert result.steps[4].removed_ml("core") == 0.0
+    clusters = step(result, "minimum_cluster_size")
+    assert clusters.parameters["min_ml"]["core"] == 0.0
+    assert clusters.removed_ml("core") == 0.0
 
 
 def test_rcbf_threshold_and_tmax_threshold_are_settings():
@@ -231,7 +236,7 @@ def test_mr_with_oblique_adc_grid_and_unit_detection():
     grids = result.core_grids
     assert grids["adc_grid_ml"] == pytest.approx(true_core_ml, rel=0.02)
     assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.02)
-    assert not result.steps[2].enabled  # core restricted to hypoperfusion: off for MR
+    assert not step(result, "core_within_hypoperfusion").enabled  # core restricted to hypoperfusion: off for MR
     assert result.rcbf is None and result.reference is None
     assert result.adc.shape == SHAPE
     # explicit unit overrides detection
@@ -352,13 +357,13 @@ def test_volume_phantom_true_maps(modality, side):
         assert grids["perfusion_grid_ml"] == pytest.approx(grids["adc_grid_ml"], rel=0.02)
         assert grids["adc_grid_ml"] == pytest.approx(phantom.volumes_ml["core_ml"], rel=0.03)
     else:  # CSF (CBF 0, no Tmax) is never core
-        assert result.steps[0].removed_ml("core") == 0.0
+        assert step(result, "brain_mask").removed_ml("core") == 0.0
 
 
 def test_ct_without_baseline_reports_csf_step_not_applied():
     maps, baseline, truth = synthetic("left")
     result = analyze_lesion(maps, GEOMETRY, modality="ct")
-    csf = result.steps[1]
+    csf = step(result, "csf_exclusion")
     assert csf.enabled and not csf.applied and "baseline" in csf.note
     assert result.hemispheres.source == "brain mask outline"
     assert result.affected_side == "left"
@@ -378,5 +383,171 @@ def test_settings_defaults_validation_and_dict():
     json.dumps(d, allow_nan=False)
     for bad in (dict(core_rcbf=0.0), dict(tmax_threshold=float("nan")), dict(min_core_ml=-1),
                 dict(rcbf_statistic="mode"), dict(age=-3), dict(opening_radius_voxels=-1)):
+        with pytest.raises(InputDataError):
+            LesionSettings(**bad).validate()
+
+
+# --- vessel exclusion and hemisphere restriction --------------------------------------------
+def _with_tube(side="left", scale=1.0):
+    """synthetic() plus a vessel (CBV 40 × ``scale``) running through the hypoperfused block
+    along its outer column; CBV of every voxel × ``scale`` (MR CBV is relative)."""
+    maps, baseline, truth = synthetic(side)
+    lesion_i = 6 if side == "right" else 34
+    tube = np.zeros(SHAPE, bool)
+    tube[2:6, 14:24, lesion_i] = True   # stops short of the 1-voxel core speck at j = 24
+    assert (truth["hypoperfusion"] & tube).sum() == 40
+    cbv = maps.cbv.copy()
+    cbv[tube] = 40.0
+    maps = SimpleNamespace(cbf=maps.cbf, cbv=cbv * scale, tmax=maps.tmax)
+    truth["tube"] = tube
+    return maps, baseline, truth
+
+
+def test_vessel_tube_inside_hypoperfusion_is_removed_and_reported():
+    maps, baseline, truth = _with_tube("left")
+    on = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    off = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                         settings=LesionSettings(vessel_exclusion=False))
+    vessel_on, vessel_off = step(on, "vessel_exclusion"), step(off, "vessel_exclusion")
+    assert vessel_on.applied and not vessel_off.applied and vessel_off.note == "switched off"
+    assert vessel_on.parameters["cbv_limit_used"] == 8.0
+    assert vessel_on.parameters["high_cbv_ml"] == pytest.approx(truth["tube"].sum() * VOXEL_ML)
+    tube = truth["tube"]
+    for name in ("core", "hypoperfusion"):
+        assert not (on.masks[name] & tube).any()
+        # reported removal = the tube voxels that were in the mask = the on/off difference
+        expected = (off.masks[name] & tube).sum() * VOXEL_ML
+        assert expected > 0
+        assert vessel_on.removed_ml(name) == pytest.approx(expected)
+        assert (off.masks[name].sum() - on.masks[name].sum()) * VOXEL_ML == pytest.approx(
+            expected)
+        np.testing.assert_array_equal(on.masks[name], off.masks[name] & ~tube)
+    assert all(v["removed"] == 0.0 for v in vessel_off.volumes_ml.values())
+    # switching it off changes nothing else: the other steps' settings and earlier volumes
+    index = STEP_NAMES.index("vessel_exclusion")
+    for a, b in zip(on.steps[:index], off.steps[:index]):
+        assert a.to_dict() == b.to_dict()
+    for a, b in zip(on.steps[index + 1:], off.steps[index + 1:]):
+        assert a.parameters == b.parameters and a.enabled == b.enabled
+    assert on.metrics["penumbra_ml"].value == pytest.approx(
+        off.metrics["penumbra_ml"].value - ((off.masks["penumbra"] & tube).sum()) * VOXEL_ML)
+
+
+def test_vessel_exclusion_changes_nothing_without_vessels():
+    maps, baseline, truth = synthetic("left")
+    on = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    off = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                         settings=LesionSettings(vessel_exclusion=False))
+    assert step(on, "vessel_exclusion").applied
+    assert all(v["removed"] == 0.0 for v in step(on, "vessel_exclusion").volumes_ml.values())
+    for name in on.masks:
+        np.testing.assert_array_equal(on.masks[name], off.masks[name])
+
+
+def test_vessel_exclusion_on_relative_mr_cbv():
+    """MR CBV in arbitrary units (× 30): the limit is 4 × the brain median, the tube goes and
+    the hypoperfused tissue stays."""
+    maps, baseline, truth = _with_tube("left", scale=30.0)
+    adc, adc_geometry, _ = _oblique_adc(truth)
+    s0 = np.where(truth["brain"], 1000.0, 0.0)
+    on = analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc, adc_geometry=adc_geometry,
+                        baseline_image=s0)
+    vessel = step(on, "vessel_exclusion")
+    assert vessel.parameters["cbv_limit_used"] == pytest.approx(
+        4.0 * vessel.parameters["tissue_median_cbv"])
+    assert vessel.parameters["tissue_median_cbv"] == pytest.approx(4.0 * 30.0)
+    assert not (on.masks["hypoperfusion"] & truth["tube"]).any()
+    expected = (truth["hypoperfusion"] & truth["tube"]).sum() * VOXEL_ML
+    assert vessel.removed_ml("hypoperfusion") == pytest.approx(expected)
+    off = analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc, adc_geometry=adc_geometry,
+                         baseline_image=s0, settings=LesionSettings(vessel_exclusion=False))
+    np.testing.assert_array_equal(on.masks["hypoperfusion"],
+                                  off.masks["hypoperfusion"] & ~truth["tube"])
+    np.testing.assert_array_equal(on.masks["core"], off.masks["core"] & ~truth["tube"])
+
+
+def test_vessel_arterial_timing_uses_aif_ttp_and_frame_interval():
+    maps, baseline, truth = synthetic("left")
+    early = np.zeros(SHAPE, bool)
+    early[2:6, 15, 30] = True                      # inside the hypoperfused block
+    assert truth["hypoperfusion"][early].all()
+    cbv = maps.cbv.copy()
+    cbv[early] = 7.0                               # > 0.75 × 8, < 8
+    ttp = np.where(np.isfinite(maps.tmax), 30.0, np.nan)
+    ttp[early] = 21.8
+    maps = SimpleNamespace(cbf=maps.cbf, cbv=cbv, tmax=maps.tmax, ttp=ttp)
+    without = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert "not used" in step(without, "vessel_exclusion").note
+    assert without.masks["hypoperfusion"][early].all()
+    with_aif = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                              aif_ttp=21.0, frame_interval_s=1.0)
+    vessel = step(with_aif, "vessel_exclusion")
+    assert vessel.parameters["ttp_window_s"] == 1.0
+    assert vessel.parameters["ttp_window_source"] == "one frame interval"
+    assert vessel.removed_ml("hypoperfusion") == pytest.approx(4 * VOXEL_ML)
+    assert not (with_aif.masks["hypoperfusion"] & early).any()
+    # a 0.5 s window (setting) leaves them
+    narrow = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                            aif_ttp=21.0, frame_interval_s=1.0,
+                            settings=LesionSettings(vessel_ttp_window_s=0.5))
+    assert narrow.masks["hypoperfusion"][early].all()
+
+
+def _with_contralateral_blob(side="left"):
+    maps, baseline, truth = synthetic(side)
+    blob = np.zeros(SHAPE, bool)
+    i0 = 7 if side == "left" else 30
+    blob[2:5, 14:18, i0:i0 + 4] = True             # 48 voxels = 1.44 mL, Tmax 9 s
+    assert truth["brain"][blob].all()
+    tmax = maps.tmax.copy()
+    tmax[blob] = 9.0
+    truth["blob"] = blob
+    return SimpleNamespace(cbf=maps.cbf, cbv=maps.cbv, tmax=tmax), baseline, truth
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_hemisphere_restriction_removes_contralateral_blob_only_when_on(side):
+    maps, baseline, truth = _with_contralateral_blob(side)
+    off = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    on = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                        settings=LesionSettings(restrict_to_affected_hemisphere=True))
+    assert off.affected_side == on.affected_side == side
+    blob = truth["blob"]
+    report_off, report_on = step(off, "hemisphere_restriction"), step(on, "hemisphere_restriction")
+    assert not report_off.enabled and report_off.note == "switched off"
+    assert off.masks["hypoperfusion"][blob].all()        # big enough to survive clusters
+    assert report_on.applied and report_on.parameters["affected_side"] == side
+    # the hemisphere step (before the cluster step) also takes the 3-voxel contralateral speck
+    contralateral = blob | truth["speck"]
+    assert report_on.removed_ml("hypoperfusion") == pytest.approx(
+        contralateral.sum() * VOXEL_ML)
+    assert step(on, "minimum_cluster_size").removed_ml("hypoperfusion") == pytest.approx(
+        step(off, "minimum_cluster_size").removed_ml("hypoperfusion") - 3 * VOXEL_ML)
+    assert not (on.masks["hypoperfusion"] & blob).any()
+    np.testing.assert_array_equal(on.masks["hypoperfusion"], off.masks["hypoperfusion"] & ~blob)
+    np.testing.assert_array_equal(on.masks["core"], off.masks["core"])
+    assert off.metrics["hypoperfusion_ml"].value - on.metrics["hypoperfusion_ml"].value == \
+        pytest.approx(blob.sum() * VOXEL_ML)
+
+
+def test_hemisphere_restriction_not_applied_without_an_affected_side():
+    maps, baseline, truth = synthetic("left")
+    healthy = SimpleNamespace(cbf=np.where(truth["brain"], 50.0, np.nan), cbv=maps.cbv,
+                              tmax=np.where(truth["brain"], 2.0, np.nan))
+    result = analyze_lesion(healthy, GEOMETRY, modality="ct", baseline_image=baseline,
+                            settings=LesionSettings(restrict_to_affected_hemisphere=True))
+    report = step(result, "hemisphere_restriction")
+    assert result.affected_side == "none"
+    assert report.enabled and not report.applied and "no affected side" in report.note
+    assert all(v["removed"] == 0.0 for v in report.volumes_ml.values())
+
+
+def test_new_settings_in_dict_and_validated():
+    d = LesionSettings().to_dict()
+    assert d["vessel_exclusion"] is True and d["vessel_cbv"] == 8.0
+    assert d["vessel_cbv_multiple"] == 4.0 and d["vessel_ttp_window_s"] is None
+    assert d["restrict_to_affected_hemisphere"] is False
+    for bad in (dict(vessel_cbv=0.0), dict(vessel_cbv_multiple=float("nan")),
+                dict(vessel_ttp_window_s=-1.0)):
         with pytest.raises(InputDataError):
             LesionSettings(**bad).validate()

@@ -97,3 +97,82 @@ def test_opening_removes_thin_structures_only():
     assert (after["core"] <= masks["core"]).all()
     d = report.to_dict()
     assert d["name"] == "morphological_opening" and d["parameters"]["radius_voxels"] == 1
+
+
+# --- vessel region ------------------------------------------------------------------------
+def _vessel_maps(scale=1.0):
+    """Brain CBV 2 (WM) / 4 (GM) mL/100 g with a 20-voxel tube at CBV 40, times ``scale``
+    (MR CBV is relative: any scale). TTP 25 s in tissue, 20 s in the tube."""
+    cbv = np.full((8, 20, 20), 2.0)
+    cbv[:, :, 10:] = 4.0
+    tube = np.zeros(cbv.shape, bool)
+    tube[2:6, 5, 5:10] = True
+    cbv[tube] = 40.0
+    cbv[0] = np.nan
+    ttp = np.where(tube, 20.0, 25.0)
+    return cbv * scale, ttp, tube
+
+
+@pytest.mark.parametrize("modality, scale", [("ct", 1.0), ("mr", 1.0), ("mr", 25.0)])
+def test_vessel_region_finds_the_tube_with_absolute_or_relative_limit(modality, scale):
+    cbv, ttp, tube = _vessel_maps(scale)
+    tissue = np.isfinite(cbv)
+    before = cbv.copy()
+    region, parameters, note = cleanup.vessel_region(cbv, tissue=tissue, modality=modality,
+                                                     voxel_ml=VOXEL_ML)
+    np.testing.assert_array_equal(region, tube)
+    np.testing.assert_array_equal(cbv, before)
+    assert parameters["high_cbv_ml"] == pytest.approx(tube.sum() * VOXEL_ML)
+    median = float(np.median(cbv[tissue]))
+    assert parameters["tissue_median_cbv"] == pytest.approx(median)
+    if modality == "ct":
+        assert parameters["cbv_limit_used"] == 8.0
+    else:
+        assert parameters["cbv_limit_used"] == pytest.approx(4.0 * median)
+        assert "relative" in parameters["cbv_limit_rule"]
+    assert "arterial-timing" in note  # no AIF TTP given
+
+
+def test_vessel_region_absolute_limit_would_wipe_scaled_mr_brain():
+    """Why MR uses a relative limit: with the CT rule every voxel of a scaled MR map is a
+    'vessel'."""
+    cbv, ttp, tube = _vessel_maps(25.0)
+    region, _, _ = cleanup.vessel_region(cbv, tissue=np.isfinite(cbv), modality="ct")
+    assert region.sum() == np.isfinite(cbv).sum()
+
+
+def test_vessel_region_arterial_timing():
+    cbv, ttp, tube = _vessel_maps()
+    early = np.zeros(cbv.shape, bool)
+    early[3, 15, 12:16] = True
+    cbv[early] = 7.0              # above 0.75 × 8 but below 8
+    ttp[early] = 21.4             # within 1 s of the AIF TTP (20.5 s)
+    late = np.zeros(cbv.shape, bool)
+    late[4, 15, 12:16] = True
+    cbv[late] = 7.0
+    ttp[late] = 21.6              # 1.1 s after the AIF TTP: tissue
+    low = np.zeros(cbv.shape, bool)
+    low[5, 15, 12:16] = True
+    cbv[low] = 5.9                # early but CBV below 0.75 × 8
+    ttp[low] = 20.5
+    tissue = np.isfinite(cbv)
+    region, parameters, note = cleanup.vessel_region(
+        cbv, tissue=tissue, modality="ct", ttp=ttp, aif_ttp=20.5, ttp_window_s=1.0,
+        voxel_ml=VOXEL_ML)
+    np.testing.assert_array_equal(region, tube | early)
+    assert parameters["early_peak_only_ml"] == pytest.approx(early.sum() * VOXEL_ML)
+    assert note == "" and "AIF TTP" in parameters["early_peak_rule"]
+    # window 0 switches the timing criterion off
+    region0, _, note0 = cleanup.vessel_region(cbv, tissue=tissue, modality="ct", ttp=ttp,
+                                              aif_ttp=20.5, ttp_window_s=0.0)
+    np.testing.assert_array_equal(region0, tube)
+    assert "not used" in note0
+
+
+def test_vessel_region_not_applicable():
+    region, parameters, note = cleanup.vessel_region(None, tissue=None, modality="ct")
+    assert region is None and "no CBV" in note
+    cbv = np.full((4, 5, 5), -0.5)
+    region, parameters, note = cleanup.vessel_region(cbv, tissue=np.ones(cbv.shape, bool),
+                                                     modality="mr")
+    assert region is None and "median" in note

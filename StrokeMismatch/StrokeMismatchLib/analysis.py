@@ -12,7 +12,8 @@ Order of work in :func:`analyze_lesion`:
    CT rCBF < ``core_rcbf`` against the chosen reference;
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
 5. clean-up steps in this order, each switchable and reported: brain_mask, csf_exclusion,
-   core_within_hypoperfusion, morphological_opening, minimum_cluster_size;
+   vessel_exclusion, core_within_hypoperfusion, hemisphere_restriction, morphological_opening,
+   minimum_cluster_size;
 6. penumbra = hypoperfusion − core; metrics; criteria.
 
 Decision support for research and teaching, not a medical device.
@@ -51,6 +52,11 @@ class LesionSettings:
     ``mirror_sigma_mm`` smoothing of the mirror reference.
     Clean-up: ``brain_mask`` (+ ``bone_hu`` CT bone limit on the baseline image);
     ``csf_exclusion`` (CT baseline < ``csf_hu``; MR ADC > ``csf_adc``);
+    ``vessel_exclusion`` (CT CBV > ``vessel_cbv`` mL/100 g; MR CBV > ``vessel_cbv_multiple`` ×
+    brain median, MR CBV being relative; or TTP ≤ AIF TTP + ``vessel_ttp_window_s`` (None → one
+    frame interval) with CBV above 0.75 × that limit; see :func:`cleanup.vessel_region`);
+    ``restrict_to_affected_hemisphere`` (off by default: keep lesion voxels on the side with
+    the Tmax deficit only; not applied when no side is found);
     ``core_within_hypoperfusion`` (None → on for CT, off for MR); ``opening`` (+
     ``opening_radius_voxels``); ``cluster_removal`` (+ ``min_core_ml``,
     ``min_hypoperfusion_ml`` applied to every Tmax mask).
@@ -72,6 +78,11 @@ class LesionSettings:
     csf_exclusion: bool = True
     csf_hu: float = 15.0
     csf_adc: float = 2000.0
+    vessel_exclusion: bool = True
+    vessel_cbv: float = 8.0
+    vessel_cbv_multiple: float = 4.0
+    vessel_ttp_window_s: float | None = None
+    restrict_to_affected_hemisphere: bool = False
     core_within_hypoperfusion: bool | None = None
     opening: bool = False
     opening_radius_voxels: int = 1
@@ -99,6 +110,16 @@ class LesionSettings:
                 f"{', '.join(RCBF_REFERENCES)}.")
         if self.rcbf_statistic not in STATISTICS:
             raise InputDataError("rcbf_statistic must be 'mean' or 'median'.")
+        for name in ("vessel_cbv", "vessel_cbv_multiple"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise InputDataError(f"Setting {name} must be a positive number, got {value!r}.")
+        window = self.vessel_ttp_window_s
+        if window is not None and not (isinstance(window, (int, float)) and np.isfinite(window)
+                                       and window >= 0):
+            raise InputDataError("vessel_ttp_window_s must be a non-negative number of seconds "
+                                 "(0 switches the arterial-timing criterion off) or empty "
+                                 "(one frame interval).")
         for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm"):
             if getattr(self, name) < 0:
                 raise InputDataError(f"Setting {name} must not be negative.")
@@ -218,14 +239,17 @@ def _midline(geometry, baseline_image, tissue, settings, warnings):
 
 def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geometry=None,
                    adc_unit: str | None = None, brain_mask=None, baseline_image=None,
-                   settings: LesionSettings | None = None) -> LesionAnalysis:
+                   settings: LesionSettings | None = None, aif_ttp: float | None = None,
+                   frame_interval_s: float | None = None) -> LesionAnalysis:
     """Core, hypoperfusion, penumbra, metrics and criteria from perfusion maps.
 
     ``maps``: object (or dict) with cbf, cbv, tmax float arrays [K,J,I] (NaN outside the
     analysed brain); ``geometry`` their grid; ``modality`` "mr" | "ct"; ``adc`` (MR) on
     ``adc_geometry`` (default: the perfusion grid) in ``adc_unit`` (None → detected);
     ``brain_mask`` optional bool [K,J,I]; ``baseline_image`` pre-contrast mean (CT HU, MR S0)
-    used for the midline and CT bone/CSF exclusion.
+    used for the midline and CT bone/CSF exclusion; ``aif_ttp`` the AIF's time to peak (s, same
+    clock as the TTP map) and ``frame_interval_s`` the sampling interval (s), both for the
+    arterial-timing part of the vessel exclusion.
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -235,6 +259,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     tmax = _map(maps, "tmax", shape)
     cbf = _map(maps, "cbf", shape, required=(modality == "ct"))
     cbv = _map(maps, "cbv", shape, required=False)
+    ttp = _map(maps, "ttp", shape, required=False)
     brain_mask = _as_mask(brain_mask, shape, "brain mask")
     if baseline_image is not None:
         baseline_image = np.asarray(baseline_image, dtype=float)
@@ -357,12 +382,17 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         parameters=csf_parameters, exclude=True,
         note="" if csf is not None else "not applied: CT CSF exclusion needs the baseline image")
     steps.append(report)
+    masks, report = _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp,
+                                 frame_interval_s, voxel_ml)
+    steps.append(report)
     within = settings.core_within(modality)
     masks, report = cleanup.restrict(
         masks, masks["hypoperfusion"], name="core_within_hypoperfusion", enabled=within,
         voxel_ml=voxel_ml, targets=["core"],
         parameters={"default": "on for CT, off for MR",
                     "region": f"Tmax > {settings.tmax_threshold:g} s (after the steps above)"})
+    steps.append(report)
+    masks, report = _hemisphere_step(masks, hemispheres, side, settings, voxel_ml)
     steps.append(report)
     masks, report = cleanup.opening(masks, enabled=settings.opening,
                                     radius_voxels=settings.opening_radius_voxels,
@@ -388,6 +418,47 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     return LesionAnalysis(modality, geometry, settings, masks, metrics, criteria, steps,
                           hemispheres, side, reference, adc_info, rcbf, adc_on_grid, core_grids,
                           warnings)
+
+
+def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_interval_s,
+                 voxel_ml):
+    """Clean-up step "vessel_exclusion" (see :func:`cleanup.vessel_region`)."""
+    window = settings.vessel_ttp_window_s
+    window_source = "setting"
+    if window is None:
+        window = frame_interval_s
+        window_source = "one frame interval"
+    # The rule is evaluated even when switched off, so the report shows what it would remove.
+    region, parameters, note = cleanup.vessel_region(
+        cbv, tissue=tissue, modality=modality, cbv_threshold=settings.vessel_cbv,
+        cbv_multiple=settings.vessel_cbv_multiple, ttp=ttp, aif_ttp=aif_ttp,
+        ttp_window_s=window, voxel_ml=voxel_ml)
+    parameters["ttp_window_source"] = window_source
+    if region is None and not note:
+        note = "not applied"
+    masks, report = cleanup.restrict(
+        masks, region, name="vessel_exclusion", enabled=settings.vessel_exclusion,
+        voxel_ml=voxel_ml, parameters=parameters, exclude=True, note=note)
+    return masks, report
+
+
+def _hemisphere_step(masks, hemispheres, side, settings, voxel_ml):
+    """Clean-up step "hemisphere_restriction": keep lesion voxels on the affected side."""
+    affected = side.get("affected_side", "none")
+    parameters = {"affected_side": affected, "basis": side.get("basis", "")}
+    region = None
+    note = ""
+    if hemispheres is None:
+        note = "not applied: no mid-sagittal plane was found"
+    elif affected not in ("left", "right"):
+        note = f"not applied: no affected side ({side.get('basis', 'no Tmax asymmetry')})"
+    else:
+        parameters["kept"] = f"{affected} hemisphere (of the mid-sagittal plane)"
+        if settings.restrict_to_affected_hemisphere:
+            region = hemispheres.side_masks()[affected]
+    return cleanup.restrict(masks, region, name="hemisphere_restriction",
+                            enabled=settings.restrict_to_affected_hemisphere, voxel_ml=voxel_ml,
+                            parameters=parameters, note=note)
 
 
 @dataclass

@@ -428,6 +428,8 @@ def run_case(
         brain_mask=mask,
         baseline_image=baseline_image,
         settings=lesion_settings,
+        aif_ttp=(aif.quality or {}).get("time_to_peak_s"),
+        frame_interval_s=float(np.median(np.diff(times))) if times.size > 1 else None,
     )
     warnings.extend(getattr(lesion, "warnings", []) or [])
     lap("lesion")
