@@ -83,6 +83,9 @@ def test_missing_te_for_mr(small_ct_nifti, tmp_path, capsys):
     # a 4D series declared MR without any echo time (the sidecar has none for CT)
     path = tmp_path / "dsc.nii.gz"
     image = sitk.ReadImage(str(small_ct_nifti))
+    positive = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) + 2000.0, isVector=False)
+    positive.CopyInformation(image)
+    image = positive
     sitk.WriteImage(image, str(path))
     code, _, err = run(["analyze", "--perfusion", str(path), "--modality", "mr", "--tr", "1", "--quiet",
                         "--out", str(tmp_path / "o")], capsys)
@@ -200,3 +203,39 @@ def test_format_summary_handles_null_ratio():
     text = cli.format_summary(summary)
     assert "n/a (infinite: core is 0 mL)" in text
     assert "indeterminate" in text and "age unknown" in text
+
+
+def test_vessel_and_hemisphere_options_reach_settings():
+    args = build_parser().parse_args([
+        "demo", "--no-vessel-exclusion", "--vessel-cbv", "10", "--vessel-cbv-multiple", "5",
+        "--vessel-ttp-window", "0", "--restrict-to-affected-hemisphere"])
+    lesion = cli._case_settings(args).lesion
+    assert lesion.vessel_exclusion is False and lesion.vessel_cbv == 10
+    assert lesion.vessel_cbv_multiple == 5 and lesion.vessel_ttp_window_s == 0
+    assert lesion.restrict_to_affected_hemisphere is True
+    defaults = cli._case_settings(build_parser().parse_args(["demo"])).lesion
+    assert defaults.vessel_exclusion is True and defaults.restrict_to_affected_hemisphere is False
+    for argv, word in ([["demo", "--vessel-cbv", "0"], "positive"],
+                       [["demo", "--vessel-ttp-window", "-1"], "≥ 0"]):
+        with pytest.raises(cli._UsageError, match=word):
+            build_parser().parse_args(argv)
+
+
+def test_cleanup_steps_and_their_settings_are_in_summary_json(small_ct_nifti, tmp_path, capsys):
+    code, out, err = run(["analyze", "--perfusion", str(small_ct_nifti), "--out", str(tmp_path / "o"),
+                          "--quiet", "--json", "--no-report", "--no-motion-correction", "--vessel-cbv", "9",
+                          "--restrict-to-affected-hemisphere"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    steps = {s["name"]: s for s in summary["cleanup_steps"]}
+    assert {"vessel_exclusion", "hemisphere_restriction"} <= set(steps)
+    vessel = steps["vessel_exclusion"]
+    assert vessel["enabled"] and vessel["applied"]
+    assert vessel["parameters"]["cbv_limit_used"] == 9.0
+    assert vessel["parameters"]["aif_ttp_s"] is not None and vessel["parameters"]["ttp_window_s"] > 0
+    assert steps["hemisphere_restriction"]["enabled"]
+    assert summary["thresholds"]["vessel_cbv"] == 9.0
+    assert summary["thresholds"]["restrict_to_affected_hemisphere"] is True
+    for step in summary["cleanup_steps"]:
+        for v in step["volumes_ml"].values():
+            assert v["removed"] == pytest.approx(v["before"] - v["after"])

@@ -41,6 +41,11 @@ LESION_OPTIONS = {
     "cluster_removal": ("cluster_removal",),
     "opening": ("opening",),
     "core_in_hypoperfusion": ("core_within_hypoperfusion",),
+    "vessel_exclusion": ("vessel_exclusion",),
+    "vessel_cbv": ("vessel_cbv",),
+    "vessel_cbv_multiple": ("vessel_cbv_multiple",),
+    "vessel_ttp_window": ("vessel_ttp_window_s",),
+    "restrict_to_affected_hemisphere": ("restrict_to_affected_hemisphere",),
 }
 
 #: --rcbf-reference choices -> LesionSettings.rcbf_reference values.
@@ -113,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep small clusters")
     lesion.add_argument("--opening", action="store_true", default=None,
                         help="morphological opening of the lesion masks")
+    lesion.add_argument("--no-vessel-exclusion", dest="vessel_exclusion", action="store_false", default=None,
+                        help="keep large-vessel voxels (very high CBV, or peak with the AIF) in the lesion masks")
+    lesion.add_argument("--vessel-cbv", type=_positive, metavar="ML",
+                        help="CT vessel exclusion: CBV above this, mL/100 g (default 8)")
+    lesion.add_argument("--vessel-cbv-multiple", type=_positive, metavar="X",
+                        help="MR vessel exclusion (relative CBV): CBV above X times the brain median (default 4)")
+    lesion.add_argument("--vessel-ttp-window", type=_non_negative, metavar="S",
+                        help="vessel exclusion: also voxels whose TTP is at most S s after the AIF's "
+                        "(with high CBV; default one frame interval, 0 = off)")
+    lesion.add_argument("--restrict-to-affected-hemisphere", action="store_true", default=None,
+                        help="keep lesion voxels only on the side with the Tmax deficit (off by default)")
     lesion.add_argument("--no-core-in-hypoperfusion", dest="core_in_hypoperfusion", action="store_false",
                         default=None, help="do not restrict the core to Tmax > threshold (default: restricted for CT, not for MR)")
     lesion.add_argument("--age", type=_non_negative_int, metavar="N", help="patient age (years), for trial criteria")
