@@ -151,7 +151,9 @@ def test_corrupt_and_truncated_files(tmp_path):
 
 def test_validate_series_errors():
     geometry = Geometry.from_spacing((2, 2, 2))
-    good = PerfusionSeries(np.ones((2, 2, 2, 12), np.float32), np.arange(12.0), geometry, "ct")
+    bolus = np.ones((2, 2, 2, 12), np.float32)
+    bolus[..., 5] = 3.0
+    good = PerfusionSeries(bolus, np.arange(12.0), geometry, "ct")
     assert isinstance(fileio.validate_series(good), list)
     short = PerfusionSeries(np.ones((2, 2, 2, 9), np.float32), np.arange(9.0), geometry, "ct")
     with pytest.raises(InputDataError, match="at least 10"):

@@ -77,7 +77,9 @@ def validate_series(series: PerfusionSeries) -> list[str]:
     """Check that ``series`` can be analysed; return a list of warnings (strings).
 
     Raises :class:`InputDataError` for fewer than 10 frames, non-finite or non-increasing
-    times, NaN/Inf in the signal, an unknown modality string or a non-positive TE.
+    times, an unknown modality string, a non-positive TE, NaN/Inf in the signal, a signal that
+    does not change over time, and (MR with a TE) magnitude signal that is largely zero or
+    negative inside the head (see :func:`_check_signal_values`).
     """
     if not isinstance(series, PerfusionSeries):
         raise InputDataError("Expected a PerfusionSeries (load the data with fileio.read_perfusion).")
@@ -101,16 +103,13 @@ def validate_series(series: PerfusionSeries) -> list[str]:
         )
     if not np.issubdtype(signal.dtype, np.number) or np.issubdtype(signal.dtype, np.complexfloating):
         raise InputDataError(f"The signal must be real numbers, not {signal.dtype}.")
-    if np.issubdtype(signal.dtype, np.floating) and not np.all(np.isfinite(signal)):
-        count = int(np.size(signal) - np.count_nonzero(np.isfinite(signal)))
-        raise InputDataError(
-            f"The perfusion signal contains {count} NaN or infinite value(s): the file is damaged "
-            "or was exported incorrectly. Re-export the series (or replace invalid voxels) and retry."
-        )
     if series.modality is not None and series.modality not in MODALITIES:
         raise InputDataError(f"Unknown modality {series.modality!r}: use 'mr' or 'ct'.")
     if series.te is not None and not (np.isfinite(series.te) and series.te > 0):
         raise InputDataError(f"The echo time must be a positive number of seconds, not {series.te!r}.")
+    # MR without TE cannot be analysed at all; the pipeline asks for TE first, and the MR value
+    # checks run once it is known (run_case validates again).
+    _check_signal_values(signal, series.modality if series.modality != "mr" or series.te else None)
     warnings = []
     if series.te is not None and series.te > 0.2:
         warnings.append(f"Echo time {series.te:g} s is unusually long for DSC-MRI: is it in ms?")
@@ -122,6 +121,109 @@ def validate_series(series: PerfusionSeries) -> list[str]:
         warnings.append(f"The series covers only {duration:.3g} s: the bolus passage may be truncated "
                         "(CBV and MTT then come out low).")
     return warnings
+
+
+# Foreground of the mean image: |mean| above this fraction of its 99th percentile.
+FOREGROUND_FRACTION = 0.1
+# MR: refuse when more than this fraction of the foreground samples (voxel × frame) is ≤ 0.
+MR_NONPOSITIVE_LIMIT = 0.01
+# "No change over time": largest temporal range ≤ this fraction of the largest |signal|.
+CONSTANT_TOLERANCE = 1e-6
+
+
+def _check_signal_values(signal: np.ndarray, modality: str | None) -> None:
+    """Refuse signal values that cannot be analysed; raise :class:`InputDataError`.
+
+    * NaN or ±Inf anywhere (float data);
+    * a series whose frames are all identical (largest temporal range of any voxel
+      ≤ ``CONSTANT_TOLERANCE`` × largest |signal|), e.g. one frame repeated;
+    * MR only: DSC magnitude signal must be positive, since ΔR2*(t) = −ln(S/S0)/TE
+      (Rosen BR et al. MRM 1990;14:249–265). Refused when the signal is nowhere positive,
+      when more than ``MR_NONPOSITIVE_LIMIT`` of the head samples (voxels whose |mean over time|
+      exceeds ``FOREGROUND_FRACTION`` × its 99th percentile, × all frames) are ≤ 0, or when a
+      frame is ≤ 0 in most of the head. Zero background outside the head and a few isolated
+      dropouts pass (the concentration step clamps them).
+
+    Works slice by slice: the only full-size temporary is a float32 [K, J, I] mean image (MR),
+    no float copy of the 4D array is made.
+    """
+    n_slices, n_frames = signal.shape[0], signal.shape[-1]
+    if signal.size == 0:
+        raise InputDataError(f"The perfusion series has no voxels (shape {signal.shape}).")
+    is_float = np.issubdtype(signal.dtype, np.floating)
+    is_mr = modality == "mr"
+    largest_range = 0.0
+    largest_abs = 0.0
+    largest = -np.inf
+    mean_image = np.empty(signal.shape[:3], dtype=np.float32) if is_mr else None
+    bad_count = 0
+    for k in range(n_slices):
+        block = signal[k]
+        if is_float:
+            finite = np.isfinite(block)
+            if not finite.all():
+                bad_count += int(finite.size - np.count_nonzero(finite))
+                continue
+        if bad_count:
+            continue
+        high = block.max(axis=-1)
+        low = block.min(axis=-1)
+        spread = high.astype(np.float64) - low  # per voxel [J, I], no overflow for integers
+        largest_range = max(largest_range, float(spread.max()))
+        largest_abs = max(largest_abs, abs(float(high.max())), abs(float(low.min())))
+        largest = max(largest, float(high.max()))
+        if is_mr:
+            mean_image[k] = np.mean(block, axis=-1, dtype=np.float64)
+    if bad_count:
+        raise InputDataError(
+            f"The perfusion signal contains {bad_count} NaN or infinite value(s): the file is damaged "
+            "or was exported incorrectly. Re-export the series (or replace invalid voxels) and retry."
+        )
+    if largest_abs == 0.0:
+        raise InputDataError(
+            "The perfusion series is empty (every voxel of every frame is 0): check that the right "
+            "file or series was loaded and that the export kept the image data."
+        )
+    if largest_range <= CONSTANT_TOLERANCE * largest_abs:
+        raise InputDataError(
+            f"The perfusion series does not change over time (all {n_frames} frames are identical), "
+            "so there is no contrast bolus to analyse. Check that you loaded the dynamic "
+            "(time-resolved) series, not repeated copies of one frame or a derived map."
+        )
+    if not is_mr:
+        return
+    advice = (
+        "DSC-MR perfusion needs the positive magnitude signal S(t) (ΔR2* = −ln(S/S0)/TE). The data "
+        "look like subtracted, ΔR2* / concentration, phase or wrongly scaled images. Load the "
+        "original magnitude DSC series (or choose CT if this is CT perfusion)."
+    )
+    if largest <= 0:
+        raise InputDataError(f"The MR perfusion signal is zero or negative everywhere. {advice}")
+    magnitude = np.abs(mean_image)
+    step = max(1, int(round((magnitude.size / 1_000_000) ** (1 / 3))))  # percentile on ≤ ~1e6 voxels
+    level = float(np.percentile(magnitude[::step, ::step, ::step], 99.0))
+    foreground = magnitude > FOREGROUND_FRACTION * level
+    del magnitude, mean_image
+    n_foreground = int(np.count_nonzero(foreground))
+    if n_foreground == 0:
+        return
+    per_frame = np.zeros(n_frames, dtype=np.int64)
+    for k in range(n_slices):
+        inside = foreground[k]
+        if inside.any():
+            per_frame += np.count_nonzero(signal[k][inside] <= 0, axis=0)
+    fraction = per_frame.sum() / (n_foreground * n_frames)
+    worst = int(np.argmax(per_frame))
+    if per_frame[worst] > 0.5 * n_foreground:
+        raise InputDataError(
+            f"Frame {worst + 1} of the MR perfusion series is zero or negative in "
+            f"{100.0 * per_frame[worst] / n_foreground:.0f} % of the head. {advice}"
+        )
+    if fraction > MR_NONPOSITIVE_LIMIT:
+        raise InputDataError(
+            f"{100.0 * fraction:.1f} % of the MR perfusion signal inside the head is zero or negative "
+            f"(at most {100 * MR_NONPOSITIVE_LIMIT:g} % is tolerated as isolated dropouts). {advice}"
+        )
 
 
 # --- NIfTI + BIDS sidecar --------------------------------------------------------------------
