@@ -161,6 +161,10 @@ class StrokeMismatchParameterNode:
     tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
     motionCorrection: bool = True
     cleanupCsf: bool = True
+    cleanupVessels: bool = True
+    vesselCbv: Annotated[float, WithinRange(1.0, 100.0)] = 8.0
+    vesselCbvMultiple: Annotated[float, WithinRange(1.5, 50.0)] = 4.0
+    cleanupHemisphere: bool = False
     cleanupMorphology: bool = False
     cleanupClusters: bool = True
     showTmaxAbove10: bool = True
@@ -487,22 +491,27 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         """``analysis.LesionSettings`` from the panel's thresholds, clean-up and clinical fields."""
         return self.lesionSettings(
             coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
-            tmaxThreshold=node.tmaxThreshold,
-            cleanup={"csf": node.cleanupCsf, "morphology": node.cleanupMorphology, "clusters": node.cleanupClusters},
+            tmaxThreshold=node.tmaxThreshold, vesselCbv=node.vesselCbv, vesselCbvMultiple=node.vesselCbvMultiple,
+            cleanup={"csf": node.cleanupCsf, "vessels": node.cleanupVessels, "hemisphere": node.cleanupHemisphere,
+                     "morphology": node.cleanupMorphology, "clusters": node.cleanupClusters},
             age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
             collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
 
     #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist).
-    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "morphology": ("opening",), "clusters": ("cluster_removal",)}
+    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
+                      "hemisphere": ("restrict_to_affected_hemisphere",), "morphology": ("opening",),
+                      "clusters": ("cluster_removal",)}
 
-    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, cleanup=None,
-                       age=None, nihss=None, collateralScore=None):
-        """``analysis.LesionSettings`` (core ADC in 10⁻⁶ mm²/s, core rCBF in %, Tmax in s)."""
+    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, vesselCbv=8.0,
+                       vesselCbvMultiple=4.0, cleanup=None, age=None, nihss=None, collateralScore=None):
+        """``analysis.LesionSettings`` (core ADC in 10⁻⁶ mm²/s, core rCBF in %, Tmax in s, vessel CBV in
+        mL/100 g for CT and as a multiple of the brain median for MR)."""
         from StrokeMismatchLib.analysis import LesionSettings
 
         known = {field.name for field in dataclasses.fields(LesionSettings)}
         values = {"core_adc": float(coreAdcThreshold), "core_rcbf": float(coreRcbfPercent) / 100.0,
-                  "tmax_threshold": float(tmaxThreshold), "age": age, "nihss": nihss,
+                  "tmax_threshold": float(tmaxThreshold), "vessel_cbv": float(vesselCbv),
+                  "vessel_cbv_multiple": float(vesselCbvMultiple), "age": age, "nihss": nihss,
                   "collateral_score": collateralScore}
         for switch, enabled in (cleanup or {}).items():
             fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]

@@ -296,3 +296,31 @@ if __name__ == "__main__":
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     print(render_panel(SCREENSHOT))
     sys.exit(0)
+
+
+def test_vessel_and_hemisphere_cleanup_widgets_match_the_lib_defaults():
+    """Panel defaults (parameter node and .ui) = LesionSettings defaults, in the clean-up rows."""
+    from StrokeMismatchLib.analysis import LesionSettings
+
+    lib = LesionSettings()
+    defaults = {}
+    for node in _module_ast().body:
+        if isinstance(node, ast.ClassDef) and node.name == "StrokeMismatchParameterNode":
+            defaults = {s.target.id: ast.literal_eval(s.value) for s in node.body
+                        if isinstance(s, ast.AnnAssign) and s.value is not None
+                        and isinstance(s.value, ast.Constant)}
+    expected = {"cleanupVessels": lib.vessel_exclusion, "vesselCbv": lib.vessel_cbv,
+                "vesselCbvMultiple": lib.vessel_cbv_multiple,
+                "cleanupHemisphere": lib.restrict_to_affected_hemisphere}
+    assert {k: defaults[k] for k in expected} == expected
+    root = _tree().getroot()
+    sections = {w.get("name"): w for w in _widgets(root) if w.get("class") == "ctkCollapsibleButton"}
+    advanced = {_dynamic_property(w, "SlicerParameterName"): w
+                for w in sections["advancedCollapsibleButton"].iter("widget")}
+    for field, value in expected.items():
+        widget = advanced[field]
+        props = {p.get("name"): p for p in widget.findall("property")}
+        if isinstance(value, bool):
+            assert props["checked"].findtext("bool") == str(value).lower(), field
+        else:
+            assert float(props["value"].findtext("double")) == pytest.approx(value), field
