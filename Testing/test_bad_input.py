@@ -59,15 +59,20 @@ def test_fewer_than_10_frames(tmp_path, small_ct, capsys):
     _assert_error(code, err, r"frame")
 
 
+@pytest.mark.parametrize("suffix", [".seq.nrrd", ".nii.gz"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_inf(tmp_path, small_ct, capsys, bad):
+def test_nan_inf(tmp_path, small_ct, capsys, bad, suffix):
     signal = small_ct.series.signal.copy()
     signal[2, 10, 10, 5] = bad
-    # .seq.nrrd keeps NaN/Inf on disk (SimpleITK's NIfTI I/O turns them into 0).
-    series = PerfusionSeries(signal, small_ct.times, small_ct.geometry, modality="ct")
-    path = fileio.write_seq_nrrd(tmp_path / "p.seq.nrrd", series)
+    # NIfTI keeps NaN/Inf on disk, but ITK's reader turns them into 0: the reader scans the raw data.
+    if suffix == ".nii.gz":
+        path = _write(tmp_path / "p.nii.gz", signal, small_ct.times, small_ct.geometry)
+    else:
+        series = PerfusionSeries(signal, small_ct.times, small_ct.geometry, modality="ct")
+        path = fileio.write_seq_nrrd(tmp_path / "p.seq.nrrd", series)
     code, err = _run(["analyze", "--perfusion", str(path), "--out", str(tmp_path / "o")], capsys)
     _assert_error(code, err, r"NaN|infinite")
+    assert not (tmp_path / "o" / "summary.json").exists()
 
 
 def test_constant_series(tmp_path, small_ct, capsys):

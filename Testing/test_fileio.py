@@ -185,6 +185,108 @@ def test_nan_in_file_is_rejected(tmp_path):
         fileio.read_perfusion(path)
 
 
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_nonfinite_in_nifti_is_rejected(tmp_path, suffix, dtype, bad):
+    # ITK's NIfTI reader (niftilib) turns NaN/Inf into 0, so the reader must look at the raw bytes.
+    series = _series(dtype=dtype)
+    series.signal[3, 4, 5, 11] = bad  # the very last voxel of the file
+    series.signal[0, 0, 0, 0] = bad  # the first one
+    path = fileio.write_nifti_perfusion(tmp_path / ("p" + suffix), series)
+    assert np.all(np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))))  # ITK hides them
+    with pytest.raises(InputDataError, match="2 NaN or infinite"):
+        fileio.read_perfusion(path)
+
+
+def test_nifti_nan_scan_reads_across_chunks(tmp_path, monkeypatch):
+    """A NaN straddling no chunk boundary is missed or counted twice if the scan is wrong."""
+    series = _series(dtype=np.float64)
+    series.signal[2, 2, 2, 7] = np.nan
+    path = fileio.write_nifti_perfusion(tmp_path / "p.nii.gz", series)
+    count = fileio._check_nifti_complete(path, "file", count_nonfinite=True)
+    assert count == 1
+    original = gzip.GzipFile.read
+
+    def small_reads(self, size=-1):  # 13-byte chunks: values split between chunks
+        return original(self, 13 if size == 1 << 24 else size)
+
+    monkeypatch.setattr(gzip.GzipFile, "read", small_reads)
+    assert fileio._check_nifti_complete(path, "file", count_nonfinite=True) == 1
+
+
+def test_nan_maps_written_by_us_stay_nan_on_disk(tmp_path):
+    # What we write keeps NaN in the file; ITK-based readers (SimpleITK, Slicer) show 0 there.
+    geometry = _oblique_geometry()
+    values = np.full(geometry.shape, np.nan, np.float32)
+    values[1:3, 1:4, 1:5] = 42.0
+    path = fileio.write_volume(tmp_path / "cbf.nii.gz", values, geometry)
+    assert fileio._check_nifti_complete(path, "map", count_nonfinite=True) == int(np.isnan(values).sum())
+    read, _ = fileio.read_volume(path)
+    assert np.all(read[np.isnan(values)] == 0) and np.all(read[values == 42.0] == 42.0)
+    nrrd = fileio.write_volume(tmp_path / "cbf.nrrd", values, geometry)
+    read, _ = fileio.read_volume(nrrd)
+    assert np.array_equal(np.isnan(read), np.isnan(values))  # NRRD keeps NaN
+
+
+def test_integer_nifti_is_not_scanned_as_float(tmp_path):
+    series = _series(dtype=np.int16)
+    path = fileio.write_nifti_perfusion(tmp_path / "p.nii", series)
+    assert fileio._check_nifti_complete(path, "file", count_nonfinite=True) == 0
+    assert np.array_equal(fileio.read_perfusion(path).signal, series.signal)
+
+
+def _head_phantom(shape=(6, 24, 24), frames=20, seed=3):
+    """MR-like magnitude: positive head with a signal drop, zero background, Rician-free."""
+    geometry = Geometry.from_spacing(shape, (2.0, 2.0, 5.0))
+    k, j, i = np.indices(shape)
+    head = ((j - 11.5) ** 2 + (i - 11.5) ** 2) < 9.0 ** 2
+    drop = 1.0 - 0.4 * np.exp(-0.5 * ((np.arange(frames) - 10) / 2.0) ** 2)
+    rng = np.random.default_rng(seed)
+    signal = np.where(head[..., None], 800.0 * drop + rng.normal(0, 10, shape + (frames,)), 0.0)
+    return PerfusionSeries(signal.astype(np.float32), np.arange(frames) * 1.5, geometry, "mr", te=0.03), head
+
+
+def test_mr_signal_checks():
+    series, head = _head_phantom()
+    assert isinstance(fileio.validate_series(series), list)  # zero background is fine
+    few = series.signal.copy()
+    few[2, 11, 11, :] = 0.0  # one dropout voxel (0.2 % of the head): clamped later, accepted
+    few[3, 10, 10, 4] = -3.0
+    fileio.validate_series(PerfusionSeries(few, series.times, series.geometry, "mr", te=0.03))
+    many = series.signal.copy()
+    inside = np.argwhere(head)
+    many[:, inside[::20, 0], inside[::20, 1], :] *= -1  # 5 % of the head negative
+    with pytest.raises(InputDataError, match=r"zero or negative.*magnitude"):
+        fileio.validate_series(PerfusionSeries(many, series.times, series.geometry, "mr", te=0.03))
+    blank = series.signal.copy()
+    blank[..., 7] = 0.0  # one empty frame
+    with pytest.raises(InputDataError, match="Frame 8 .* zero or negative"):
+        fileio.validate_series(PerfusionSeries(blank, series.times, series.geometry, "mr", te=0.03))
+    # The same values are fine for CT (HU may be negative), and MR without TE is checked later.
+    fileio.validate_series(PerfusionSeries(many, series.times, series.geometry, "ct"))
+    fileio.validate_series(PerfusionSeries(many, series.times, series.geometry, "mr", te=None))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_constant_and_empty_series(dtype):
+    geometry = Geometry.from_spacing((2, 3, 4), (1.0, 1.0, 1.0))
+    times = np.arange(12.0)
+    ramp = np.arange(24, dtype=dtype).reshape(2, 3, 4)
+    constant = np.repeat(ramp[..., None], 12, axis=-1)
+    with pytest.raises(InputDataError, match="does not change over time"):
+        fileio.validate_series(PerfusionSeries(constant, times, geometry, "ct"))
+    with pytest.raises(InputDataError, match="empty"):
+        fileio.validate_series(PerfusionSeries(np.zeros_like(constant), times, geometry, "ct"))
+    changing = constant.copy()
+    changing[1, 2, 3, 6] += 5  # a single voxel changes: accepted here (the AIF step judges the bolus)
+    fileio.validate_series(PerfusionSeries(changing, times, geometry, "ct"))
+    extreme = constant.copy()
+    if dtype == np.int16:
+        extreme[0, 0, 0, 0], extreme[0, 0, 0, 1] = -32768, 32767  # range without int16 overflow
+        fileio.validate_series(PerfusionSeries(extreme, times, geometry, "ct"))
+
 # --- .seq.nrrd ------------------------------------------------------------------------------
 
 
@@ -220,6 +322,18 @@ def test_seq_nrrd_header_layout(tmp_path):
     assert loaded.signal.dtype == np.int16 and np.array_equal(loaded.signal, series.signal)
     assert loaded.modality == "ct" and loaded.te is None
 
+
+
+def test_seq_nrrd_is_byte_deterministic(tmp_path, monkeypatch):
+    import time
+
+    series = _series()
+    first = fileio.write_seq_nrrd(tmp_path / "a.seq.nrrd", series).read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 1.7e9 + 12345.0)  # gzip would stamp this by default
+    second = fileio.write_seq_nrrd(tmp_path / "b.seq.nrrd", series).read_bytes()
+    assert first == second
+    body = first[first.index(b"\n\n") + 2:]
+    assert body[:2] == b"\x1f\x8b" and body[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME field = 0
 
 def _hand_nrrd(path, array_file_order, header_lines, encoding="gzip"):
     data = np.ascontiguousarray(array_file_order).astype("<f4").tobytes()

@@ -199,11 +199,11 @@ def _check_signal_values(signal: np.ndarray, modality: str | None) -> None:
     )
     if largest <= 0:
         raise InputDataError(f"The MR perfusion signal is zero or negative everywhere. {advice}")
-    magnitude = np.abs(mean_image)
+    magnitude = np.abs(mean_image, out=mean_image)
     step = max(1, int(round((magnitude.size / 1_000_000) ** (1 / 3))))  # percentile on ≤ ~1e6 voxels
     level = float(np.percentile(magnitude[::step, ::step, ::step], 99.0))
     foreground = magnitude > FOREGROUND_FRACTION * level
-    del magnitude, mean_image
+    del magnitude, mean_image  # one float32 [K, J, I] buffer
     n_foreground = int(np.count_nonzero(foreground))
     if n_foreground == 0:
         return
@@ -236,52 +236,104 @@ def _check_exists(path: Path, what: str) -> None:
         raise InputFileError(f"The {what} {path} is a folder; give the image file.")
 
 
-def _check_nifti_complete(path: Path, what: str) -> None:
+# NIfTI-1 float datatype codes (nifti1.h: DT_FLOAT32 = 16, DT_FLOAT64 = 64).
+_NIFTI_FLOAT_CODES = {16: "f4", 64: "f8"}
+
+
+def _check_nifti_complete(path: Path, what: str, *, count_nonfinite: bool = False) -> int:
     """Refuse truncated or damaged NIfTI files, which ITK may read silently as zeros.
 
     Streams through a ``.gz`` file (gzip end-of-stream and CRC) and compares the data size with
-    what the NIfTI-1 header announces (vox_offset + voxels × bitpix / 8).
+    what the NIfTI-1 header announces (vox_offset + voxels × bitpix / 8). With
+    ``count_nonfinite``, also counts NaN/±Inf in float32/float64 voxel data and returns the
+    count: ITK reads NIfTI through niftilib, whose ``nifti_read_buffer`` replaces every
+    non-finite float by 0 without notice, so they can only be seen in the raw bytes.
+    Returns 0 for files that are not NIfTI-1.
     """
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
-        return
+        return 0
     damaged = (
         f"The {what} {path} is truncated or damaged (%s). Copy or export the file again."
     )
+    compressed = name.endswith(".gz")
+    nonfinite = 0
     try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(348)
-                total = len(head)
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+            head = handle.read(348)
+            total = len(head)
+            header = _nifti1_header(head)
+            dtype = None
+            if count_nonfinite and header is not None:
+                code = header["datatype"]
+                if code in _NIFTI_FLOAT_CODES:
+                    dtype = np.dtype(header["endian"] + _NIFTI_FLOAT_CODES[code])
+            if dtype is None and not compressed:
+                total = path.stat().st_size
+            else:
+                skip = max(int(header["vox_offset"]) - 348, 0) if header is not None else 0
+                remaining = header["voxels"] if header is not None else 0
+                pending = b""
                 while chunk := handle.read(1 << 24):
                     total += len(chunk)
-        else:
-            with open(path, "rb") as handle:
-                head = handle.read(348)
-            total = path.stat().st_size
-    except (EOFError, OSError, zlib.error) as error:
+                    if dtype is None or remaining <= 0:
+                        continue
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                    block = pending + chunk
+                    usable = min(len(block) // dtype.itemsize, remaining)
+                    values = np.frombuffer(block, dtype=dtype, count=usable)
+                    nonfinite += int(usable - np.count_nonzero(np.isfinite(values)))
+                    remaining -= usable
+                    pending = block[usable * dtype.itemsize:]
+    except (EOFError, OSError, zlib.error, ValueError) as error:
         raise InputFileError(damaged % error) from None
     if len(head) < 348:
         raise InputFileError(damaged % f"only {total} bytes, shorter than a NIfTI header")
+    if header is None:
+        return 0  # NIfTI-2 or another format: let ITK judge
+    needed = int(header["vox_offset"]) + header["voxels"] * max(header["bitpix"], 0) // 8
+    if total < needed:
+        raise InputFileError(damaged % f"{total} bytes where the header announces {needed}")
+    return nonfinite
+
+
+def _nifti1_header(head: bytes) -> dict | None:
+    """The few NIfTI-1 header fields we need (NIfTI-1 standard, nifti1.h), or None."""
+    if len(head) < 348:
+        return None
     for endian in "<>":
         if struct.unpack(endian + "i", head[:4])[0] == 348:
             break
     else:
-        return  # NIfTI-2 or another format: let ITK judge
+        return None
     dims = struct.unpack(endian + "8h", head[40:56])
-    bitpix = struct.unpack(endian + "h", head[72:74])[0]
-    vox_offset = struct.unpack(endian + "f", head[108:112])[0]
     n_dims = min(max(dims[0], 0), 7)
-    voxels = int(np.prod([max(d, 1) for d in dims[1:1 + n_dims]], dtype=np.int64))
-    needed = int(vox_offset) + voxels * max(bitpix, 0) // 8
-    if total < needed:
-        raise InputFileError(damaged % f"{total} bytes where the header announces {needed}")
+    vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+    if not (np.isfinite(vox_offset) and 0 <= vox_offset < 2 ** 31):
+        raise ValueError(f"impossible data offset {vox_offset!r} in the header")
+    return {
+        "endian": endian,
+        "datatype": struct.unpack(endian + "h", head[70:72])[0],
+        "bitpix": struct.unpack(endian + "h", head[72:74])[0],
+        "vox_offset": vox_offset,
+        "voxels": int(np.prod([max(d, 1) for d in dims[1:1 + n_dims]], dtype=np.int64)),
+    }
 
 
-def _read_sitk(path: Path, what: str) -> tuple[sitk.Image, dict]:
-    """Read any SimpleITK image; return it and its header meta-data."""
+def _read_sitk(path: Path, what: str, *, finite: bool = False) -> tuple[sitk.Image, dict]:
+    """Read any SimpleITK image; return it and its header meta-data.
+
+    ``finite``: refuse NaN/Inf stored in a float NIfTI file (ITK would read them as 0)."""
     _check_exists(path, what)
-    _check_nifti_complete(path, what)
+    nonfinite = _check_nifti_complete(path, what, count_nonfinite=finite)
+    if nonfinite:
+        raise InputDataError(
+            f"The {what} {path} contains {nonfinite} NaN or infinite value(s) (ITK's NIfTI reader "
+            "would silently turn them into 0): the file is damaged or was exported incorrectly. "
+            "Re-export the series (or replace invalid voxels) and retry."
+        )
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -375,7 +427,7 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     it at 1). MR without TE carries ``te=None`` (the pipeline then asks for it).
     """
     path = Path(path)
-    image, _ = _read_sitk(path, "perfusion file")
+    image, _ = _read_sitk(path, "perfusion file", finite=True)
     warnings: list[str] = []
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputDataError(
@@ -734,7 +786,8 @@ def _fmt(value: float) -> str:
 
 def write_seq_nrrd(path, series: PerfusionSeries) -> Path:
     """Write ``series`` as a Slicer volume sequence (``.seq.nrrd``), gzip-encoded, LPS space,
-    time as the last (list) header axis, as ``vtkMRMLVolumeSequenceStorageNode`` writes it."""
+    time as the last (list) header axis, as ``vtkMRMLVolumeSequenceStorageNode`` writes it.
+    The file is byte-deterministic (no time stamp in the gzip stream)."""
     path = Path(path)
     if not path.name.lower().endswith(".nrrd"):
         raise OutputError(f"{path}: a volume sequence file name must end in .seq.nrrd.")
@@ -777,7 +830,8 @@ def write_seq_nrrd(path, series: PerfusionSeries) -> Path:
     try:
         with open(path, "wb") as handle:
             handle.write(header)
-            handle.write(gzip.compress(data.tobytes(), compresslevel=6))
+            # mtime=0 and a fixed level: the same series gives the same bytes (reproducible outputs).
+            handle.write(gzip.compress(data.tobytes(), compresslevel=6, mtime=0))
     except OSError as error:
         raise OutputError(f"Could not write {path}: {error}") from None
     return path
