@@ -203,3 +203,18 @@ def test_bad_mask_shape(mr_phantom):
     with pytest.raises(InputDataError, match="brain mask"):
         run_case(mr_phantom.series, brain_mask=np.ones((2, 2, 2), bool),
                  settings=CaseSettings(motion_correction=False))
+
+
+def test_aif_warnings_reach_result_and_summary(mr_phantom):
+    # A "manual AIF" in delayed (hypoperfused) tissue peaks after the average tissue: aif.py warns.
+    ph = mr_phantom
+    late = np.argwhere(ph.true_hypoperfusion)
+    voxels = late[np.linspace(0, len(late) - 1, 6).astype(int)]
+    settings = CaseSettings(motion_correction=False, aif_voxels=voxels.tolist())
+    result = run_case(ph.series, adc=ph.adc, adc_geometry=ph.adc_geometry, settings=settings)
+    assert result.aif.warnings, "expected aif.py to warn about a late-peaking manual AIF"
+    for text in result.aif.warnings:
+        assert f"AIF: {text}" in result.warnings
+    summary = json.loads(json.dumps(result.summary(), allow_nan=False))
+    assert all(f"AIF: {text}" in summary["warnings"] for text in result.aif.warnings)
+    assert summary["aif"]["warnings"] == list(result.aif.warnings)

@@ -399,6 +399,7 @@ def run_case(
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
     aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=signal)
+    warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
     # 6. maps ----------------------------------------------------------------------------------------
