@@ -176,3 +176,16 @@ def test_vessel_region_not_applicable():
     region, parameters, note = cleanup.vessel_region(cbv, tissue=np.ones(cbv.shape, bool),
                                                      modality="mr")
     assert region is None and "median" in note
+
+
+def test_vessel_region_parameters_are_json_ready_with_empty_tissue():
+    import json
+
+    cbv, ttp, tube = _vessel_maps()
+    region, parameters, note = cleanup.vessel_region(cbv, tissue=np.zeros(cbv.shape, bool),
+                                                     modality="ct")
+    np.testing.assert_array_equal(region, tube)  # CT limit is absolute: no median needed
+    assert parameters["tissue_median_cbv"] is None
+    json.dumps(parameters, allow_nan=False)
+    region, _, note = cleanup.vessel_region(cbv, tissue=np.zeros(cbv.shape, bool), modality="mr")
+    assert region is None and "median" in note

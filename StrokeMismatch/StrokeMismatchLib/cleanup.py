@@ -158,7 +158,7 @@ def vessel_region(cbv, *, tissue, modality: str, cbv_threshold: float = 8.0,
     finite = np.isfinite(cbv)
     tissue = finite & np.asarray(tissue, dtype=bool)
     median = float(np.median(cbv[tissue])) if tissue.any() else float("nan")
-    parameters["tissue_median_cbv"] = median
+    parameters["tissue_median_cbv"] = median if np.isfinite(median) else None  # JSON: no NaN
     if modality == "mr":
         if not (np.isfinite(median) and median > 0):
             return None, parameters, ("not applied: the median CBV of the brain is not positive, "
