@@ -1,14 +1,22 @@
-"""Rigid motion correction of a 4D perfusion series (SimpleITK).
+"""Rigid motion correction of a 4D perfusion series (SimpleITK resampling, Gauss-Newton).
 
 Every frame is registered to a reference: by default the mean of the pre-bolus frames (found
 from the global curve, modality-agnostic: the first frame departing from the early baseline by
 more than max(3·SD, 5 % of the largest change)), or a frame the caller chooses.
 
-Registration: ``Euler3DTransform`` about the image centre, normalised-correlation metric
-(insensitive to global intensity scaling; the bolus changes intensities locally, so the metric
-is evaluated on the head only), regular-step gradient descent, two resolution levels
-(shrink 2 → 1). Each frame starts from the previous frame's estimate (motion is continuous). Matrices above
-96 voxels in-plane are registered on a shrunk copy; the correction is applied at full size.
+Registration: rigid (Euler angles about the image centre), Gauss-Newton in the inverse
+compositional form (Baker & Matthews, IJCV 2004;56:221): the reference's gradient images and
+the 6×6 normal matrix are computed once, each iteration costs one SimpleITK linear resample of
+the frame and a few vector products. The residual is taken after a least-squares gain/offset
+fit (normalised correlation: a global intensity change costs nothing) and weighted with Huber
+weights (Holland & Welsch 1977) so that voxels enhancing with the bolus count less; the fit is
+restricted to the head (Otsu threshold, dilated). Images are smoothed in-plane (σ 0.5 voxel).
+Each frame starts from the previous frame's estimate at full resolution; when that first step
+is large (a sudden jump, > 0.5 mm on the head sphere) it is redone from a 2× in-plane shrunk,
+more smoothed level first. Gradient descent (``ImageRegistrationMethod``) was measured to stall
+on in-plane rotations of a smooth, nearly symmetric head (errors up to 2° on the phantom), which
+Gauss-Newton's normal matrix corrects. Matrices above 96 voxels in-plane are registered on a
+shrunk copy; the correction is applied at full size with one linear resample per frame.
 Frames whose estimated motion is below 0.05 mm are left untouched (no interpolation blur).
 
 The estimate is the head's motion: the rigid transform T with ``frame(T(p)) ≈ reference(p)``,
@@ -33,12 +41,21 @@ HEAD_RADIUS_MM = 50.0
 #: Estimates beyond these are treated as registration failures, not motion.
 MAX_TRANSLATION_MM = 30.0
 MAX_ROTATION_DEG = 20.0
-#: Frames whose best correlation with the reference stays below this are failures.
+#: Frames whose final (robustly weighted) correlation with the reference stays below this
+#: are failures.
 MIN_CORRELATION = 0.5
 #: Frames that moved less than this are left as acquired.
 NEGLIGIBLE_MM = 0.05
 #: In-plane matrix above which registration runs on a shrunk copy.
 MAX_MATRIX = 96
+#: Gauss-Newton pyramid: (in-plane shrink, in-plane Gaussian sigma in voxels, max iterations).
+LEVELS = ((2, 1.0, 12), (1, 0.5, 6))
+#: A level stops when its update moves no point of the 50 mm head by more than this (mm).
+STEP_TOLERANCE_MM = 0.01
+#: Huber constant (× robust SD of the residual) of the robust weights (Holland & Welsch 1977).
+HUBER_K = 1.345
+#: A first fine-level step larger than this (mm) sends the frame through the coarse level.
+COARSE_TRIGGER_MM = 0.5
 
 
 @dataclass
@@ -119,6 +136,148 @@ def _head_mask(reference: sitk.Image) -> sitk.Image:
     return sitk.BinaryDilate(mask, [2, 2, 1])
 
 
+def _smooth(image: sitk.Image, sigma_vox: float) -> sitk.Image:
+    """In-plane Gaussian smoothing, ``sigma_vox`` in voxels (none through the thick slices)."""
+    if sigma_vox <= 0:
+        return image
+    spacing = image.GetSpacing()
+    variance = [float((sigma_vox * spacing[0]) ** 2), float((sigma_vox * spacing[1]) ** 2), 0.0]
+    return sitk.DiscreteGaussian(image, variance, 16, 0.01, True)
+
+
+def _homogeneous(transform) -> np.ndarray:
+    """4×4 matrix (physical LPS, mm) of a SimpleITK rigid or affine transform."""
+    a = np.array(transform.GetMatrix()).reshape(3, 3)
+    c = np.array(transform.GetCenter())
+    matrix = np.eye(4)
+    matrix[:3, :3] = a
+    matrix[:3, 3] = c + np.array(transform.GetTranslation()) - a @ c
+    return matrix
+
+
+def _euler(matrix: np.ndarray, center: np.ndarray) -> sitk.Euler3DTransform:
+    """``Euler3DTransform`` about ``center`` equal to the rigid 4×4 ``matrix``."""
+    u, _, vt = np.linalg.svd(matrix[:3, :3])  # re-orthonormalise after compositions
+    a = u @ vt
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(float(v) for v in center))
+    transform.SetMatrix(tuple(float(v) for v in a.ravel()))
+    transform.SetTranslation(tuple(float(v) for v in matrix[:3, 3] - center + a @ center))
+    return transform
+
+
+def _affine(matrix: np.ndarray) -> sitk.AffineTransform:
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(tuple(float(v) for v in matrix[:3, :3].ravel()))
+    transform.SetTranslation(tuple(float(v) for v in matrix[:3, 3]))
+    return transform
+
+
+def _delta(params: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """4×4 matrix of the small rigid update (θx, θy, θz rad, tx, ty, tz mm) about ``center``."""
+    step = sitk.Euler3DTransform(tuple(float(v) for v in center), *map(float, params[:3]),
+                                 tuple(float(v) for v in params[3:]))
+    return _homogeneous(step)
+
+
+class _Level:
+    """One pyramid level: the smoothed (and in-plane shrunk) reference on the head, its
+    steepest-descent images ∇R·∂W/∂p at identity (rotation about ``center``) and points."""
+
+    def __init__(self, reference: sitk.Image, head: sitk.Image, shrink: int, sigma_vox: float,
+                 iterations: int, center: np.ndarray):
+        self.sigma_vox = sigma_vox
+        self.shrink = [shrink, shrink, 1]
+        self.iterations = iterations
+        smooth = _smooth(reference, sigma_vox)
+        self.grid, mask = smooth, head
+        if shrink > 1:
+            # Resample (not sitk.Shrink, whose even factors put values half a voxel off their
+            # physical centres) onto the shrunk grid.
+            shrunk = sitk.Shrink(reference, self.shrink)
+            self.grid = sitk.Resample(smooth, shrunk, sitk.Transform(), sitk.sitkLinear, 0.0)
+            mask = sitk.Resample(head, shrunk, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        values = sitk.GetArrayFromImage(self.grid).astype(np.float64)
+        self.keep = sitk.GetArrayFromImage(mask).astype(bool)
+        spacing = np.array(self.grid.GetSpacing())
+        direction = np.array(self.grid.GetDirection()).reshape(3, 3)
+        d_k, d_j, d_i = np.gradient(values)
+        gradient = np.stack([d_i[self.keep] / spacing[0], d_j[self.keep] / spacing[1],
+                             d_k[self.keep] / spacing[2]], axis=-1) @ direction.T
+        kji = np.argwhere(self.keep)
+        points = np.array(self.grid.GetOrigin()) + (kji[:, ::-1] * spacing) @ direction.T
+        # ∂R(W(x; p))/∂p at p = 0: rotation ω moves x by ω × (x − c), so ∂/∂ω = (x − c) × ∇R.
+        self.sd = np.concatenate([np.cross(points - center, gradient), gradient], axis=1)
+        self.values = values[self.keep]
+
+
+def _register(frame: sitk.Image, levels, start: np.ndarray, center: np.ndarray, sphere: np.ndarray):
+    """Gauss-Newton inverse-compositional rigid registration of one frame (Baker & Matthews,
+    IJCV 2004;56:221) with a per-iteration least-squares gain/offset (a global intensity change
+    does not matter) and Huber weights (voxels that enhance with the bolus count less).
+
+    Starts at the finest level; only when its first step is large (a sudden jump) does it go
+    back to the coarse level and then refine. Returns (4×4 matrix M with frame(M·x) ≈
+    reference(x), weighted correlation)."""
+    fine = levels[-1]
+    matrix, correlation, step_mm = _iterate(frame, fine, start, center, sphere, 1)
+    if not np.isfinite(correlation):
+        return matrix, correlation
+    if step_mm > COARSE_TRIGGER_MM:
+        for level in levels[:-1]:
+            matrix, correlation, _ = _iterate(frame, level, matrix, center, sphere, level.iterations)
+            if not np.isfinite(correlation):
+                return matrix, correlation
+        return _iterate(frame, fine, matrix, center, sphere, fine.iterations)[:2]
+    if step_mm < STEP_TOLERANCE_MM:
+        return matrix, correlation
+    return _iterate(frame, fine, matrix, center, sphere, fine.iterations - 1)[:2]
+
+
+def _iterate(frame: sitk.Image, level: _Level, matrix: np.ndarray, center, sphere, iterations: int):
+    """Up to ``iterations`` Gauss-Newton steps on one level; returns (matrix, correlation,
+    displacement of the first step in mm)."""
+    moving = _smooth(frame, level.sigma_vox)
+    weights = np.ones(level.values.size)
+    correlation, first_step = np.nan, np.nan
+    for it in range(iterations):
+        warped = sitk.Resample(moving, level.grid, _affine(matrix), sitk.sitkLinear, np.nan,
+                               sitk.sitkFloat32)
+        values = sitk.GetArrayViewFromImage(warped)[level.keep].astype(np.float64)
+        valid = np.isfinite(values)
+        if valid.mean() < 0.5:
+            return matrix, np.nan, np.inf
+        w = weights * valid
+        values = np.where(valid, values, 0.0)
+        # Gain and offset: weighted least squares of the warped frame on the reference.
+        sw = w.sum()
+        dv = values - (w @ values) / sw
+        dr = level.values - (w @ level.values) / sw
+        var_v = w @ (dv * dv)
+        if var_v <= 0:
+            return matrix, np.nan, np.inf
+        cov = w @ (dv * dr)
+        error = (cov / var_v) * dv - dr
+        correlation = cov / np.sqrt(var_v * (w @ (dr * dr)) + 1e-300)
+        # Huber weights from the robust residual SD (1.4826 · median absolute residual).
+        scale = 1.4826 * np.median(np.abs(error[valid])) + 1e-12
+        weights = np.minimum(1.0, HUBER_K * scale / (np.abs(error) + 1e-12))
+        w = weights * valid
+        sd_w = level.sd * w[:, None]
+        try:
+            step = np.linalg.solve(sd_w.T @ level.sd, sd_w.T @ error)
+        except np.linalg.LinAlgError:
+            return matrix, np.nan, np.inf
+        delta = _delta(step, center)
+        matrix = matrix @ np.linalg.inv(delta)
+        step_mm = float(np.max(np.linalg.norm(sphere @ delta[:3, :3].T + delta[:3, 3] - sphere, axis=1)))
+        if it == 0:
+            first_step = step_mm
+        if step_mm < STEP_TOLERANCE_MM:
+            break
+    return matrix, float(correlation), first_step
+
+
 def correct_motion(
     signal,
     geometry: Geometry,
@@ -165,20 +324,8 @@ def correct_motion(
     size = np.array(reference.GetSize(), dtype=float)
     center = np.array(reference.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2.0)))
     sphere = _sphere_points(center)
-
-    registration = sitk.ImageRegistrationMethod()
-    registration.SetMetricAsCorrelation()
-    registration.SetMetricSamplingStrategy(registration.NONE)
-    registration.SetMetricFixedMask(head)
-    registration.SetInterpolator(sitk.sitkLinear)
-    registration.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=0.25, minStep=1e-2, numberOfIterations=60, gradientMagnitudeTolerance=1e-8,
-        relaxationFactor=0.5,
-    )
-    registration.SetOptimizerScalesFromPhysicalShift()
-    registration.SetShrinkFactorsPerLevel([2, 1])
-    registration.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    registration.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    levels = [_Level(fixed, head, factor, sigma, iterations, center)
+              for factor, sigma, iterations in LEVELS]
 
     translations = np.zeros((n_frames, 3))
     rotations = np.zeros((n_frames, 3))
@@ -186,47 +333,37 @@ def correct_motion(
     correlation = np.full(n_frames, np.nan)
     failed: list[int] = []
     corrected = signal.astype(np.float32, copy=True)
-    previous = sitk.Euler3DTransform()
-    previous.SetCenter(tuple(center))
+    previous = np.eye(4)
 
     for t in range(n_frames):
         if progress is not None and progress(t / n_frames, f"Motion correction, frame {t + 1}/{n_frames}") is False:
             raise AnalysisCancelled("Motion correction was cancelled.")
         moving = geometry.to_sitk(finite[..., t])
-        initial = sitk.Euler3DTransform(previous)
-        registration.SetInitialTransform(initial, inPlace=False)
-        try:
-            small = sitk.Shrink(moving, shrink) if max(shrink) > 1 else moving
-            result = registration.Execute(fixed, small)
-            transform = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
-            metric = -float(registration.GetMetricValue())
-        except RuntimeError:
-            failed.append(t)
-            continue
-        params = np.array(transform.GetParameters())
+        small = sitk.Shrink(moving, shrink) if max(shrink) > 1 else moving
+        # Each frame starts from the previous estimate (head motion is continuous).
+        matrix, metric = _register(small, levels, previous, center, sphere)
+        correlation[t] = metric
+        transform = _euler(matrix, center) if np.all(np.isfinite(matrix)) else None
+        params = np.array(transform.GetParameters()) if transform is not None else np.full(6, np.nan)
         angles_deg = np.rad2deg(params[:3])
         if (
             not np.all(np.isfinite(params))
+            or not np.isfinite(metric)
             or np.linalg.norm(params[3:]) > MAX_TRANSLATION_MM
             or np.max(np.abs(angles_deg)) > MAX_ROTATION_DEG
             or metric < MIN_CORRELATION
         ):
             failed.append(t)
-            correlation[t] = metric
             continue
-        correlation[t] = metric
         # LPS -> RAS: x and y flip; rotations about x and y change sign.
         translations[t] = params[3:] * np.array([-1.0, -1.0, 1.0])
         rotations[t] = angles_deg * np.array([-1.0, -1.0, 1.0])
         displacement[t] = _displacement(transform, sphere)
-        previous = transform
+        previous = matrix
         if displacement[t] >= NEGLIGIBLE_MM:
-            resampler = sitk.ResampleImageFilter()
-            resampler.SetReferenceImage(reference)
-            resampler.SetTransform(transform)
-            resampler.SetInterpolator(sitk.sitkLinear)
-            resampler.SetUseNearestNeighborExtrapolator(True)
-            corrected[..., t] = sitk.GetArrayFromImage(resampler.Execute(moving))
+            corrected[..., t] = sitk.GetArrayFromImage(sitk.Resample(
+                moving, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32,
+                True))  # nearest-neighbour extrapolation at the field-of-view edge
     if progress is not None:
         progress(1.0, "Motion correction done")
 
