@@ -13,11 +13,15 @@ from StrokeMismatchLib.phantom.volume import make_volume_phantom
 FIRST_MOVED = 12  # motion starts at the bolus arrival and ramps over 10 frames
 SHIFT_LPS = np.array([2.0, -1.5, 1.0])  # mm
 ANGLES_LPS = np.array([1.0, -2.0, 2.5])  # degrees
+JUMP_FRAME = 40  # one frame jumps by a further JUMP_SHIFT / JUMP_ANGLES and comes back
+JUMP_SHIFT_LPS = np.array([-2.5, 2.0, -1.5])  # mm
+JUMP_ANGLES_LPS = np.array([-1.5, 1.0, -3.0])  # degrees
 
 
-def inject_motion(series_signal, geometry):
+def inject_motion(series_signal, geometry, jump=True):
     """Move the head by a ramp to SHIFT/ANGLES (rigid, about the image centre) in frames
-    ≥ FIRST_MOVED. Returns moved signal and the true motion in RAS (mm, degrees)."""
+    ≥ FIRST_MOVED, plus (``jump``) a sudden extra JUMP_SHIFT/JUMP_ANGLES in frame JUMP_FRAME
+    only. Returns moved signal and the true motion in RAS (mm, degrees)."""
     signal = np.array(series_signal, dtype=np.float32)
     n_frames = signal.shape[3]
     first = geometry.to_sitk(signal[..., 0])
@@ -27,13 +31,16 @@ def inject_motion(series_signal, geometry):
     flip = np.array([-1.0, -1.0, 1.0])
     for t in range(FIRST_MOVED, n_frames):
         ramp = min(1.0, (t - FIRST_MOVED + 1) / 10)
-        transform = sitk.Euler3DTransform(center, *np.deg2rad(ANGLES_LPS * ramp), tuple(SHIFT_LPS * ramp))
+        shift, angles = SHIFT_LPS * ramp, ANGLES_LPS * ramp
+        if jump and t == JUMP_FRAME:
+            shift, angles = shift + JUMP_SHIFT_LPS, angles + JUMP_ANGLES_LPS
+        transform = sitk.Euler3DTransform(center, *np.deg2rad(angles), tuple(shift))
         frame = geometry.to_sitk(signal[..., t])
         background = float(np.median(signal[0, :2, :2, t]))
         # The head moves by `transform`: frame_new(p) = frame(transform⁻¹(p)).
         moved = sitk.Resample(frame, frame, transform.GetInverse(), sitk.sitkLinear, background)
         signal[..., t] = sitk.GetArrayFromImage(moved)
-        true_t[t], true_r[t] = SHIFT_LPS * ramp * flip, ANGLES_LPS * ramp * flip
+        true_t[t], true_r[t] = shift * flip, angles * flip
     return signal, true_t, true_r
 
 
@@ -54,14 +61,16 @@ def test_estimated_motion_matches_injected(mr_motion):
     assert isinstance(trace, MotionTrace)
     err_t = np.abs(trace.translations_mm - true_t).max(axis=1)
     err_r = np.abs(trace.rotations_deg - true_r).max(axis=1)
-    # Frames outside the bolus passage (intensities as in the reference): ~0.5 mm / 0.5°.
+    print(f"max error: {err_t.max():.2f} mm, {err_r.max():.2f} deg")
+    # Every frame, including the bolus passage (the robust, gain-normalised Gauss-Newton fit
+    # measured ≤ 0.2 mm / 0.1° here) and the sudden jump: within 0.5 mm / 0.5°.
+    assert err_t.max() < 0.5
+    assert err_r.max() < 0.5
+    # Outside the bolus (intensities as in the reference) tighter still.
     quiet = np.arange(len(err_t)) >= 36
     quiet[:FIRST_MOVED] = True
-    assert err_t[quiet].max() < 0.5
-    assert err_r[quiet].max() < 0.6
-    # During the bolus the contrast change biases the estimate a little more (documented).
-    assert err_t.max() < 0.6
-    assert err_r.max() < 2.0
+    assert err_t[quiet].max() < 0.3
+    assert err_r[quiet].max() < 0.3
     assert trace.failed_frames == []
     assert trace.max_displacement_mm > 2.0
     assert any("exceeds 2 mm" in w for w in trace.warnings)
@@ -87,11 +96,30 @@ def test_corrected_frames_match_unmoved_frames(mr_motion):
 def test_no_motion_leaves_frames_untouched():
     phantom = make_volume_phantom("ct", seed=5, lesion=False)
     corrected, trace = correct_motion(phantom.series.signal, phantom.geometry, phantom.times)
-    assert trace.max_displacement_mm < 0.3
+    assert trace.max_displacement_mm < 0.05
+    assert trace.warnings == [] and trace.failed_frames == []
+    np.testing.assert_array_equal(corrected, phantom.series.signal)  # bit-identical
+
+
+def test_no_motion_mr_bolus_gives_near_zero_estimates():
+    # MR (SNR 20, signal drop during the bolus): noise alone must not look like motion.
+    phantom = make_volume_phantom("mr", seed=9)
+    corrected, trace = correct_motion(phantom.series.signal, phantom.geometry, phantom.times)
+    assert trace.max_displacement_mm < 0.2
+    assert np.abs(trace.rotations_deg).max() < 0.1 and np.abs(trace.translations_mm).max() < 0.1
     assert trace.warnings == [] and trace.failed_frames == []
     unmoved = trace.displacement_mm < 0.05
-    assert unmoved.mean() > 0.5
+    assert unmoved.mean() > 0.8
     np.testing.assert_array_equal(corrected[..., unmoved], phantom.series.signal[..., unmoved])
+
+
+def test_ct_injected_motion_recovered():
+    phantom = make_volume_phantom("ct", seed=10)
+    moved, true_t, true_r = inject_motion(phantom.series.signal, phantom.geometry)
+    _, trace = correct_motion(moved, phantom.geometry, phantom.times)
+    assert trace.failed_frames == []
+    assert np.abs(trace.translations_mm - true_t).max() < 0.5
+    assert np.abs(trace.rotations_deg - true_r).max() < 0.5
 
 
 def test_unregistrable_frame_is_reported():

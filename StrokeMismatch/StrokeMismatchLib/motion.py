@@ -12,8 +12,9 @@ fit (normalised correlation: a global intensity change costs nothing) and weight
 weights (Holland & Welsch 1977) so that voxels enhancing with the bolus count less; the fit is
 restricted to the head (Otsu threshold, dilated). Images are smoothed in-plane (σ 0.5 voxel).
 Each frame starts from the previous frame's estimate at full resolution; when that first step
-is large (a sudden jump, > 0.5 mm on the head sphere) it is redone from a 2× in-plane shrunk,
-more smoothed level first. Gradient descent (``ImageRegistrationMethod``) was measured to stall
+moves the head (> 0.1 mm on the 50 mm sphere) the frame is redone from a 2× in-plane shrunk,
+more smoothed level (plain least squares, wider capture range) first; still frames cost one
+resample. Gradient descent (``ImageRegistrationMethod``) was measured to stall
 on in-plane rotations of a smooth, nearly symmetric head (errors up to 2° on the phantom), which
 Gauss-Newton's normal matrix corrects. Matrices above 96 voxels in-plane are registered on a
 shrunk copy; the correction is applied at full size with one linear resample per frame.
@@ -49,13 +50,14 @@ NEGLIGIBLE_MM = 0.05
 #: In-plane matrix above which registration runs on a shrunk copy.
 MAX_MATRIX = 96
 #: Gauss-Newton pyramid: (in-plane shrink, in-plane Gaussian sigma in voxels, max iterations).
-LEVELS = ((2, 1.0, 12), (1, 0.5, 6))
+LEVELS = ((2, 1.0, 12), (1, 0.5, 8))
 #: A level stops when its update moves no point of the 50 mm head by more than this (mm).
 STEP_TOLERANCE_MM = 0.01
 #: Huber constant (× robust SD of the residual) of the robust weights (Holland & Welsch 1977).
 HUBER_K = 1.345
-#: A first fine-level step larger than this (mm) sends the frame through the coarse level.
-COARSE_TRIGGER_MM = 0.5
+#: A first fine-level step larger than this (mm) sends the frame through the coarse level first
+#: (a thin, bright CT skull gives short Gauss-Newton steps far from the optimum).
+COARSE_TRIGGER_MM = 0.1
 
 
 @dataclass
@@ -189,6 +191,7 @@ class _Level:
         self.sigma_vox = sigma_vox
         self.shrink = [shrink, shrink, 1]
         self.iterations = iterations
+        self.robust = shrink == 1  # coarse levels: plain least squares (wide capture range)
         smooth = _smooth(reference, sigma_vox)
         self.grid, mask = smooth, head
         if shrink > 1:
@@ -216,8 +219,8 @@ def _register(frame: sitk.Image, levels, start: np.ndarray, center: np.ndarray, 
     IJCV 2004;56:221) with a per-iteration least-squares gain/offset (a global intensity change
     does not matter) and Huber weights (voxels that enhance with the bolus count less).
 
-    Starts at the finest level; only when its first step is large (a sudden jump) does it go
-    back to the coarse level and then refine. Returns (4×4 matrix M with frame(M·x) ≈
+    Starts at the finest level; only when its first step moves the head does it go back to the
+    coarse level and then refine. Returns (4×4 matrix M with frame(M·x) ≈
     reference(x), weighted correlation)."""
     fine = levels[-1]
     matrix, correlation, step_mm = _iterate(frame, fine, start, center, sphere, 1)
@@ -259,10 +262,11 @@ def _iterate(frame: sitk.Image, level: _Level, matrix: np.ndarray, center, spher
         cov = w @ (dv * dr)
         error = (cov / var_v) * dv - dr
         correlation = cov / np.sqrt(var_v * (w @ (dr * dr)) + 1e-300)
-        # Huber weights from the robust residual SD (1.4826 · median absolute residual).
-        scale = 1.4826 * np.median(np.abs(error[valid])) + 1e-12
-        weights = np.minimum(1.0, HUBER_K * scale / (np.abs(error) + 1e-12))
-        w = weights * valid
+        if level.robust:
+            # Huber weights from the robust residual SD (1.4826 · median absolute residual).
+            scale = 1.4826 * np.median(np.abs(error[valid])) + 1e-12
+            weights = np.minimum(1.0, HUBER_K * scale / (np.abs(error) + 1e-12))
+            w = weights * valid
         sd_w = level.sd * w[:, None]
         try:
             step = np.linalg.solve(sd_w.T @ level.sd, sd_w.T @ error)
