@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from StrokeMismatchLib import DISCLAIMER
-from StrokeMismatchLib.analysis import LesionSettings, analyze_lesion, metrics_from_masks
+from StrokeMismatchLib.analysis import LesionSettings as _LesionSettings
+from StrokeMismatchLib.analysis import analyze_lesion as _analyze_lesion
+from StrokeMismatchLib.analysis import metrics_from_masks
 from StrokeMismatchLib.errors import InputDataError
 from StrokeMismatchLib.geometry import Geometry
 
@@ -17,8 +19,22 @@ from StrokeMismatchLib.geometry import Geometry
 SHAPE = (8, 40, 41)
 GEOMETRY = Geometry.from_spacing(SHAPE, (2.0, 2.5, 6.0), origin_ras=(40.0 + 3.7, 48.0, -20.0))
 VOXEL_ML = 0.03
-STEP_NAMES = ["brain_mask", "csf_exclusion", "vessel_exclusion", "core_within_hypoperfusion",
-              "hemisphere_restriction", "morphological_opening", "minimum_cluster_size"]
+STEP_NAMES = ["tmax_median_filter", "cbf_smoothing", "brain_mask", "csf_exclusion",
+              "vessel_exclusion", "hemisphere_restriction", "morphological_opening", "fill_holes",
+              "core_within_hypoperfusion", "minimum_cluster_size"]
+#: The synthetic maps below are noise-free blocks with exact voxel counts: these tests check the
+#: thresholds and the CSF/vessel/hemisphere/cluster steps with the noise-oriented steps
+#: (Tmax median, CBF smoothing, opening, hole filling) switched off; those have their own tests.
+RAW_STEPS = dict(tmax_median_filter=False, cbf_smoothing_fwhm_mm=0.0, opening=False,
+                 fill_holes=False)
+
+
+def LesionSettings(**changes):  # noqa: N802 (stands in for the class in this module's tests)
+    return _LesionSettings(**{**RAW_STEPS, **changes})
+
+
+def analyze_lesion(*args, settings=None, **kwargs):
+    return _analyze_lesion(*args, settings=settings or LesionSettings(), **kwargs)
 
 
 def step(result, name):

@@ -11,9 +11,9 @@ Order of work in :func:`analyze_lesion`:
    the perfusion grid by nearest neighbour (volume on both grids reported);
    CT rCBF < ``core_rcbf`` against the chosen reference;
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
-5. clean-up steps in this order, each switchable and reported: brain_mask, csf_exclusion,
-   vessel_exclusion, core_within_hypoperfusion, hemisphere_restriction, morphological_opening,
-   minimum_cluster_size;
+5. clean-up steps in this order, each switchable and reported: tmax_median_filter,
+   cbf_smoothing, brain_mask, csf_exclusion, vessel_exclusion, hemisphere_restriction,
+   morphological_opening, fill_holes, core_within_hypoperfusion, minimum_cluster_size;
 6. penumbra = hypoperfusion − core; metrics; criteria.
 
 Decision support for research and teaching, not a medical device.
@@ -35,7 +35,8 @@ from .hemispheres import Hemispheres, affected_side, estimate_midplane
 from .metrics import compute_metrics, metrics_to_dict, volume_ml
 from .resample import resample_array, resample_mask
 from .thresholds import (RCBF_REFERENCES, STATISTICS, core_from_adc, core_from_rcbf,
-                         penumbra as penumbra_mask, rcbf_reference, tmax_mask)
+                         median_in_plane, penumbra as penumbra_mask, rcbf_reference,
+                         smooth_in_plane, tmax_mask)
 
 MODALITIES = ("mr", "ct")
 
@@ -57,9 +58,17 @@ class LesionSettings:
     frame interval) with CBV above 0.75 × that limit; see :func:`cleanup.vessel_region`);
     ``restrict_to_affected_hemisphere`` (off by default: keep lesion voxels on the side with
     the Tmax deficit only; not applied when no side is found);
-    ``core_within_hypoperfusion`` (None → on for CT, off for MR); ``opening`` (+
-    ``opening_radius_voxels``); ``cluster_removal`` (+ ``min_core_ml``,
-    ``min_hypoperfusion_ml`` applied to every Tmax mask).
+    ``tmax_median_filter`` (None → on for CT, off for MR: Tmax masks from the in-plane
+    ``tmax_median_size_voxels`` NaN-aware median of the tissue Tmax; CT Tmax at 1 s frames and a
+    few HU of noise has many outliers, MR Tmax far fewer);
+    ``cbf_smoothing_fwhm_mm`` (CT core: in-plane Gaussian of the tissue CBF, normalised within
+    the tissue, before rCBF < ``core_rcbf``; 0 switches it off; default 4 mm);
+    ``opening`` (on: Tmax masks) and ``core_opening`` (off: the core), ball of
+    ``opening_radius_voxels`` × the finest spacing (in-plane only for thick slices);
+    ``fill_holes`` (on: 2D holes of the Tmax masks inside tissue);
+    ``core_within_hypoperfusion`` (None → on for CT, off for MR; the cleaned hypoperfusion);
+    ``cluster_removal`` (+ ``min_core_ml``, ``min_hypoperfusion_ml`` applied to every Tmax
+    mask).
     Midline/side: ``max_yaw_deg``; ``side_min_ml``, ``side_min_asymmetry``,
     ``side_min_median_difference_s``.
     Clinical inputs for the criteria: ``age`` (years), ``nihss``, ``collateral_score``.
@@ -84,8 +93,13 @@ class LesionSettings:
     vessel_ttp_window_s: float | None = None
     restrict_to_affected_hemisphere: bool = False
     core_within_hypoperfusion: bool | None = None
-    opening: bool = False
+    tmax_median_filter: bool | None = None
+    tmax_median_size_voxels: int = 3
+    cbf_smoothing_fwhm_mm: float = 4.0
+    opening: bool = True
+    core_opening: bool = False
     opening_radius_voxels: int = 1
+    fill_holes: bool = True
     cluster_removal: bool = True
     min_core_ml: float = 0.5
     min_hypoperfusion_ml: float = 1.0
@@ -120,15 +134,24 @@ class LesionSettings:
             raise InputDataError("vessel_ttp_window_s must be a non-negative number of seconds "
                                  "(0 switches the arterial-timing criterion off) or empty "
                                  "(one frame interval).")
-        for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm"):
-            if getattr(self, name) < 0:
+        for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm",
+                     "cbf_smoothing_fwhm_mm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value)) or value < 0:
                 raise InputDataError(f"Setting {name} must not be negative.")
         if int(self.opening_radius_voxels) < 0:
             raise InputDataError("opening_radius_voxels must not be negative.")
+        if int(self.tmax_median_size_voxels) < 1:
+            raise InputDataError("tmax_median_size_voxels must be at least 1 (1 = no filtering).")
         for name in ("age", "nihss", "collateral_score"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
                 raise InputDataError(f"{name} must be a non-negative number or left empty.")
+
+    def median_filter(self, modality: str) -> bool:
+        if self.tmax_median_filter is None:
+            return modality == "ct"
+        return bool(self.tmax_median_filter)
 
     def core_within(self, modality: str) -> bool:
         if self.core_within_hypoperfusion is None:
@@ -350,6 +373,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     # 3. core ------------------------------------------------------------------------------
     reference = None
     rcbf = None
+    core_smoothed = None
     if modality == "mr":
         core = core_adc_grid.copy()
     else:
@@ -360,6 +384,23 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
             statistic=settings.rcbf_statistic, mirror_sigma_mm=settings.mirror_sigma_mm)
         reference["threshold"] = settings.core_rcbf
         core = core_from_rcbf(rcbf, settings.core_rcbf) & analysed  # no Tmax → not analysed
+        fwhm = float(settings.cbf_smoothing_fwhm_mm)
+        if fwhm > 0:
+            # Per-voxel CT CBF at a few HU of noise scatters too much for a voxel-wise 30 %
+            # threshold: smooth the tissue CBF in-plane, then divide by the same reference.
+            smoothed = smooth_in_plane(np.where(tissue, cbf, np.nan), fwhm,
+                                       geometry.spacing[::-1])
+            if reference.get("value"):
+                with np.errstate(invalid="ignore"):
+                    rcbf_smooth = smoothed / reference["value"]
+            else:  # mirror: each voxel over the smoothed CBF at its mirror position
+                rcbf_smooth, _ = rcbf_reference(
+                    smoothed, method="mirror", tissue=tissue, hemispheres=hemispheres,
+                    mirror_sigma_mm=settings.mirror_sigma_mm)
+            rcbf_smooth = np.where(tissue, rcbf_smooth, rcbf)  # outside tissue: unsmoothed
+            core_smoothed = core_from_rcbf(rcbf_smooth, settings.core_rcbf) & analysed
+            rcbf = rcbf_smooth
+        reference["cbf_smoothing_fwhm_mm"] = fwhm
 
     # 4. Tmax masks ------------------------------------------------------------------------
     masks = {"core": core, "hypoperfusion": tmax_mask(tmax, settings.tmax_threshold)}
@@ -369,9 +410,32 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         masks[key] = tmax_mask(tmax, float(threshold))
         extra[float(threshold)] = key
     tmax_names = [k for k in masks if k != "core"]
+    tmax_thresholds = {"hypoperfusion": settings.tmax_threshold}
+    tmax_thresholds.update({key: t for t, key in extra.items()})
 
     # 5. clean-up steps --------------------------------------------------------------------
     steps = []
+    size = int(settings.tmax_median_size_voxels)
+    median_on = settings.median_filter(modality)
+    filtered = None
+    if median_on and size > 1:
+        tmax_filtered = np.where(tissue, median_in_plane(np.where(tissue, tmax, np.nan), size),
+                                 tmax)
+        filtered = {key: tmax_mask(tmax_filtered, t) for key, t in tmax_thresholds.items()}
+    masks, report = cleanup.replace(
+        masks, filtered, name="tmax_median_filter", enabled=median_on, voxel_ml=voxel_ml,
+        parameters={"size_voxels": size, "plane": "in-plane (per slice)",
+                    "region": "analysed tissue (NaN-aware)", "default": "on for CT, off for MR"},
+        note="" if filtered is not None or not median_on else "size 1: nothing to do")
+    steps.append(report)
+    fwhm = float(settings.cbf_smoothing_fwhm_mm)
+    masks, report = cleanup.replace(
+        masks, None if core_smoothed is None else {"core": core_smoothed},
+        name="cbf_smoothing", enabled=fwhm > 0, voxel_ml=voxel_ml,
+        parameters={"fwhm_mm": fwhm, "plane": "in-plane Gaussian, normalised within tissue",
+                    "applies_to": "CT rCBF core"},
+        note="not applied: the MR core comes from the ADC" if modality == "mr" else "")
+    steps.append(report)
     masks, report = cleanup.restrict(
         masks, brain, name="brain_mask", enabled=settings.brain_mask, voxel_ml=voxel_ml,
         parameters={"source": " ∩ ".join(brain_parts), "bone_hu": settings.bone_hu,
@@ -382,21 +446,32 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         parameters=csf_parameters, exclude=True,
         note="" if csf is not None else "not applied: CT CSF exclusion needs the baseline image")
     steps.append(report)
-    masks, report = _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp,
-                                 frame_interval_s, voxel_ml)
+    masks, report, vessels = _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp,
+                                          frame_interval_s, voxel_ml)
+    steps.append(report)
+    masks, report = _hemisphere_step(masks, hemispheres, side, settings, voxel_ml)
+    steps.append(report)
+    opening_targets = (tmax_names if settings.opening else []) + (
+        ["core"] if settings.core_opening else [])
+    masks, report = cleanup.opening(masks, enabled=bool(opening_targets),
+                                    radius_voxels=settings.opening_radius_voxels,
+                                    voxel_ml=voxel_ml, spacing_kji=geometry.spacing[::-1],
+                                    targets=opening_targets)
+    report.parameters.update(tmax_masks=bool(settings.opening), core=bool(settings.core_opening))
+    steps.append(report)
+    allowed = tissue.copy()
+    if settings.vessel_exclusion and vessels is not None:
+        allowed &= ~vessels
+    masks, report = cleanup.fill_holes(masks, enabled=settings.fill_holes, voxel_ml=voxel_ml,
+                                       allowed=allowed, targets=tmax_names)
     steps.append(report)
     within = settings.core_within(modality)
     masks, report = cleanup.restrict(
         masks, masks["hypoperfusion"], name="core_within_hypoperfusion", enabled=within,
         voxel_ml=voxel_ml, targets=["core"],
         parameters={"default": "on for CT, off for MR",
-                    "region": f"Tmax > {settings.tmax_threshold:g} s (after the steps above)"})
-    steps.append(report)
-    masks, report = _hemisphere_step(masks, hemispheres, side, settings, voxel_ml)
-    steps.append(report)
-    masks, report = cleanup.opening(masks, enabled=settings.opening,
-                                    radius_voxels=settings.opening_radius_voxels,
-                                    voxel_ml=voxel_ml)
+                    "region": (f"Tmax > {settings.tmax_threshold:g} s after the steps above "
+                               "(opened, holes filled)")})
     steps.append(report)
     min_ml = {"core": settings.min_core_ml}
     min_ml.update({k: settings.min_hypoperfusion_ml for k in tmax_names})
@@ -439,7 +514,7 @@ def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_int
     masks, report = cleanup.restrict(
         masks, region, name="vessel_exclusion", enabled=settings.vessel_exclusion,
         voxel_ml=voxel_ml, parameters=parameters, exclude=True, note=note)
-    return masks, report
+    return masks, report, region
 
 
 def _hemisphere_step(masks, hemispheres, side, settings, voxel_ml):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 
 @dataclass
@@ -71,24 +72,70 @@ def restrict(masks: dict, region: np.ndarray | None, *, name: str, enabled: bool
     return _report(name, True, True, parameters, masks, after, voxel_ml, note)
 
 
+def kernel_radius(radius_voxels: int, spacing_kji=None) -> list:
+    """Per-axis radius (k, j, i voxels) of a *physical* ball of ``radius_voxels`` × the finest
+    voxel spacing: isotropic voxels give ``radius_voxels`` on every axis; thick slices (e.g.
+    1.8 × 1.8 × 5 mm) give 0 across slices, so the operation stays within each slice instead of
+    reaching 5–10 mm up and down."""
+    radius_voxels = int(radius_voxels)
+    if spacing_kji is None:
+        return [radius_voxels] * 3
+    spacing = np.asarray(spacing_kji, dtype=float)
+    reach_mm = radius_voxels * float(spacing.min())
+    return [int(np.floor(reach_mm / s + 1e-6)) for s in spacing]
+
+
 def opening(masks: dict, *, enabled: bool, radius_voxels: int, voxel_ml: float, geometry=None,
-            targets=None):
-    """Binary morphological opening with a ball of ``radius_voxels`` (SimpleITK)."""
-    parameters = {"radius_voxels": int(radius_voxels), "kernel": "ball"}
+            targets=None, spacing_kji=None):
+    """Binary morphological opening with a ball of ``radius_voxels`` (SimpleITK) of ``targets``
+    (default every mask). With ``spacing_kji`` (mm) the ball is physical (see
+    :func:`kernel_radius`); without it, ``radius_voxels`` on every axis."""
+    if spacing_kji is None and geometry is not None:
+        spacing_kji = tuple(geometry.spacing[::-1])
+    radius_kji = kernel_radius(radius_voxels, spacing_kji)
+    targets = list(masks) if targets is None else list(targets)
+    parameters = {"radius_voxels": int(radius_voxels), "kernel": "ball",
+                  "kernel_radius_kji": radius_kji, "targets": targets}
     if not enabled or radius_voxels <= 0:
         return _report("morphological_opening", enabled, False, parameters, masks, _copy(masks),
                        voxel_ml, "switched off" if not enabled else "radius 0: nothing to do")
-    targets = list(masks) if targets is None else list(targets)
     after = {}
     for key, mask in masks.items():
         if key not in targets or not mask.any():
             after[key] = mask.copy()
             continue
         image = sitk.GetImageFromArray(mask.astype(np.uint8))
-        opened = sitk.BinaryMorphologicalOpening(image, [int(radius_voxels)] * 3, sitk.sitkBall,
-                                                 0, 1)
+        # SimpleITK radii are (x, y, z) = (i, j, k)
+        opened = sitk.BinaryMorphologicalOpening(image, radius_kji[::-1], sitk.sitkBall, 0, 1)
         after[key] = sitk.GetArrayFromImage(opened).astype(bool) & mask
     return _report("morphological_opening", True, True, parameters, masks, after, voxel_ml)
+
+
+def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, targets=None):
+    """Fill holes of ``targets`` slice by slice (2D, 4-connected background): voxels fully
+    enclosed by a lesion in their slice join it, restricted to ``allowed`` (e.g. tissue without
+    CSF and vessels). Rationale: inside a hypoperfused region, voxels with almost no flow have
+    a residue without a meaningful peak, so their Tmax is random although the
+    tissue is hypoperfused. The step *adds* volume: its report shows negative "removed"."""
+    targets = list(masks) if targets is None else list(targets)
+    parameters = {"connectivity": "2D per slice, 4-connected background", "targets": targets,
+                  "restricted_to": "analysed tissue" if allowed is not None else "none"}
+    if not enabled:
+        return _report("fill_holes", False, False, parameters, masks, _copy(masks), voxel_ml,
+                       "switched off")
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    allowed = None if allowed is None else np.asarray(allowed, dtype=bool)
+    after = {}
+    for key, mask in masks.items():
+        if key not in targets or not mask.any():
+            after[key] = mask.copy()
+            continue
+        filled = ndimage.binary_fill_holes(mask, structure=structure)
+        if allowed is not None:
+            filled &= allowed | mask
+        after[key] = filled
+    return _report("fill_holes", True, True, parameters, masks, after, voxel_ml)
 
 
 def remove_small_clusters(mask: np.ndarray, min_ml: float, voxel_ml: float,
@@ -189,3 +236,18 @@ def vessel_region(cbv, *, tissue, modality: str, cbv_threshold: float = 8.0,
     parameters["high_cbv_ml"] = float(np.count_nonzero(high) * voxel_ml)
     parameters["early_peak_only_ml"] = float(np.count_nonzero(early & ~high) * voxel_ml)
     return region, parameters, note
+
+
+def replace(masks: dict, new_masks: dict | None, *, name: str, enabled: bool, voxel_ml: float,
+            parameters: dict | None = None, note: str = ""):
+    """A step that recomputes some masks (e.g. from a filtered map): masks named in
+    ``new_masks`` are replaced, the others copied. ``new_masks`` None → not applied."""
+    parameters = dict(parameters or {})
+    if not enabled or new_masks is None:
+        if enabled and not note:
+            note = "not applied: the input it needs is missing"
+        return _report(name, enabled, False, parameters, masks, _copy(masks), voxel_ml,
+                       note if enabled else (note or "switched off"))
+    after = {k: np.array(new_masks[k] if k in new_masks else m, dtype=bool, copy=True)
+             for k, m in masks.items()}
+    return _report(name, True, True, parameters, masks, after, voxel_ml, note)

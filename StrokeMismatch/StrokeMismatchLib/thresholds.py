@@ -68,6 +68,49 @@ def smooth_nan(values: np.ndarray, sigma_mm: float, spacing_kji) -> np.ndarray:
     return out
 
 
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # ≈ 2.3548
+
+
+def smooth_in_plane(values: np.ndarray, fwhm_mm: float, spacing_kji) -> np.ndarray:
+    """Gaussian smoothing within each slice (FWHM in mm, σ = FWHM / 2.3548), normalised within
+    the finite voxels: G⊗(v·M) / G⊗M with M the finite mask (Knutsson & Westin 1993
+    normalised convolution), NaN outside M. ``fwhm_mm`` ≤ 0 returns a copy."""
+    values = np.asarray(values, dtype=float)
+    valid = np.isfinite(values)
+    if fwhm_mm <= 0:
+        return np.where(valid, values, np.nan)
+    sigma = [0.0] + [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_kji[1:]]
+    num = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma, mode="constant")
+    den = ndimage.gaussian_filter(valid.astype(float), sigma, mode="constant")
+    out = np.full(values.shape, np.nan)
+    ok = valid & (den > 1e-6)
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def median_in_plane(values: np.ndarray, size: int = 3) -> np.ndarray:
+    """NaN-aware ``size`` × ``size`` median within each slice: the median of the finite
+    neighbours (NaN neighbours ignored, so the brain edge is not pulled towards the outside);
+    NaN where the voxel itself is NaN. A classic despeckling filter for outliers (Tmax of
+    low-flow voxels, whose residue has no clear peak)."""
+    values = np.asarray(values, dtype=float)
+    size = int(size)
+    if size < 2:
+        return values.copy()
+    half = size // 2
+    out = np.full(values.shape, np.nan)
+    for k in range(values.shape[0]):  # one slice at a time: memory size² × one slice
+        plane = values[k]
+        if not np.isfinite(plane).any():
+            continue
+        padded = np.pad(plane, half, mode="constant", constant_values=np.nan)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+        windows = windows[:plane.shape[0], :plane.shape[1]].reshape(plane.shape + (size * size,))
+        finite = np.isfinite(plane)
+        out[k][finite] = np.nanmedian(windows[finite], axis=-1)
+    return out
+
+
 def rcbf_reference(cbf: np.ndarray, *, method: str = "contralateral", tissue: np.ndarray,
                    tmax: np.ndarray | None = None, hemispheres=None, affected_side: str = "none",
                    tmax_threshold: float = 6.0, normal_tmax: float = 4.0,
