@@ -763,10 +763,12 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         import SampleData
 
         registerSampleData()
-        nodes = SampleData.downloadSample("StrokeMismatchPhantomMR")
-        nodes = nodes if isinstance(nodes, (list, tuple)) else [nodes]
+        # downloadSamples (plural): downloadSample returns only the first loaded node (the
+        # sequence), so the ADC would be missing (SampleData.py, Slicer 5.10/5.12).
+        nodes = SampleData.downloadSamples("StrokeMismatchPhantomMR")
         sequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
-        adc = [node for node in nodes if node.IsA("vtkMRMLScalarVolumeNode") and "ADC" in node.GetName()]
+        adc = [node for node in nodes if hasattr(node, "IsA") and node.IsA("vtkMRMLScalarVolumeNode")
+               and "ADC" in node.GetName()]
         self.assertIsNotNone(sequence)
         self.assertEqual(len(adc), 1)
         return sequence, adc[0]
