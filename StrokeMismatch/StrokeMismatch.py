@@ -306,10 +306,13 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 count=len(times), first=times[0], last=times[-1])
         else:
             self.ui.frameInfoLabel.text = _("Frame times unknown: type them below.")
-        if info["te"]:
-            node.echoTimeMs = info["te"] * 1000.0
-        if info["tr"]:
-            node.repetitionTimeMs = info["tr"] * 1000.0
+        for field, seconds in (("echoTimeMs", info["te"]), ("repetitionTimeMs", info["tr"])):
+            if seconds:
+                try:
+                    setattr(node, field, seconds * 1000.0)
+                except ValueError:  # outside the field's WithinRange: raising here would skip the
+                    # rest of _checkCanApply (it runs as a VTK observer); the user types the value
+                    logging.warning(f"StrokeMismatch: {field} {seconds * 1000.0:g} ms from the series is out of range")
         if info["modality"]:
             node.modality = Modality[info["modality"].upper()]
 
@@ -706,6 +709,9 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         layoutManager = slicer.app.layoutManager()
         if layoutManager is None:
             return
+        # PropagateTableSelection only fills a table view that is already in the layout: switch to
+        # a layout with one first (as SegmentStatistics.showTable does).
+        layoutManager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layoutManager.layout))
         appLogic = slicer.app.applicationLogic()
         appLogic.GetSelectionNode().SetActiveTableID(table.GetID())
         appLogic.PropagateTableSelection()
