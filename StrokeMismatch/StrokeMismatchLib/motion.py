@@ -10,7 +10,7 @@ the 6×6 normal matrix are computed once, each iteration costs one SimpleITK lin
 the frame and a few vector products. The residual is taken after a least-squares gain/offset
 fit (normalised correlation: a global intensity change costs nothing) and weighted with Huber
 weights (Holland & Welsch 1977) so that voxels enhancing with the bolus count less; the fit is
-restricted to the head (Otsu threshold, dilated). Images are smoothed in-plane (σ 0.5 voxel).
+restricted to the head (Otsu threshold, dilated). Images are smoothed in-plane (σ 0.75 voxel).
 Each frame starts from the previous frame's estimate at full resolution; when that first step
 moves the head (> 0.1 mm on the 50 mm sphere) the frame is redone from a 2× in-plane shrunk,
 more smoothed level (plain least squares, wider capture range) first; still frames cost one
@@ -50,11 +50,13 @@ NEGLIGIBLE_MM = 0.05
 #: In-plane matrix above which registration runs on a shrunk copy.
 MAX_MATRIX = 96
 #: Gauss-Newton pyramid: (in-plane shrink, in-plane Gaussian sigma in voxels, max iterations).
-LEVELS = ((2, 1.0, 12), (1, 0.5, 8))
+LEVELS = ((2, 1.0, 12), (1, 0.75, 8))
 #: A level stops when its update moves no point of the 50 mm head by more than this (mm).
 STEP_TOLERANCE_MM = 0.01
 #: Huber constant (× robust SD of the residual) of the robust weights (Holland & Welsch 1977).
-HUBER_K = 1.345
+#: Looser than the usual 1.345: on the phantoms 1.345 left rotation errors of 0.2° (CT) and 0.7°
+#: (MR, 0.9 mm voxels) against 0.1° and 0.35° with 3.0, which trims only the vessels' extremes.
+HUBER_K = 3.0
 #: A first fine-level step larger than this (mm) sends the frame through the coarse level first
 #: (a thin, bright CT skull gives short Gauss-Newton steps far from the optimum).
 COARSE_TRIGGER_MM = 0.1
@@ -321,9 +323,10 @@ def correct_motion(
         reference_array = finite[..., int(reference_frame)]
         reference_text = f"frame {int(reference_frame)}"
     reference = geometry.to_sitk(reference_array.astype(np.float32))
-    # Large matrices are registered on an in-plane shrunk copy (≤ ~96 voxels) for speed.
+    # Large matrices are registered on an in-plane block-averaged copy (≤ ~96 voxels) for speed
+    # (BinShrink keeps each value at its physical block centre).
     shrink = [max(1, int(np.ceil(n / MAX_MATRIX))) for n in reference.GetSize()[:2]] + [1]
-    fixed = sitk.Shrink(reference, shrink) if max(shrink) > 1 else reference
+    fixed = sitk.BinShrink(reference, shrink) if max(shrink) > 1 else reference
     head = _head_mask(fixed)
     size = np.array(reference.GetSize(), dtype=float)
     center = np.array(reference.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2.0)))
@@ -343,7 +346,7 @@ def correct_motion(
         if progress is not None and progress(t / n_frames, f"Motion correction, frame {t + 1}/{n_frames}") is False:
             raise AnalysisCancelled("Motion correction was cancelled.")
         moving = geometry.to_sitk(finite[..., t])
-        small = sitk.Shrink(moving, shrink) if max(shrink) > 1 else moving
+        small = sitk.BinShrink(moving, shrink) if max(shrink) > 1 else moving
         # Each frame starts from the previous estimate (head motion is continuous).
         matrix, metric = _register(small, levels, previous, center, sphere)
         correlation[t] = metric
