@@ -83,15 +83,42 @@ TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "
 
 # --- geometry -----------------------------------------------------------------------------------
 
+def parent_to_world(node):
+    """4×4 matrix of the linear transforms above ``node`` (its local RAS -> world RAS), or None
+    when the node has no parent transform. A non-linear transform raises :class:`InputDataError`.
+
+    ``GetIJKToRASMatrix`` ignores parent transforms, while markups, the crosshair and other
+    volumes are in world RAS (GUIDE §3.8), so geometries are taken to world with this matrix.
+    """
+    get_parent = getattr(node, "GetParentTransformNode", None)  # sequence nodes are not transformable
+    parent = get_parent() if get_parent is not None else None
+    if parent is None:
+        return None
+    if not parent.IsTransformToWorldLinear():
+        raise InputDataError(
+            f"{node.GetName()!r} is under a non-linear transform: harden it (Data module, right-click "
+            "the transform, 'Harden transform') before the analysis."
+        )
+    matrix = vtk.vtkMatrix4x4()
+    parent.GetMatrixTransformToWorld(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
 def volume_geometry(volume_node) -> Geometry:
-    """:class:`Geometry` (IJK-to-RAS and ``(K, J, I)`` shape) of a volume node."""
+    """:class:`Geometry` (IJK-to-RAS and ``(K, J, I)`` shape) of a volume node, in world RAS:
+    a linear parent transform (e.g. ADC aligned to the perfusion by a registration
+    transform that was not hardened) is included."""
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
     image = volume_node.GetImageData()
     if image is None:
         raise InputDataError(f"Volume {volume_node.GetName()!r} holds no image data.")
     dims = image.GetDimensions()
-    return Geometry(slicer.util.arrayFromVTKMatrix(matrix), (dims[2], dims[1], dims[0]))
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
+    to_world = parent_to_world(volume_node)
+    if to_world is not None:
+        ijk_to_ras = to_world @ ijk_to_ras
+    return Geometry(ijk_to_ras, (dims[2], dims[1], dims[0]))
 
 
 def apply_geometry(volume_node, geometry: Geometry) -> None:
@@ -275,6 +302,9 @@ def series_from_node(node, *, times=None, modality=None, te=None, tr=None) -> Pe
             frames.append(array)
         signal = np.stack(frames, axis=-1).astype(np.float32, copy=True)
         name = source.GetName()
+        to_world = parent_to_world(node)  # the proxy's transform (frames live outside the scene)
+        if to_world is not None:
+            geometry = Geometry(to_world @ geometry.ijk_to_ras, geometry.shape)
     else:
         signal = np.array(slicer.util.arrayFromVolume(source), dtype=np.float32, copy=True)
         if signal.ndim != 4:
