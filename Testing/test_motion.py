@@ -132,6 +132,20 @@ def test_unregistrable_frame_is_reported():
     np.testing.assert_array_equal(corrected[..., 15], signal[..., 15])  # kept, but reported
 
 
+def test_noise_frame_in_moving_mr_series_is_reported_and_tracking_continues():
+    phantom = make_volume_phantom("mr", seed=11)
+    moved, true_t, true_r = inject_motion(phantom.series.signal, phantom.geometry)
+    bad = 30  # after the ramp, at the end of the bolus passage
+    moved[..., bad] = np.abs(np.random.default_rng(1).normal(0, 300, moved.shape[:3]))
+    corrected, trace = correct_motion(moved, phantom.geometry, phantom.times)
+    assert trace.failed_frames == [bad]
+    assert any("could not be registered" in w and str(bad) in w for w in trace.warnings)
+    np.testing.assert_array_equal(corrected[..., bad], moved[..., bad])
+    good = np.arange(phantom.times.size) != bad
+    assert np.abs(trace.translations_mm - true_t)[good].max() < 0.5
+    assert np.abs(trace.rotations_deg - true_r)[good].max() < 0.5
+
+
 def test_cancel_and_bad_arguments():
     phantom = make_volume_phantom("ct", seed=7, lesion=False, times=np.arange(0.0, 12.0, 1.0))
     with pytest.raises(AnalysisCancelled):

@@ -225,24 +225,30 @@ def _register(frame: sitk.Image, levels, start: np.ndarray, center: np.ndarray, 
     coarse level and then refine. Returns (4×4 matrix M with frame(M·x) ≈
     reference(x), weighted correlation)."""
     fine = levels[-1]
-    matrix, correlation, step_mm = _iterate(frame, fine, start, center, sphere, 1)
+    smoothed = {}
+
+    def run(level, matrix, iterations):
+        if level not in smoothed:  # each frame is smoothed once per level
+            smoothed[level] = _smooth(frame, level.sigma_vox)
+        return _iterate(smoothed[level], level, matrix, center, sphere, iterations)
+
+    matrix, correlation, step_mm = run(fine, start, 1)
     if not np.isfinite(correlation):
         return matrix, correlation
     if step_mm > COARSE_TRIGGER_MM:
         for level in levels[:-1]:
-            matrix, correlation, _ = _iterate(frame, level, matrix, center, sphere, level.iterations)
+            matrix, correlation, _ = run(level, matrix, level.iterations)
             if not np.isfinite(correlation):
                 return matrix, correlation
-        return _iterate(frame, fine, matrix, center, sphere, fine.iterations)[:2]
+        return run(fine, matrix, fine.iterations)[:2]
     if step_mm < STEP_TOLERANCE_MM:
         return matrix, correlation
-    return _iterate(frame, fine, matrix, center, sphere, fine.iterations - 1)[:2]
+    return run(fine, matrix, fine.iterations - 1)[:2]
 
 
-def _iterate(frame: sitk.Image, level: _Level, matrix: np.ndarray, center, sphere, iterations: int):
-    """Up to ``iterations`` Gauss-Newton steps on one level; returns (matrix, correlation,
-    displacement of the first step in mm)."""
-    moving = _smooth(frame, level.sigma_vox)
+def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphere, iterations: int):
+    """Up to ``iterations`` Gauss-Newton steps of the (smoothed) frame ``moving`` on one level;
+    returns (matrix, correlation, displacement of the first step in mm)."""
     weights = np.ones(level.values.size)
     correlation, first_step = np.nan, np.nan
     for it in range(iterations):
