@@ -20,7 +20,7 @@ SHAPE = (8, 40, 41)
 GEOMETRY = Geometry.from_spacing(SHAPE, (2.0, 2.5, 6.0), origin_ras=(40.0 + 3.7, 48.0, -20.0))
 VOXEL_ML = 0.03
 STEP_NAMES = ["tmax_median_filter", "cbf_smoothing", "brain_mask", "csf_exclusion",
-              "vessel_exclusion", "hemisphere_restriction", "morphological_opening", "fill_holes",
+              "vessel_exclusion", "hemisphere_restriction", "fill_holes", "morphological_opening",
               "core_within_hypoperfusion", "minimum_cluster_size"]
 #: The synthetic maps below are noise-free blocks with exact voxel counts: these tests check the
 #: thresholds and the CSF/vessel/hemisphere/cluster steps with the noise-oriented steps
@@ -567,3 +567,85 @@ def test_new_settings_in_dict_and_validated():
                 dict(vessel_ttp_window_s=-1.0)):
         with pytest.raises(InputDataError):
             LesionSettings(**bad).validate()
+
+
+def _noisy_synthetic():
+    """The synthetic CT case with an outlier Tmax inside the block (a no-flow voxel, away from
+    the slice with the CSF pocket), a lone
+    Tmax 9 s voxel in normal tissue and CBF noise."""
+    maps, baseline, truth = synthetic("left")
+    tmax = maps.tmax.copy()
+    voxels = np.argwhere(truth["core"] & ~np.isin(np.arange(SHAPE[0]), [3])[:, None, None])
+    inner = voxels[np.argmin(np.abs(voxels - voxels.mean(axis=0)).sum(axis=1))]  # enclosed
+    tmax[tuple(inner)] = -12.0
+    normal = np.argwhere(np.isfinite(tmax) & (tmax == 2.0))[0]
+    tmax[tuple(normal)] = 9.0
+    rng = np.random.default_rng(3)
+    cbf = maps.cbf + rng.normal(0.0, 2.0, maps.cbf.shape)
+    return SimpleNamespace(cbf=cbf, cbv=maps.cbv, tmax=tmax, ttp=getattr(maps, "ttp", None)), \
+        baseline, truth, tuple(inner), tuple(normal)
+
+
+def test_default_noise_steps_are_reported_and_chain():
+    maps, baseline, truth, inner, normal = _noisy_synthetic()
+    result = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert [s.name for s in result.steps] == STEP_NAMES
+    by_name = {s.name: s for s in result.steps}
+    for name in ("tmax_median_filter", "cbf_smoothing", "morphological_opening", "fill_holes"):
+        assert by_name[name].enabled and by_name[name].applied, name
+    assert by_name["morphological_opening"].parameters["kernel_radius_kji"] == [0, 1, 1]
+    # the outlier inside the block is hypoperfused after the median, the lone voxel is not
+    assert result.masks["hypoperfusion"][inner] and not result.masks["hypoperfusion"][normal]
+    for a, b in zip(result.steps, result.steps[1:]):
+        for name in a.volumes_ml:
+            assert a.volumes_ml[name]["after"] == b.volumes_ml[name]["before"]
+    for name in ("core", "hypoperfusion"):
+        assert result.steps[-1].volumes_ml[name]["after"] == pytest.approx(
+            result.masks[name].sum() * VOXEL_ML)
+    assert result.reference["cbf_smoothing_fwhm_mm"] == 4.0
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("switch, value, step_name, base", [
+    ("tmax_median_filter", False, "tmax_median_filter", {}),
+    ("cbf_smoothing_fwhm_mm", 0.0, "cbf_smoothing", {}),
+    ("opening", False, "morphological_opening", {}),
+    # without the median the outlier inside the block is a hole for fill_holes to fill
+    ("fill_holes", False, "fill_holes", {"tmax_median_filter": False})])
+def test_switching_a_noise_step_off_changes_only_that_step(switch, value, step_name, base):
+    maps, baseline, truth, inner, normal = _noisy_synthetic()
+    on = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                         settings=_LesionSettings(**base))
+    off = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                          settings=_LesionSettings(**{**base, switch: value}))
+    index = STEP_NAMES.index(step_name)
+    for a, b in zip(on.steps[:index], off.steps[:index]):
+        assert a.to_dict() == b.to_dict()
+    off_step = off.steps[index]
+    assert not off_step.applied
+    assert all(v["removed"] == 0.0 for v in off_step.volumes_ml.values())
+    assert any(v["removed"] != 0.0 for v in on.steps[index].volumes_ml.values()), step_name
+    for name in ("core", "hypoperfusion"):
+        later_on = sum(s.removed_ml(name) for s in on.steps[index + 1:])
+        later_off = sum(s.removed_ml(name) for s in off.steps[index + 1:])
+        difference = off.masks[name].sum() * VOXEL_ML - on.masks[name].sum() * VOXEL_ML
+        assert difference == pytest.approx(
+            on.steps[index].removed_ml(name) + later_on - later_off, abs=1e-9)
+
+
+def test_core_opening_is_separate_and_mr_skips_ct_steps():
+    maps, baseline, truth, inner, normal = _noisy_synthetic()
+    plain = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    opened = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                             settings=_LesionSettings(core_opening=True))
+    assert step(plain, "morphological_opening").removed_ml("core") == 0.0
+    assert "core" in step(opened, "morphological_opening").parameters["targets"]
+    assert opened.masks["core"].sum() <= plain.masks["core"].sum()
+    adc = np.where(truth["core"], 500.0, 800.0)
+    mr = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc)
+    assert not step(mr, "tmax_median_filter").enabled
+    cbf_step = step(mr, "cbf_smoothing")
+    assert cbf_step.enabled and not cbf_step.applied and "ADC" in cbf_step.note
+    forced = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc,
+                             settings=_LesionSettings(tmax_median_filter=True))
+    assert step(forced, "tmax_median_filter").applied

@@ -189,3 +189,66 @@ def test_vessel_region_parameters_are_json_ready_with_empty_tissue():
     json.dumps(parameters, allow_nan=False)
     region, _, note = cleanup.vessel_region(cbv, tissue=np.zeros(cbv.shape, bool), modality="mr")
     assert region is None and "median" in note
+
+
+def test_kernel_radius_is_physical():
+    assert cleanup.kernel_radius(1, None) == [1, 1, 1]
+    assert cleanup.kernel_radius(1, (3.0, 3.0, 3.0)) == [1, 1, 1]
+    assert cleanup.kernel_radius(1, (5.0, 1.8, 1.8)) == [0, 1, 1]   # thick slices: in-plane
+    assert cleanup.kernel_radius(2, (5.0, 2.5, 2.5)) == [1, 2, 2]
+
+
+def test_opening_with_thick_slices_keeps_one_slice_lesions():
+    hypo = np.zeros((5, 12, 12), bool)
+    hypo[2, 2:9, 2:9] = True          # one slice thick, 7 × 7 in-plane
+    hypo[2, 10, 10] = True            # isolated voxel: opened away
+    masks = {"hypoperfusion": hypo, "core": hypo.copy()}
+    after, report = cleanup.opening(masks, enabled=True, radius_voxels=1, voxel_ml=VOXEL_ML,
+                                    spacing_kji=(5.0, 1.8, 1.8), targets=["hypoperfusion"])
+    _check_report(report, masks, after)
+    assert report.parameters["kernel_radius_kji"] == [0, 1, 1]
+    assert after["hypoperfusion"][2, 2:9, 2:9].all() and not after["hypoperfusion"][2, 10, 10]
+    np.testing.assert_array_equal(after["core"], masks["core"])    # not a target
+    # the same with a 3D ball removes the one-slice lesion entirely
+    after3d, _ = cleanup.opening(masks, enabled=True, radius_voxels=1, voxel_ml=VOXEL_ML)
+    assert not after3d["hypoperfusion"].any()
+
+
+def test_fill_holes_fills_enclosed_voxels_within_allowed_and_reports_negative_removal():
+    hypo = np.zeros((3, 10, 10), bool)
+    hypo[1, 2:8, 2:8] = True
+    hypo[1, 4, 4] = hypo[1, 5, 5] = False   # two holes
+    hypo[0, 2:8, 2:8] = True
+    hypo[0, 4, 4] = False                   # hole in another slice
+    hypo[2, 2:8, 2] = True                  # open line: nothing enclosed
+    hypo[1, 6, 5] = False                   # a two-voxel hole with the vessel voxel
+    allowed = np.ones_like(hypo)
+    allowed[1, 5, 5] = False                # e.g. a vessel voxel: its whole hole stays open
+    masks = {"hypoperfusion": hypo, "core": np.zeros_like(hypo)}
+    copy = hypo.copy()
+    after, report = cleanup.fill_holes(masks, enabled=True, voxel_ml=VOXEL_ML, allowed=allowed,
+                                       targets=["hypoperfusion"])
+    _check_report(report, masks, after)
+    np.testing.assert_array_equal(masks["hypoperfusion"], copy)
+    assert after["hypoperfusion"][1, 4, 4] and after["hypoperfusion"][0, 4, 4]
+    assert not after["hypoperfusion"][1, 5, 5] and not after["hypoperfusion"][1, 6, 5]
+    assert report.removed_ml("hypoperfusion") == pytest.approx(-2 * VOXEL_ML)
+    np.testing.assert_array_equal(after["hypoperfusion"][2], hypo[2])
+    off, report_off = cleanup.fill_holes(masks, enabled=False, voxel_ml=VOXEL_ML)
+    assert not report_off.applied and report_off.removed_ml("hypoperfusion") == 0.0
+    np.testing.assert_array_equal(off["hypoperfusion"], hypo)
+
+
+def test_replace_step_reports_the_change():
+    masks = _masks()
+    new = masks["core"].copy()
+    new[2, 3, 3] = False
+    after, report = cleanup.replace(masks, {"core": new}, name="x", enabled=True,
+                                    voxel_ml=VOXEL_ML)
+    _check_report(report, masks, after)
+    assert report.removed_ml("core") == pytest.approx(VOXEL_ML)
+    assert report.removed_ml("hypoperfusion") == 0.0
+    after, report = cleanup.replace(masks, {"core": new}, name="x", enabled=False,
+                                    voxel_ml=VOXEL_ML)
+    assert not report.applied and report.note == "switched off"
+    np.testing.assert_array_equal(after["core"], masks["core"])

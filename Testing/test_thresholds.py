@@ -6,8 +6,9 @@ import pytest
 from StrokeMismatchLib.errors import InputDataError
 from StrokeMismatchLib.geometry import Geometry
 from StrokeMismatchLib.hemispheres import Hemispheres
-from StrokeMismatchLib.thresholds import (core_from_adc, core_from_rcbf, penumbra,
-                                          rcbf_reference, smooth_nan, tmax_mask)
+from StrokeMismatchLib.thresholds import (core_from_adc, core_from_rcbf, median_in_plane,
+                                          penumbra, rcbf_reference, smooth_in_plane, smooth_nan,
+                                          tmax_mask)
 
 
 def test_strict_inequalities_at_the_edges():
@@ -105,3 +106,31 @@ def test_smooth_nan_keeps_constant_and_nan():
     out = smooth_nan(values, 4.0, (5.0, 2.0, 2.0))
     assert np.isnan(out[1, 2, 2])
     np.testing.assert_allclose(out[np.isfinite(out)], 7.0)
+
+
+def test_median_in_plane_removes_outliers_ignores_nan_and_stays_in_slice():
+    tmax = np.full((3, 7, 7), 9.0)
+    tmax[0] = 2.0                     # another slice: must not leak in
+    tmax[1, 3, 3] = -15.0             # random Tmax of a no-flow voxel
+    tmax[:, :, 0] = np.nan            # outside the tissue
+    tmax[2, 2, 2] = 40.0
+    copy = tmax.copy()
+    out = median_in_plane(tmax, 3)
+    np.testing.assert_array_equal(tmax, copy)
+    assert out[1, 3, 3] == 9.0 and out[2, 2, 2] == 9.0
+    assert np.isnan(out[:, :, 0]).all() and np.isfinite(out[:, :, 1:]).all()
+    np.testing.assert_array_equal(out[0, :, 1:], 2.0)
+    np.testing.assert_array_equal(median_in_plane(tmax, 1), tmax)
+
+
+def test_smooth_in_plane_preserves_constants_and_keeps_nan_outside():
+    cbf = np.full((3, 9, 9), 40.0)
+    cbf[1] = 10.0                     # a different slice value: no mixing across slices
+    cbf[:, :, :2] = np.nan
+    out = smooth_in_plane(cbf, 4.0, (5.0, 1.8, 1.8))
+    assert np.isnan(out[:, :, :2]).all()
+    np.testing.assert_allclose(out[0, :, 2:], 40.0)
+    np.testing.assert_allclose(out[1, :, 2:], 10.0)
+    noisy = np.random.default_rng(0).normal(40.0, 10.0, (1, 40, 40))
+    assert np.std(smooth_in_plane(noisy, 4.0, (5.0, 1.8, 1.8))) < 0.5 * np.std(noisy)
+    np.testing.assert_array_equal(smooth_in_plane(noisy, 0.0, (5.0, 1.8, 1.8)), noisy)

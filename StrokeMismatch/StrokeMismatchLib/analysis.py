@@ -13,7 +13,7 @@ Order of work in :func:`analyze_lesion`:
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
 5. clean-up steps in this order, each switchable and reported: tmax_median_filter,
    cbf_smoothing, brain_mask, csf_exclusion, vessel_exclusion, hemisphere_restriction,
-   morphological_opening, fill_holes, core_within_hypoperfusion, minimum_cluster_size;
+   fill_holes, morphological_opening, core_within_hypoperfusion, minimum_cluster_size;
 6. penumbra = hypoperfusion − core; metrics; criteria.
 
 Decision support for research and teaching, not a medical device.
@@ -451,6 +451,12 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     steps.append(report)
     masks, report = _hemisphere_step(masks, hemispheres, side, settings, voxel_ml)
     steps.append(report)
+    allowed = tissue.copy()
+    if settings.vessel_exclusion and vessels is not None:
+        allowed &= ~vessels
+    masks, report = cleanup.fill_holes(masks, enabled=settings.fill_holes, voxel_ml=voxel_ml,
+                                       allowed=allowed, targets=tmax_names)
+    steps.append(report)
     opening_targets = (tmax_names if settings.opening else []) + (
         ["core"] if settings.core_opening else [])
     masks, report = cleanup.opening(masks, enabled=bool(opening_targets),
@@ -459,19 +465,13 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
                                     targets=opening_targets)
     report.parameters.update(tmax_masks=bool(settings.opening), core=bool(settings.core_opening))
     steps.append(report)
-    allowed = tissue.copy()
-    if settings.vessel_exclusion and vessels is not None:
-        allowed &= ~vessels
-    masks, report = cleanup.fill_holes(masks, enabled=settings.fill_holes, voxel_ml=voxel_ml,
-                                       allowed=allowed, targets=tmax_names)
-    steps.append(report)
     within = settings.core_within(modality)
     masks, report = cleanup.restrict(
         masks, masks["hypoperfusion"], name="core_within_hypoperfusion", enabled=within,
         voxel_ml=voxel_ml, targets=["core"],
         parameters={"default": "on for CT, off for MR",
                     "region": (f"Tmax > {settings.tmax_threshold:g} s after the steps above "
-                               "(opened, holes filled)")})
+                               "(holes filled, opened)")})
     steps.append(report)
     min_ml = {"core": settings.min_core_ml}
     min_ml.update({k: settings.min_hypoperfusion_ml for k in tmax_names})

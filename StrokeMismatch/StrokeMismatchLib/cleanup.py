@@ -74,15 +74,15 @@ def restrict(masks: dict, region: np.ndarray | None, *, name: str, enabled: bool
 
 def kernel_radius(radius_voxels: int, spacing_kji=None) -> list:
     """Per-axis radius (k, j, i voxels) of a *physical* ball of ``radius_voxels`` × the finest
-    voxel spacing: isotropic voxels give ``radius_voxels`` on every axis; thick slices (e.g.
-    1.8 × 1.8 × 5 mm) give 0 across slices, so the operation stays within each slice instead of
-    reaching 5–10 mm up and down."""
+    voxel spacing, rounded to whole voxels per axis: isotropic voxels give ``radius_voxels`` on
+    every axis; thick slices (e.g. 1.8 × 1.8 × 5 mm) give 0 across slices, so the operation
+    stays within each slice instead of reaching 5–10 mm up and down."""
     radius_voxels = int(radius_voxels)
     if spacing_kji is None:
         return [radius_voxels] * 3
     spacing = np.asarray(spacing_kji, dtype=float)
     reach_mm = radius_voxels * float(spacing.min())
-    return [int(np.floor(reach_mm / s + 1e-6)) for s in spacing]
+    return [int(np.floor(reach_mm / s + 0.5)) for s in spacing]  # nearest whole voxel
 
 
 def opening(masks: dict, *, enabled: bool, radius_voxels: int, voxel_ml: float, geometry=None,
@@ -113,8 +113,9 @@ def opening(masks: dict, *, enabled: bool, radius_voxels: int, voxel_ml: float, 
 
 def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, targets=None):
     """Fill holes of ``targets`` slice by slice (2D, 4-connected background): voxels fully
-    enclosed by a lesion in their slice join it, restricted to ``allowed`` (e.g. tissue without
-    CSF and vessels). Rationale: inside a hypoperfused region, voxels with almost no flow have
+    enclosed by a lesion in their slice join it. With ``allowed`` (e.g. tissue without CSF and
+    vessels) a hole is filled only when every voxel of it is allowed (a ring of lesion around
+    a CSF space stays a ring). Rationale: inside a hypoperfused region, voxels with almost no flow have
     a residue without a meaningful peak, so their Tmax is random although the
     tissue is hypoperfused. The step *adds* volume: its report shows negative "removed"."""
     targets = list(masks) if targets is None else list(targets)
@@ -131,10 +132,14 @@ def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, tar
         if key not in targets or not mask.any():
             after[key] = mask.copy()
             continue
-        filled = ndimage.binary_fill_holes(mask, structure=structure)
-        if allowed is not None:
-            filled &= allowed | mask
-        after[key] = filled
+        holes = ndimage.binary_fill_holes(mask, structure=structure) & ~mask
+        if allowed is not None and holes.any():
+            # a hole that contains excluded voxels (CSF, vessel) is anatomy, not missing
+            # hypoperfusion: keep it open entirely
+            labels, _ = ndimage.label(holes, structure=structure)
+            bad = np.unique(labels[holes & ~allowed])
+            holes &= ~np.isin(labels, bad[bad > 0])
+        after[key] = mask | holes
     return _report("fill_holes", True, True, parameters, masks, after, voxel_ml)
 
 
