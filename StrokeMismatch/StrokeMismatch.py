@@ -39,18 +39,17 @@ from StrokeMismatchLib.errors import AnalysisCancelled, StrokeMismatchError
 #: Where the sample data is published (a GitHub release of the project); files made by
 #: scripts/make_sample_data.py, which prints these SHA256 values (Testing/test_sample_data.py
 #: regenerates the files and checks them).
-SAMPLE_DATA_URL = "https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v1/"
+SAMPLE_DATA_URL = "https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v2/"
 SAMPLE_SERIES_FILE = "StrokeMismatchPhantomMR.seq.nrrd"
-SAMPLE_SERIES_SHA256 = "ef3b4a985af04c54e1f727529d2137264b8ef433c06947e27b97f4f821f5a180"
+SAMPLE_SERIES_SHA256 = "98552858311ce53bd497ef0a5c4f3346dd81dab9475b4c95620bf0795ffc452a"
 SAMPLE_ADC_FILE = "StrokeMismatchPhantomMR-ADC.nrrd"
 SAMPLE_ADC_SHA256 = "4407eb540d5e507500a40b17778dea86922f12915d3eb76de12e46e15c52440f"
 #: Ground truth of the sample phantom (mL), printed by scripts/make_sample_data.py.
 SAMPLE_TRUTH_ML = {"core": 14.688, "hypoperfusion": 54.317, "penumbra": 39.629}
-#: Accepted relative error of the self-test's volumes against the truth (plus 1 mL). The
-#: hypoperfusion (Tmax > 6 s) tolerance is wide because oSVD's Tmax on this coarse, noisy
-#: phantom also flags part of the oligemic rim; Testing/test_sample_data.py checks that the
-#: same run outside Slicer meets these tolerances.
-SAMPLE_TOLERANCE = {"core": 0.35, "hypoperfusion": 0.6}
+#: Accepted relative error of the self-test's volumes against the truth (plus 1 mL). Outside
+#: Slicer the same run gives core 14.0 mL (−4.5 %) and hypoperfusion 55.8–56.3 mL (+2.7 … +3.7 %)
+#: over noise seeds 0–2; Testing/test_sample_data.py checks that it meets these tolerances.
+SAMPLE_TOLERANCE = {"core": 0.10, "hypoperfusion": 0.10}
 #: Echo time of the sample phantom (ms): .seq.nrrd files carry no TE that Slicer reads.
 SAMPLE_ECHO_TIME_MS = 30.0
 
@@ -165,7 +164,7 @@ class StrokeMismatchParameterNode:
     vesselCbv: Annotated[float, WithinRange(1.0, 100.0)] = 8.0
     vesselCbvMultiple: Annotated[float, WithinRange(1.5, 50.0)] = 4.0
     cleanupHemisphere: bool = False
-    cleanupMorphology: bool = False
+    cleanupMorphology: bool = True
     cleanupClusters: bool = True
     showTmaxAbove10: bool = True
     age: Annotated[int, WithinRange(0, 120)] = 0
@@ -502,7 +501,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
 
     #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist).
     CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
-                      "hemisphere": ("restrict_to_affected_hemisphere",), "morphology": ("opening",),
+                      "hemisphere": ("restrict_to_affected_hemisphere",), "morphology": ("opening", "fill_holes"),
                       "clusters": ("cluster_removal",)}
 
     def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, vesselCbv=8.0,

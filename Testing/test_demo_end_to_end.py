@@ -209,3 +209,29 @@ def test_nifti_round_trip_matches_demo(tmp_path):
         y = nifti_voxels(analyze_out / "maps" / f"{name}.nii.gz", phantom.series.geometry.shape)
         assert np.array_equal(np.isnan(x), np.isnan(y))
         assert np.nanmax(np.abs(x - y)) <= 1e-3 * max(np.nanmax(np.abs(x)), 1.0)
+
+
+def test_cli_noise_and_morphology_flags_reach_the_lesion_settings():
+    from StrokeMismatchLib.cli import _case_settings, build_parser
+
+    default = _case_settings(build_parser().parse_args(["demo"])).lesion
+    assert default.opening is True and default.fill_holes is True and default.core_opening is False
+    assert default.tmax_median_filter is None and default.cbf_smoothing_fwhm_mm == 4.0
+    args = build_parser().parse_args(["demo", "--no-opening", "--core-opening", "--no-fill-holes",
+                                      "--tmax-median-filter", "--cbf-smoothing-fwhm", "0"])
+    lesion = _case_settings(args).lesion
+    assert lesion.opening is False and lesion.core_opening is True and lesion.fill_holes is False
+    assert lesion.tmax_median_filter is True and lesion.cbf_smoothing_fwhm_mm == 0.0
+    lesion = _case_settings(build_parser().parse_args(["demo", "--no-tmax-median-filter"])).lesion
+    assert lesion.tmax_median_filter is False
+
+
+def test_healthy_mr_phantom_reports_no_lesion():
+    from StrokeMismatchLib.pipeline import CaseSettings, run_case
+
+    phantom = make_volume_phantom("mr", lesion=False)
+    result = run_case(phantom.series, adc=phantom.adc, adc_geometry=phantom.adc_geometry,
+                      settings=CaseSettings(motion_correction=False))
+    voxel_ml = phantom.series.geometry.voxel_volume_ml
+    for name in ("core", "hypoperfusion"):
+        assert np.count_nonzero(result.lesion.masks[name]) * voxel_ml < 1.0, name

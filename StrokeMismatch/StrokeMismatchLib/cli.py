@@ -40,6 +40,10 @@ LESION_OPTIONS = {
     "csf_exclusion": ("csf_exclusion",),
     "cluster_removal": ("cluster_removal",),
     "opening": ("opening",),
+    "core_opening": ("core_opening",),
+    "fill_holes": ("fill_holes",),
+    "tmax_median_filter": ("tmax_median_filter",),
+    "cbf_smoothing_fwhm": ("cbf_smoothing_fwhm_mm",),
     "core_in_hypoperfusion": ("core_within_hypoperfusion",),
     "vessel_exclusion": ("vessel_exclusion",),
     "vessel_cbv": ("vessel_cbv",),
@@ -116,8 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep CSF voxels in the lesion masks")
     lesion.add_argument("--no-cluster-removal", dest="cluster_removal", action="store_false", default=None,
                         help="keep small clusters")
-    lesion.add_argument("--opening", action="store_true", default=None,
-                        help="morphological opening of the lesion masks")
+    lesion.add_argument("--opening", action=argparse.BooleanOptionalAction, default=None,
+                        help="morphological opening (radius-1 ball, in-plane for thick slices) of the "
+                        "Tmax masks (default on)")
+    lesion.add_argument("--core-opening", action=argparse.BooleanOptionalAction, default=None,
+                        help="also open the core mask (default off)")
+    lesion.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
+                        help="fill holes enclosed in each slice of the Tmax masks (default on)")
+    lesion.add_argument("--tmax-median-filter", action=argparse.BooleanOptionalAction, default=None,
+                        help="3×3 in-plane median of the Tmax map before the Tmax thresholds "
+                        "(default on for CT, off for MR)")
+    lesion.add_argument("--cbf-smoothing-fwhm", type=_non_negative, metavar="MM",
+                        help="CT core: in-plane Gaussian FWHM (mm) of the CBF before rCBF < threshold "
+                        "(default 4, 0 = off)")
     lesion.add_argument("--no-vessel-exclusion", dest="vessel_exclusion", action="store_false", default=None,
                         help="keep large-vessel voxels (very high CBV, or peak with the AIF) in the lesion masks")
     lesion.add_argument("--vessel-cbv", type=_positive, metavar="ML",
