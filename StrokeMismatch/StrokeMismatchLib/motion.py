@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from .errors import AnalysisCancelled, InputDataError
 from .geometry import Geometry
@@ -141,12 +142,15 @@ def _head_mask(reference: sitk.Image) -> sitk.Image:
 
 
 def _smooth(image: sitk.Image, sigma_vox: float) -> sitk.Image:
-    """In-plane Gaussian smoothing, ``sigma_vox`` in voxels (none through the thick slices)."""
+    """In-plane Gaussian smoothing, ``sigma_vox`` in voxels (none through the thick slices;
+    scipy's separable filter, ~4× cheaper than SimpleITK's DiscreteGaussian here)."""
     if sigma_vox <= 0:
         return image
-    spacing = image.GetSpacing()
-    variance = [float((sigma_vox * spacing[0]) ** 2), float((sigma_vox * spacing[1]) ** 2), 0.0]
-    return sitk.DiscreteGaussian(image, variance, 16, 0.01, True)
+    array = ndimage.gaussian_filter(sitk.GetArrayViewFromImage(image), (0.0, sigma_vox, sigma_vox),
+                                    mode="nearest", truncate=3.0)
+    smooth = sitk.GetImageFromArray(array)
+    smooth.CopyInformation(image)
+    return smooth
 
 
 def _homogeneous(transform) -> np.ndarray:
@@ -184,6 +188,9 @@ def _delta(params: np.ndarray, center: np.ndarray) -> np.ndarray:
     return _homogeneous(step)
 
 
+_UPPER = np.triu_indices(6)
+
+
 class _Level:
     """One pyramid level: the smoothed (and in-plane shrunk) reference on the head, its
     steepest-descent images ∇R·∂W/∂p at identity (rotation about ``center``) and points."""
@@ -202,6 +209,13 @@ class _Level:
             shrunk = sitk.Shrink(reference, self.shrink)
             self.grid = sitk.Resample(smooth, shrunk, sitk.Transform(), sitk.sitkLinear, 0.0)
             mask = sitk.Resample(head, shrunk, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        # One thread: the images are small, thread start-up costs more than it saves.
+        self.resampler = sitk.ResampleImageFilter()
+        self.resampler.SetReferenceImage(self.grid)
+        self.resampler.SetInterpolator(sitk.sitkLinear)
+        self.resampler.SetDefaultPixelValue(np.nan)
+        self.resampler.SetOutputPixelType(sitk.sitkFloat32)
+        self.resampler.SetNumberOfThreads(1)
         values = sitk.GetArrayFromImage(self.grid).astype(np.float64)
         self.keep = sitk.GetArrayFromImage(mask).astype(bool)
         spacing = np.array(self.grid.GetSpacing())
@@ -214,6 +228,10 @@ class _Level:
         # ∂R(W(x; p))/∂p at p = 0: rotation ω moves x by ω × (x − c), so ∂/∂ω = (x − c) × ∇R.
         self.sd = np.concatenate([np.cross(points - center, gradient), gradient], axis=1)
         self.values = values[self.keep]
+        # Products of steepest-descent columns (upper triangle of the 6×6 normal matrix), so
+        # each iteration's weighted normal matrix is one einsum (no multi-threaded BLAS call
+        # whose thread spin-up costs more than the arithmetic on these small problems).
+        self.products = self.sd[:, _UPPER[0]] * self.sd[:, _UPPER[1]]
 
 
 def _register(frame: sitk.Image, levels, start: np.ndarray, center: np.ndarray, sphere: np.ndarray):
@@ -252,8 +270,8 @@ def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphe
     weights = np.ones(level.values.size)
     correlation, first_step = np.nan, np.nan
     for it in range(iterations):
-        warped = sitk.Resample(moving, level.grid, _affine(matrix), sitk.sitkLinear, np.nan,
-                               sitk.sitkFloat32)
+        level.resampler.SetTransform(_affine(matrix))
+        warped = level.resampler.Execute(moving)
         values = sitk.GetArrayViewFromImage(warped)[level.keep].astype(np.float64)
         valid = np.isfinite(values)
         if valid.mean() < 0.5:
@@ -262,22 +280,24 @@ def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphe
         values = np.where(valid, values, 0.0)
         # Gain and offset: weighted least squares of the warped frame on the reference.
         sw = w.sum()
-        dv = values - (w @ values) / sw
-        dr = level.values - (w @ level.values) / sw
-        var_v = w @ (dv * dv)
+        dv = values - np.einsum("n,n->", w, values) / sw
+        dr = level.values - np.einsum("n,n->", w, level.values) / sw
+        var_v = np.einsum("n,n,n->", w, dv, dv)
         if var_v <= 0:
             return matrix, np.nan, np.inf
-        cov = w @ (dv * dr)
+        cov = np.einsum("n,n,n->", w, dv, dr)
         error = (cov / var_v) * dv - dr
-        correlation = cov / np.sqrt(var_v * (w @ (dr * dr)) + 1e-300)
+        correlation = cov / np.sqrt(var_v * np.einsum("n,n,n->", w, dr, dr) + 1e-300)
         if level.robust:
             # Huber weights from the robust residual SD (1.4826 · median absolute residual).
             scale = 1.4826 * np.median(np.abs(error[valid])) + 1e-12
             weights = np.minimum(1.0, HUBER_K * scale / (np.abs(error) + 1e-12))
             w = weights * valid
-        sd_w = level.sd * w[:, None]
+        hessian = np.empty((6, 6))
+        hessian[_UPPER] = np.einsum("n,nk->k", w, level.products)
+        hessian.T[_UPPER] = hessian[_UPPER]
         try:
-            step = np.linalg.solve(sd_w.T @ level.sd, sd_w.T @ error)
+            step = np.linalg.solve(hessian, np.einsum("ni,n->i", level.sd, w * error))
         except np.linalg.LinAlgError:
             return matrix, np.nan, np.inf
         delta = _delta(step, center)
