@@ -218,3 +218,12 @@ def test_aif_warnings_reach_result_and_summary(mr_phantom):
     summary = json.loads(json.dumps(result.summary(), allow_nan=False))
     assert all(f"AIF: {text}" in summary["warnings"] for text in result.aif.warnings)
     assert summary["aif"]["warnings"] == list(result.aif.warnings)
+
+
+def test_ct_aif_has_no_mr_saturation_check():
+    """S/S0 is a DSC-MR notion: on CT (HU) no candidate may be dropped or flagged as 'saturated'."""
+    phantom = make_volume_phantom("ct", seed=0)
+    result = run_case(phantom.series, settings=CaseSettings(motion_correction=False))
+    assert result.aif.quality["min_signal_ratio"] is None
+    assert not any("saturat" in w for w in result.aif.warnings + list(result.warnings))
+    assert phantom.artery_mask[tuple(np.asarray(result.aif.voxels).T)].all()

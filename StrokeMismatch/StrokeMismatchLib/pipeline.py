@@ -398,7 +398,9 @@ def run_case(
     voxels = settings.aif_voxels
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
-    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=signal)
+    # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
+    aif_signal = signal if modality == "mr" else None
+    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
     warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
