@@ -146,6 +146,26 @@ def test_noise_frame_in_moving_mr_series_is_reported_and_tracking_continues():
     assert np.abs(trace.rotations_deg - true_r)[good].max() < 0.5
 
 
+def test_single_slice_in_plane_motion():
+    from StrokeMismatchLib.geometry import Geometry
+
+    phantom = make_volume_phantom("ct", seed=12, lesion=False, times=np.arange(0.0, 20.0, 1.0))
+    signal = np.array(phantom.series.signal[7:8])  # one slice: tilts are invisible
+    geometry = Geometry(phantom.geometry.ijk_to_ras, signal.shape[:3])
+    first = geometry.to_sitk(signal[..., 0])
+    center = first.TransformContinuousIndexToPhysicalPoint((31.5, 31.5, 0.0))
+    move = sitk.Euler3DTransform(center, 0.0, 0.0, np.deg2rad(2.0), (1.5, -1.0, 0.0))
+    for t in range(10, 20):
+        frame = geometry.to_sitk(signal[..., t])
+        signal[..., t] = sitk.GetArrayFromImage(sitk.Resample(frame, frame, move.GetInverse(),
+                                                              sitk.sitkLinear, -1000.0))
+    _, trace = correct_motion(signal, geometry, phantom.times)
+    assert trace.failed_frames == []
+    np.testing.assert_allclose(trace.translations_mm[:10], 0.0, atol=0.05)
+    np.testing.assert_allclose(trace.translations_mm[10:], [[-1.5, 1.0, 0.0]] * 10, atol=0.3)
+    np.testing.assert_allclose(trace.rotations_deg[10:], [[0.0, 0.0, 2.0]] * 10, atol=0.3)
+
+
 def test_cancel_and_bad_arguments():
     phantom = make_volume_phantom("ct", seed=7, lesion=False, times=np.arange(0.0, 12.0, 1.0))
     with pytest.raises(AnalysisCancelled):

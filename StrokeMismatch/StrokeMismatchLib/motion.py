@@ -220,7 +220,9 @@ class _Level:
         self.keep = sitk.GetArrayFromImage(mask).astype(bool)
         spacing = np.array(self.grid.GetSpacing())
         direction = np.array(self.grid.GetDirection()).reshape(3, 3)
-        d_k, d_j, d_i = np.gradient(values)
+        # (A single slice has no through-plane gradient: those directions stay where they start.)
+        d_k, d_j, d_i = (np.gradient(values, axis=axis) if values.shape[axis] > 1
+                         else np.zeros_like(values) for axis in range(3))
         gradient = np.stack([d_i[self.keep] / spacing[0], d_j[self.keep] / spacing[1],
                              d_k[self.keep] / spacing[2]], axis=-1) @ direction.T
         kji = np.argwhere(self.keep)
@@ -296,6 +298,9 @@ def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphe
         hessian = np.empty((6, 6))
         hessian[_UPPER] = np.einsum("n,nk->k", w, level.products)
         hessian.T[_UPPER] = hessian[_UPPER]
+        # Slight Levenberg-Marquardt damping: directions the data cannot see (a single slice's
+        # tilts) stay put instead of making the system singular.
+        hessian[np.diag_indices(6)] += 1e-3 * np.diag(hessian) + 1e-6 * np.trace(hessian) / 6
         try:
             step = np.linalg.solve(hessian, np.einsum("ni,n->i", level.sd, w * error))
         except np.linalg.LinAlgError:
