@@ -4,9 +4,10 @@
 
 For the demo phantoms (``make_volume_phantom(modality)``, 64×64×16, MR 60 / CT 60 frames) it
 prints the best-of-N wall and CPU seconds of ``correct_motion`` on the still series (what the
-demo runs) and on the same series with injected motion (a ramp to (2, 1.5, 1) mm / (1, 2, 2.5)°
-from the bolus arrival plus a sudden extra jump on one frame, as in Testing/test_motion.py), with the largest
-error of the estimated translations (mm) and rotations (degrees). Target: ≤ ~1.5 s per series.
+demo runs) and on the same series with injected motion (a ramp to (2, 1.5, 1) mm and
+(1, 2, 2.5)° from the bolus arrival plus a sudden extra jump on one frame, as in
+Testing/test_motion.py), with the largest error of the estimated translations (mm) and
+rotations (degrees). Target: ≤ ~1.5 s per series.
 """
 
 from __future__ import annotations

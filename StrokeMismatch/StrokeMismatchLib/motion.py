@@ -7,10 +7,11 @@ more than max(3·SD, 5 % of the largest change)), or a frame the caller chooses.
 Registration: rigid (Euler angles about the image centre), Gauss-Newton in the inverse
 compositional form (Baker & Matthews, IJCV 2004;56:221): the reference's steepest-descent
 images (gradient × rigid Jacobian) are computed once; each iteration costs one SimpleITK linear
-resample of the frame and a weighted 6×6 normal matrix from precomputed products. The residual is taken after a least-squares gain/offset
-fit (normalised correlation: a global intensity change costs nothing) and weighted with Huber
-weights (Holland & Welsch 1977) so that voxels enhancing with the bolus count less; the fit is
-restricted to the head (Otsu threshold, dilated). Images are smoothed in-plane (σ 0.75 voxel).
+resample of the frame and a weighted 6×6 normal matrix from precomputed products. The
+residual is taken after a least-squares gain/offset fit (normalised correlation: a global
+intensity change costs nothing) and weighted with Huber weights (Holland & Welsch 1977) so that
+voxels enhancing with the bolus count less; the fit is restricted to the head (Otsu threshold,
+dilated). Images are smoothed in-plane (σ 0.75 voxel).
 Each frame starts from the previous frame's estimate at full resolution; when that first step
 moves the head (> 0.1 mm on the 50 mm sphere) the frame is redone from a 2× in-plane shrunk,
 more smoothed level (plain least squares, wider capture range) first; still frames cost one
@@ -270,7 +271,8 @@ def _register(frame: sitk.Image, levels, start: np.ndarray, center: np.ndarray, 
     return run(fine, matrix, fine.iterations - 1)[:2]
 
 
-def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphere, iterations: int):
+def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphere,
+             iterations: int):
     """Up to ``iterations`` Gauss-Newton steps of the (smoothed) frame ``moving`` on one level;
     returns (matrix, correlation, displacement of the first step in mm)."""
     weights = np.ones(level.values.size)
@@ -311,7 +313,8 @@ def _iterate(moving: sitk.Image, level: _Level, matrix: np.ndarray, center, sphe
             return matrix, np.nan, np.inf
         delta = _delta(step, center)
         matrix = matrix @ np.linalg.inv(delta)
-        step_mm = float(np.max(np.linalg.norm(sphere @ delta[:3, :3].T + delta[:3, 3] - sphere, axis=1)))
+        moved = sphere @ delta[:3, :3].T + delta[:3, 3] - sphere
+        step_mm = float(np.max(np.linalg.norm(moved, axis=1)))
         if it == 0:
             first_step = step_mm
         if step_mm < STEP_TOLERANCE_MM:
@@ -386,7 +389,8 @@ def correct_motion(
         matrix, metric = _register(small, levels, previous, center, sphere)
         correlation[t] = metric
         transform = _euler(matrix, center) if np.all(np.isfinite(matrix)) else None
-        params = np.array(transform.GetParameters()) if transform is not None else np.full(6, np.nan)
+        params = (np.array(transform.GetParameters()) if transform is not None
+                  else np.full(6, np.nan))
         angles_deg = np.rad2deg(params[:3])
         if (
             not np.all(np.isfinite(params))
