@@ -135,13 +135,42 @@ class AifMode(enum.Enum):
     Manual = "Manual"
 
 
+class ModalityDefault(enum.Enum):
+    """A clean-up step whose default depends on the modality (``LesionSettings`` None/True/False)."""
+
+    Default = "Default"
+    On = "On"
+    Off = "Off"
+
+    def setting(self):
+        """The ``LesionSettings`` value: None (modality default), True or False."""
+        return {"Default": None, "On": True, "Off": False}[self.name]
+
+    def label(self):
+        return {"Default": _("Modality default (CT on, MR off)"), "On": _("On"), "Off": _("Off")}[self.name]
+
+
+class RcbfReference(enum.Enum):
+    """Reference of the CT relative CBF (values = ``LesionSettings.rcbf_reference``)."""
+
+    Contralateral = "contralateral"
+    TmaxBelow4 = "tmax_lt_4"
+    Mirror = "mirror"
+
+    def label(self):
+        return {"Contralateral": _("Contralateral hemisphere"), "TmaxBelow4": _("Tissue with Tmax < 4 s"),
+                "Mirror": _("Mirror voxel (smoothed)")}[self.name]
+
+
 @parameterNodeWrapper
 class StrokeMismatchParameterNode:
     """Settings of the panel, saved with the scene.
 
     Times in the GUI: frame times in s (comma separated), TE and TR in ms. Thresholds: core ADC
-    in 10⁻⁶ mm²/s, core rCBF in % of the reference, Tmax in s. Clinical values: 0 (age) or -1
-    (NIHSS, collateral score) mean unknown.
+    in 10⁻⁶ mm²/s, core rCBF in % of the reference, Tmax in s. Clean-up (defaults = the Lib's
+    ``LesionSettings``): CSF limits in HU (CT) and 10⁻⁶ mm²/s (MR), CBF smoothing FWHM in mm
+    (0 = off), minimum cluster volumes in mL; ``ModalityDefault`` fields are None/True/False in
+    the Lib. Clinical values: 0 (age) or -1 (NIHSS, collateral score) mean unknown.
     """
 
     # connectGui sets each node combo box's nodeTypes from these annotations (a MultiVolume or a
@@ -158,14 +187,25 @@ class StrokeMismatchParameterNode:
     coreAdcThreshold: Annotated[float, WithinRange(100.0, 1500.0)] = 620.0
     coreRcbfPercent: Annotated[float, WithinRange(5.0, 60.0)] = 30.0
     tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
+    rcbfReference: RcbfReference = RcbfReference.Contralateral
     motionCorrection: bool = True
+    cleanupBrainMask: bool = True
+    tmaxMedianFilter: ModalityDefault = ModalityDefault.Default
+    cbfSmoothingFwhmMm: Annotated[float, WithinRange(0.0, 20.0)] = 4.0
     cleanupCsf: bool = True
+    csfHu: Annotated[float, WithinRange(-20.0, 40.0)] = 15.0
+    csfAdc: Annotated[float, WithinRange(1000.0, 4000.0)] = 2000.0
     cleanupVessels: bool = True
     vesselCbv: Annotated[float, WithinRange(1.0, 100.0)] = 8.0
     vesselCbvMultiple: Annotated[float, WithinRange(1.5, 50.0)] = 4.0
     cleanupHemisphere: bool = False
-    cleanupMorphology: bool = True
+    cleanupFillHoles: bool = True
+    cleanupOpening: bool = True
+    cleanupCoreOpening: bool = False
+    coreWithinHypoperfusion: ModalityDefault = ModalityDefault.Default
     cleanupClusters: bool = True
+    minCoreMl: Annotated[float, WithinRange(0.0, 50.0)] = 0.5
+    minHypoperfusionMl: Annotated[float, WithinRange(0.0, 100.0)] = 1.0
     showTmaxAbove10: bool = True
     age: Annotated[int, WithinRange(0, 120)] = 0
     nihss: Annotated[int, WithinRange(-1, 42)] = -1
@@ -275,6 +315,11 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.updateFromSegmentsButton.enabled = node.outputSegmentation is not None
         self.ui.coreAdcSpinBox.enabled = node.modality == Modality.MR  # the Lib takes the MR core from ADC
         self.ui.coreRcbfSpinBox.enabled = node.modality == Modality.CT  # and the CT core from relative CBF
+        for widget in (self.ui.rcbfReferenceComboBox, self.ui.cbfSmoothingSpinBox):  # CT core only
+            widget.enabled = node.modality == Modality.CT
+        self.ui.csfHuSpinBox.enabled = node.cleanupCsf and node.modality == Modality.CT
+        self.ui.csfAdcSpinBox.enabled = node.cleanupCsf and node.modality == Modality.MR
+        self.ui.minCoreSpinBox.enabled = self.ui.minHypoperfusionSpinBox.enabled = node.cleanupClusters
         self.ui.echoTimeSpinBox.enabled = node.modality == Modality.MR
         manual = node.aifMode == AifMode.Manual
         self.ui.aifPointsSelector.enabled = manual
@@ -493,28 +538,50 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         """``analysis.LesionSettings`` from the panel's thresholds, clean-up and clinical fields."""
         return self.lesionSettings(
             coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
-            tmaxThreshold=node.tmaxThreshold, vesselCbv=node.vesselCbv, vesselCbvMultiple=node.vesselCbvMultiple,
-            cleanup={"csf": node.cleanupCsf, "vessels": node.cleanupVessels, "hemisphere": node.cleanupHemisphere,
-                     "morphology": node.cleanupMorphology, "clusters": node.cleanupClusters},
+            tmaxThreshold=node.tmaxThreshold, rcbfReference=node.rcbfReference.value,
+            vesselCbv=node.vesselCbv, vesselCbvMultiple=node.vesselCbvMultiple,
+            csfHu=node.csfHu, csfAdc=node.csfAdc, cbfSmoothingFwhmMm=node.cbfSmoothingFwhmMm,
+            tmaxMedianFilter=node.tmaxMedianFilter.setting(),
+            coreWithinHypoperfusion=node.coreWithinHypoperfusion.setting(),
+            minCoreMl=node.minCoreMl, minHypoperfusionMl=node.minHypoperfusionMl,
+            cleanup={"brain": node.cleanupBrainMask, "csf": node.cleanupCsf, "vessels": node.cleanupVessels,
+                     "hemisphere": node.cleanupHemisphere, "fillHoles": node.cleanupFillHoles,
+                     "opening": node.cleanupOpening, "coreOpening": node.cleanupCoreOpening,
+                     "clusters": node.cleanupClusters},
             age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
             collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
 
-    #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist).
-    CLEANUP_FIELDS = {"csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
-                      "hemisphere": ("restrict_to_affected_hemisphere",), "morphology": ("opening", "fill_holes"),
-                      "clusters": ("cluster_removal",)}
+    #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist);
+    #: "morphology" (opening + hole filling of the Tmax masks) is kept for older scripts.
+    CLEANUP_FIELDS = {"brain": ("brain_mask",), "csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
+                      "hemisphere": ("restrict_to_affected_hemisphere",), "fillHoles": ("fill_holes",),
+                      "opening": ("opening",), "coreOpening": ("core_opening",),
+                      "morphology": ("opening", "fill_holes"), "clusters": ("cluster_removal",)}
 
-    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0, vesselCbv=8.0,
-                       vesselCbvMultiple=4.0, cleanup=None, age=None, nihss=None, collateralScore=None):
-        """``analysis.LesionSettings`` (core ADC in 10⁻⁶ mm²/s, core rCBF in %, Tmax in s, vessel CBV in
-        mL/100 g for CT and as a multiple of the brain median for MR)."""
+    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0,
+                       rcbfReference="contralateral", vesselCbv=8.0, vesselCbvMultiple=4.0, csfHu=15.0,
+                       csfAdc=2000.0, cbfSmoothingFwhmMm=4.0, tmaxMedianFilter=None, coreWithinHypoperfusion=None,
+                       minCoreMl=0.5, minHypoperfusionMl=1.0, cleanup=None, age=None, nihss=None,
+                       collateralScore=None):
+        """``analysis.LesionSettings`` (defaults = the Lib's).
+
+        Core ADC in 10⁻⁶ mm²/s, core rCBF in % of the ``rcbfReference`` ("contralateral",
+        "tmax_lt_4", "mirror"), Tmax in s; vessel CBV in mL/100 g (CT) and as a multiple of the
+        brain median (MR); CSF below ``csfHu`` HU (CT) / ADC above ``csfAdc`` 10⁻⁶ mm²/s (MR);
+        CT CBF smoothing FWHM in mm (0 = off); ``tmaxMedianFilter`` and ``coreWithinHypoperfusion``
+        None (modality default: on for CT, off for MR), True or False; smallest kept clusters in
+        mL; ``cleanup`` switch name -> bool (see ``CLEANUP_FIELDS``).
+        """
         from StrokeMismatchLib.analysis import LesionSettings
 
         known = {field.name for field in dataclasses.fields(LesionSettings)}
         values = {"core_adc": float(coreAdcThreshold), "core_rcbf": float(coreRcbfPercent) / 100.0,
-                  "tmax_threshold": float(tmaxThreshold), "vessel_cbv": float(vesselCbv),
-                  "vessel_cbv_multiple": float(vesselCbvMultiple), "age": age, "nihss": nihss,
-                  "collateral_score": collateralScore}
+                  "tmax_threshold": float(tmaxThreshold), "rcbf_reference": str(rcbfReference),
+                  "vessel_cbv": float(vesselCbv), "vessel_cbv_multiple": float(vesselCbvMultiple),
+                  "csf_hu": float(csfHu), "csf_adc": float(csfAdc), "cbf_smoothing_fwhm_mm": float(cbfSmoothingFwhmMm),
+                  "tmax_median_filter": tmaxMedianFilter, "core_within_hypoperfusion": coreWithinHypoperfusion,
+                  "min_core_ml": float(minCoreMl), "min_hypoperfusion_ml": float(minHypoperfusionMl),
+                  "age": age, "nihss": nihss, "collateral_score": collateralScore}
         for switch, enabled in (cleanup or {}).items():
             fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]
             if not fields:

@@ -70,6 +70,24 @@ def enum_members() -> dict:
     return result
 
 
+def enum_labels() -> dict:
+    """Enum class name -> shown texts (its ``label`` method's dict of ``_("...")``, else the names)."""
+    result = {}
+    for node in _module_ast().body:
+        if isinstance(node, ast.ClassDef) and node.name in enum_members():
+            names = enum_members()[node.name]
+            texts = dict(zip(names, names))
+            for method in node.body:
+                if isinstance(method, ast.FunctionDef) and method.name == "label":
+                    for table in ast.walk(method):
+                        if isinstance(table, ast.Dict):
+                            for key, value in zip(table.keys, table.values):
+                                if isinstance(value, ast.Call) and value.args:
+                                    texts[key.value] = value.args[0].value
+            result[node.name] = [texts[name] for name in names]
+    return result
+
+
 def ui_names_used_in_python() -> set:
     names = set()
     for node in ast.walk(_module_ast()):
@@ -223,12 +241,13 @@ def load_panel():
     return widget
 
 
-def dress_for_screenshot(panel):
-    """Fill what Slicer would fill (enum combos, node names) and collapse collapsed sections."""
+def dress_for_screenshot(panel, expanded=()):
+    """Fill what Slicer would fill (enum combos, node names) and collapse collapsed sections
+    (except those named in ``expanded``)."""
     from PySide6.QtWidgets import QComboBox, QGroupBox, QWidget
 
     fields = parameter_fields()
-    enums = enum_members()
+    enums = enum_labels()
     examples = {"perfusionNode": "PhantomPerfusion (sequence)", "adcVolume": "PhantomADC",
                 "aifPoints": "None", "outputSegmentation": "PhantomPerfusion lesion",
                 "outputTable": "PhantomPerfusion summary"}
@@ -239,7 +258,7 @@ def dress_for_screenshot(panel):
         elif field in examples:
             combo.addItem(examples[field])
     for group in panel.findChildren(QGroupBox):
-        if group.property("collapsed"):
+        if group.property("collapsed") and group.objectName() not in expanded:
             for child in group.findChildren(QWidget):
                 child.setVisible(False)
             group.setMaximumHeight(24)
@@ -250,9 +269,9 @@ def dress_for_screenshot(panel):
         "Ischemic core: 14.0 mL\nHypoperfusion (Tmax > 6 s): 81.3 mL\nMismatch ratio: 5.8\nDEFUSE 3: indeterminate")
 
 
-def render_panel(path: Path) -> Path:
+def render_panel(path: Path, expanded=()) -> Path:
     panel = load_panel()
-    dress_for_screenshot(panel)
+    dress_for_screenshot(panel, expanded)
     panel.resize(440, panel.sizeHint().height())
     panel.adjustSize()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,10 +311,97 @@ def test_panel_renders_offscreen(tmp_path):
     assert len(colours) > 10  # not a blank picture
 
 
+def test_panel_renders_with_the_advanced_section_open(tmp_path):
+    """The expanded Advanced section (clean-up group included) is taller than the collapsed panel."""
+    pytest.importorskip("PySide6.QtUiTools")
+    from PySide6.QtGui import QImage
+
+    closed = QImage(str(render_panel(tmp_path / "closed.png")))
+    opened = QImage(str(render_panel(tmp_path / "open.png", expanded=("advancedCollapsibleButton",))))
+    assert opened.height() > closed.height() + 300
+
+
 if __name__ == "__main__":
+    # python Testing/test_ui.py [--advanced OUT.png]: the README screenshot (collapsed), or the
+    # panel with the Advanced section open (to check its layout).
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    print(render_panel(SCREENSHOT))
+    if len(sys.argv) == 3 and sys.argv[1] == "--advanced":
+        print(render_panel(Path(sys.argv[2]), expanded=("advancedCollapsibleButton",)))
+    else:
+        print(render_panel(SCREENSHOT))
     sys.exit(0)
+
+
+#: Parameter-node field -> LesionSettings field (its default must be the panel's; rCBF in %).
+PANEL_TO_LIB = {"coreAdcThreshold": "core_adc", "tmaxThreshold": "tmax_threshold",
+                "rcbfReference": "rcbf_reference", "cleanupBrainMask": "brain_mask",
+                "tmaxMedianFilter": "tmax_median_filter", "cbfSmoothingFwhmMm": "cbf_smoothing_fwhm_mm",
+                "cleanupCsf": "csf_exclusion", "csfHu": "csf_hu", "csfAdc": "csf_adc",
+                "cleanupVessels": "vessel_exclusion", "vesselCbv": "vessel_cbv",
+                "vesselCbvMultiple": "vessel_cbv_multiple", "cleanupHemisphere": "restrict_to_affected_hemisphere",
+                "cleanupFillHoles": "fill_holes", "cleanupOpening": "opening", "cleanupCoreOpening": "core_opening",
+                "coreWithinHypoperfusion": "core_within_hypoperfusion", "cleanupClusters": "cluster_removal",
+                "minCoreMl": "min_core_ml", "minHypoperfusionMl": "min_hypoperfusion_ml"}
+
+
+def _panel_defaults() -> dict:
+    """Parameter-node defaults as Lib values (enum members through their value / ``setting()``)."""
+    tree = _module_ast()
+    enum_values = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in enum_members():
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign):
+                    enum_values[f"{node.name}.{stmt.targets[0].id}"] = ast.literal_eval(stmt.value)
+    tri_state = {"ModalityDefault.Default": None, "ModalityDefault.On": True, "ModalityDefault.Off": False}
+    defaults = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "StrokeMismatchParameterNode":
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                    text = ast.unparse(stmt.value)
+                    if text in tri_state:
+                        defaults[stmt.target.id] = tri_state[text]
+                    elif text in enum_values:
+                        defaults[stmt.target.id] = enum_values[text]
+                    else:
+                        defaults[stmt.target.id] = ast.literal_eval(stmt.value)
+    return defaults
+
+
+def test_every_cleanup_setting_is_in_the_cleanup_group_with_the_lib_default():
+    """Panel defaults (parameter node and .ui) = LesionSettings defaults; one widget per step."""
+    from StrokeMismatchLib.analysis import LesionSettings
+
+    lib = LesionSettings()
+    defaults = _panel_defaults()
+    assert defaults["coreRcbfPercent"] == pytest.approx(100 * lib.core_rcbf)
+    for field, name in PANEL_TO_LIB.items():
+        assert defaults[field] == getattr(lib, name), (field, name)
+    root = _tree().getroot()
+    group = next(w for w in _widgets(root) if w.get("name") == "cleanupGroupBox")
+    in_group = {_dynamic_property(w, "SlicerParameterName"): w for w in group.iter("widget")
+                if _dynamic_property(w, "SlicerParameterName") is not None}
+    cleanup = set(PANEL_TO_LIB) - {"coreAdcThreshold", "tmaxThreshold", "rcbfReference"}
+    assert set(in_group) == cleanup, sorted(set(in_group) ^ cleanup)
+    for field, widget in in_group.items():
+        props = {p.get("name"): p for p in widget.findall("property")}
+        tip = props["toolTip"].findtext("string")
+        assert tip and len(tip) > 40, field
+        value = defaults[field]
+        if isinstance(value, bool):
+            assert widget.get("class") == "QCheckBox", field
+            assert props["checked"].findtext("bool") == str(value).lower(), field
+        elif isinstance(value, float):
+            assert float(props["value"].findtext("double")) == pytest.approx(value), field
+            unit = props["suffix"].findtext("string").strip().lstrip("×").split()[0]
+            assert unit in tip, (field, unit, tip)  # the tool tip states the unit
+            assert "default" in tip.lower() or field in ("vesselCbv", "vesselCbvMultiple"), field
+        else:  # tri-state: an enum combo whose shown texts say what "default" means
+            assert widget.get("class") == "QComboBox" and "Modality default" in tip, field
+    labels = enum_labels()["ModalityDefault"]
+    assert labels[0].startswith("Modality default") and labels[1:] == ["On", "Off"]
+    assert "cleanupMorphology" not in parameter_fields()  # opening and hole filling are separate
 
 
 def test_vessel_and_hemisphere_cleanup_widgets_match_the_lib_defaults():
