@@ -7,8 +7,8 @@ The files come from ``StrokeMismatchLib.phantom.make_volume_phantom`` (fixed see
 rounded to int16 and written **uncompressed** (NRRD ``encoding: raw``), so the bytes, and
 therefore the SHA256 values registered with SampleData in ``StrokeMismatch/StrokeMismatch.py``,
 do not depend on the zlib build or on the time of writing. They are not committed to git:
-they are uploaded as assets of the GitHub release ``sample-data-v1``
-(https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v1/...).
+they are uploaded as assets of the GitHub release ``sample-data-v2``
+(https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v2/...).
 
 The script prints each file's SHA256 and the phantom's true volumes (mL); ``--check`` compares
 them with the constants in StrokeMismatch.py (exit status 1 on a mismatch).
