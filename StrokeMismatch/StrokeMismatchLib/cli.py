@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     common.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
     common.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    common.add_argument("--save-series", action="store_true",
+                        help="also write the analysed (motion-corrected) series as series/perfusion.seq.nrrd, "
+                        "which 3D Slicer opens as a sequence")
 
     analysis = _ArgumentParser(add_help=False)
     group = analysis.add_argument_group("analysis")
@@ -165,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="4D NIfTI (with its BIDS .json sidecar), .seq.nrrd, or a DICOM folder")
     analyze.add_argument("--series", metavar="UID_OR_NUMBER", help="DICOM series to use when the folder has several")
     analyze.add_argument("--diffusion", metavar="ADC_PATH", help="ADC map (3D) for the MR core")
+    analyze.add_argument("--dwi-b0", metavar="PATH",
+                         help="instead of --diffusion: the b = 0 image of a DWI pair, to compute the ADC")
+    analyze.add_argument("--dwi-b", metavar="PATH", help="the diffusion-weighted image of that pair (b = --b-value)")
+    analyze.add_argument("--b-value", type=_positive, default=1000.0, metavar="S_PER_MM2",
+                         help="b-value of --dwi-b in s/mm² (default 1000)")
     analyze.add_argument("--adc-unit", choices=["1e-6", "1e-3", "mm2/s"],
                          help="unit of the ADC values (default: detected from the brain median)")
     analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
@@ -333,7 +341,7 @@ def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, 
     result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
                       settings=settings, progress=display.scaled(0.0, 0.9))
     summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 progress=display.scaled(0.9, 1.0))
+                                 save_series=args.save_series, progress=display.scaled(0.9, 1.0))
     display.finish()
     return result, summary, out_dir
 
@@ -406,9 +414,7 @@ def _cmd_analyze(args):
 
         raise InputFileError(f"The perfusion input {path} does not exist.")
     series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
-    adc = adc_geometry = None
-    if args.diffusion:
-        adc, adc_geometry = _read_3d(read_volume, args.diffusion, "ADC map")
+    adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None
     if args.brain_mask:
         mask_array, mask_geometry = _read_3d(read_volume, args.brain_mask, "brain mask")
@@ -420,7 +426,7 @@ def _cmd_analyze(args):
         mask = mask_array > 0
     stem = path.name.split(".")[0] or "case"
     result, summary, out_dir = _run_and_write(
-        args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=args.adc_unit, brain_mask=mask,
+        args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
         default_out=f"stroke-mismatch-{stem}",
     )
     if args.json:
@@ -428,6 +434,32 @@ def _cmd_analyze(args):
     else:
         print(format_summary(summary, out_dir))
     return 0
+
+
+def _read_adc(args, read_volume):
+    """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
+    from .errors import InputDataError
+
+    pair = (args.dwi_b0, args.dwi_b)
+    if args.diffusion and any(pair):
+        raise InputDataError("Give either --diffusion (an ADC map) or --dwi-b0 with --dwi-b, not both.")
+    if args.diffusion:
+        adc, geometry = _read_3d(read_volume, args.diffusion, "ADC map")
+        return adc, geometry, args.adc_unit
+    if not any(pair):
+        return None, None, args.adc_unit
+    if not all(pair):
+        raise InputDataError("Computing the ADC needs both DWI images: --dwi-b0 PATH and --dwi-b PATH.")
+    from .dwi import adc_from_dwi
+
+    b0, b0_geometry = _read_3d(read_volume, args.dwi_b0, "b0 image")
+    weighted, weighted_geometry = _read_3d(read_volume, args.dwi_b, "diffusion-weighted image")
+    if not b0_geometry.same_grid(weighted_geometry, tolerance_mm=0.01):
+        raise InputDataError(
+            f"{args.dwi_b0} and {args.dwi_b} are not on the same grid: give the b0 and b-{args.b_value:g} "
+            "images of one DWI acquisition."
+        )
+    return adc_from_dwi(b0, weighted, args.b_value), b0_geometry, "1e-6"
 
 
 def _read_3d(read_volume, path, what):

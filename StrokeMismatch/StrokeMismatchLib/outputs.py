@@ -7,6 +7,8 @@ Layout of ``out_dir``::
     summary.json                               CaseResult.summary() + the list of files written
     summary.csv                                one row with flat columns (units in the names)
     report.html                                self-contained report (optional)
+    series/perfusion.seq.nrrd                  the analysed (motion-corrected) series as a Slicer
+                                               sequence (optional, ``save_series``)
 
 Safety (nothing is lost, nothing half-written):
 
@@ -21,6 +23,7 @@ Safety (nothing is lost, nothing half-written):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -41,22 +44,25 @@ MASK_NAMES = ("core", "hypoperfusion", "penumbra")
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
+SERIES_SEQ_NRRD = "series/perfusion.seq.nrrd"
 
 
-def result_files(report: bool = True) -> list[str]:
+def result_files(report: bool = True, save_series: bool = False) -> list[str]:
     """Relative paths of every file ``write_case_outputs`` writes."""
     files = [f"maps/{name}.nii.gz" for name in MAP_NAMES]
     files += [f"masks/{name}.nii.gz" for name in MASK_NAMES]
     files += [SUMMARY_JSON, SUMMARY_CSV]
     if report:
         files.append(REPORT_HTML)
+    if save_series:
+        files.append(SERIES_SEQ_NRRD)
     return files
 
 
 def existing_results(out_dir) -> list[str]:
     """Result files (relative paths) already present in ``out_dir``."""
     out_dir = Path(out_dir)
-    return [rel for rel in result_files(report=True) if (out_dir / rel).exists()]
+    return [rel for rel in result_files(report=True, save_series=True) if (out_dir / rel).exists()]
 
 
 def write_case_outputs(
@@ -65,9 +71,13 @@ def write_case_outputs(
     *,
     overwrite: bool = False,
     report: bool = True,
+    save_series: bool = False,
     progress: Callable | None = None,
 ) -> dict:
     """Write maps, masks, summary.json/.csv and report.html of ``result`` into ``out_dir``.
+
+    ``save_series`` also writes the analysed (motion-corrected) signal as
+    ``series/perfusion.seq.nrrd``, which Slicer opens as a sequence over the maps.
 
     Returns the summary dict that was written (with an ``outputs`` entry listing the files and
     whether the report was written). Raises :class:`errors.OutputError` when the folder exists
@@ -90,7 +100,7 @@ def write_case_outputs(
         ) from None
 
     try:
-        written, summary = _write_all(result, staging, report=report, tell=tell)
+        written, summary = _write_all(result, staging, report=report, save_series=save_series, tell=tell)
         tell(0.95, "Moving results into place")
         _move_into_place(staging, out_dir, written)
     except OSError as exc:
@@ -135,8 +145,8 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
             break
 
 
-def _write_all(result, folder: Path, *, report: bool, tell) -> tuple[list[str], dict]:
-    from .fileio import write_volume
+def _write_all(result, folder: Path, *, report: bool, save_series: bool, tell) -> tuple[list[str], dict]:
+    from .fileio import write_seq_nrrd, write_volume
 
     geometry = result.geometry
     written: list[str] = []
@@ -156,6 +166,13 @@ def _write_all(result, folder: Path, *, report: bool, tell) -> tuple[list[str], 
         array = np.asarray(masks[name], dtype=np.uint8)
         write_volume(folder / rel, array, geometry)
         written.append(rel)
+
+    if save_series:
+        tell(0.47, "Writing the analysed series (.seq.nrrd)")
+        (folder / "series").mkdir()
+        analysed = dataclasses.replace(result.series, signal=result.signal, source="analysed series")
+        write_seq_nrrd(folder / SERIES_SEQ_NRRD, analysed)
+        written.append(SERIES_SEQ_NRRD)
 
     report_status = {"written": False, "path": None, "reason": "not requested (--no-report)"}
     if report:
