@@ -55,13 +55,20 @@ def _statistic(values: np.ndarray, statistic: str) -> float:
 
 def smooth_nan(values: np.ndarray, sigma_mm: float, spacing_kji) -> np.ndarray:
     """Gaussian smoothing (σ in mm) that ignores NaN (normalised convolution); NaN stays NaN."""
+    if sigma_mm <= 0:
+        return _normalised_gaussian(values, None)
+    return _normalised_gaussian(values, [sigma_mm / s for s in spacing_kji])
+
+
+def _normalised_gaussian(values, sigma_voxels) -> np.ndarray:
+    """G⊗(v·M) / G⊗M over the finite voxels M (σ per axis in voxels; None: no smoothing), NaN
+    outside M (Knutsson & Westin 1993 normalised convolution)."""
     values = np.asarray(values, dtype=float)
     valid = np.isfinite(values)
-    if sigma_mm <= 0:
+    if sigma_voxels is None:
         return np.where(valid, values, np.nan)
-    sigma = [sigma_mm / s for s in spacing_kji]
-    num = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma, mode="constant")
-    den = ndimage.gaussian_filter(valid.astype(float), sigma, mode="constant")
+    num = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma_voxels, mode="constant")
+    den = ndimage.gaussian_filter(valid.astype(float), sigma_voxels, mode="constant")
     out = np.full(values.shape, np.nan)
     ok = valid & (den > 1e-6)
     out[ok] = num[ok] / den[ok]
@@ -75,17 +82,9 @@ def smooth_in_plane(values: np.ndarray, fwhm_mm: float, spacing_kji) -> np.ndarr
     """Gaussian smoothing within each slice (FWHM in mm, σ = FWHM / 2.3548), normalised within
     the finite voxels: G⊗(v·M) / G⊗M with M the finite mask (Knutsson & Westin 1993
     normalised convolution), NaN outside M. ``fwhm_mm`` ≤ 0 returns a copy."""
-    values = np.asarray(values, dtype=float)
-    valid = np.isfinite(values)
     if fwhm_mm <= 0:
-        return np.where(valid, values, np.nan)
-    sigma = [0.0] + [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_kji[1:]]
-    num = ndimage.gaussian_filter(np.where(valid, values, 0.0), sigma, mode="constant")
-    den = ndimage.gaussian_filter(valid.astype(float), sigma, mode="constant")
-    out = np.full(values.shape, np.nan)
-    ok = valid & (den > 1e-6)
-    out[ok] = num[ok] / den[ok]
-    return out
+        return _normalised_gaussian(values, None)
+    return _normalised_gaussian(values, [0.0] + [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_kji[1:]])
 
 
 def median_in_plane(values: np.ndarray, size: int = 3) -> np.ndarray:
