@@ -745,13 +745,16 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         if tmax is None:
             raise ValueError(_("This segmentation was not made by Stroke Mismatch (its Tmax map is missing)."))
         hemispheres = None
+        quality = ()
         if self.lastOutputs.get("segmentation") is segmentationNode and self.lastResult is not None:
             hemispheres = getattr(self.lastResult.lesion, "hemispheres", None)
+            quality = self.lastResult.quality or ()
             if settings is None:
                 settings = self.lastResult.lesion.settings
         table, result = mrmlio.recompute_from_segmentation(segmentationNode, tmax, tmax_volume=tmax,
                                                            cbv_volume=cbv, hemispheres=hemispheres,
-                                                           settings=settings, table=tableNode)
+                                                           settings=settings, quality=quality,
+                                                           table=tableNode)
         self._lastSummary = result
         return table
 

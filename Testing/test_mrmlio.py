@@ -325,3 +325,30 @@ def test_inspector_curves_are_peak_normalised_with_units_in_legends():
     np.testing.assert_allclose(residue, [0.25, 1, 0.125])
     np.testing.assert_allclose(mrmlio.mean_curve(np.arange(24.0).reshape(2, 2, 2, 3), [[0, 0, 0], [1, 1, 1]]),
                                [10.5, 11.5, 12.5])
+
+
+def test_cbf_window_follows_the_data(scene):
+    """DSC-MR CBF is relative (hundreds of 'mL/100 g/min' on the phantom): a fixed 0–80 window
+    would saturate it, so CBF and CBV are windowed from 0 to the 99th percentile of the map."""
+    geometry = Geometry.from_spacing((10, 10, 4), (2.0, 2.0, 5.0))
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 10.0):
+        cbf = (rng.uniform(10, 60, geometry.shape) * scale).astype(np.float32)
+        node = mrmlio.maps_to_volumes({"cbf": cbf}, geometry, prefix=f"x{scale}-")["cbf"]
+        display = node.GetDisplayNode()
+        assert display.GetWindowLevelMin() == pytest.approx(0.0)
+        assert display.GetWindowLevelMax() == pytest.approx(np.percentile(cbf, 99), rel=1e-4)
+
+
+def test_summary_table_lists_quality_flags(scene):
+    from StrokeMismatchLib.quality import QualityFlag
+
+    flags = [QualityFlag("short_scan", "warning", "The scan lasts 45 s (under 60 s).",
+                         "The bolus may not have passed: CBV and CBF can be too low."),
+             {"code": "motion", "severity": "info", "message": "Motion 0.4 mm", "explanation": "Small."}]
+    table = mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags)
+    rows = mrmlio.table_rows(table)
+    assert [r["Key"] for r in rows] == ["core_ml", "quality:short_scan", "quality:motion"]
+    assert rows[1]["Verdict"] == "warning" and "45 s" in rows[1]["Item"]
+    assert "bolus" in rows[1]["Details"]
+    assert rows[2]["Verdict"] == "info"

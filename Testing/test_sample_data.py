@@ -107,6 +107,8 @@ def test_sample_loads_in_mrml_and_analysis_meets_the_self_test_tolerances(scene,
     rows = mrmlio.table_rows(outputs["table"])
     keys = [row["Key"] for row in rows]
     assert "core_ml" in keys and keys.count("criterion") == len(result.lesion.criteria) >= 3
+    quality_keys = [key for key in keys if key.startswith("quality:")]
+    assert quality_keys == [f"quality:{flag.code}" for flag in result.quality]
     core_row = rows[keys.index("core_ml")]
     assert core_row["Unit"] == "mL"
     assert float(core_row["Value"]) == pytest.approx(float(np.count_nonzero(result.lesion.masks["core"])) * voxel_ml,

@@ -39,13 +39,13 @@ MAP_DISPLAY = {
         "name": "CBF",
         "unit": "mL/100 g/min",
         "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
-        "range": (0.0, 80.0),
+        "range": None,  # from the data: DSC-MR CBF is relative (scale of the AIF/tissue calibration)
     },
     "cbv": {
         "name": "CBV",
         "unit": "mL/100 g",
         "colors": ["vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"],
-        "range": (0.0, 8.0),
+        "range": None,  # likewise
     },
     "mtt": {
         "name": "MTT",
@@ -564,12 +564,15 @@ def _criterion_fields(criterion):
     return str(name), str(verdict), "; ".join(str(r) for r in reasons)
 
 
-def table_from_metrics(metrics: dict, criteria=(), *, table=None, name="Mismatch summary", scene=None):
+def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, name="Mismatch summary",
+                       scene=None):
     """A table node with columns Item, Value, Unit, Verdict, Details, Key.
 
     One row per metric (label, numeric value - NaN when undefined or infinite, unit, flag and
-    note) then one row per trial rule (its verdict and the reasons). Units vary per row, so
-    they are in the Unit column.
+    note), one per trial rule (its verdict and the reasons), then one per quality-control flag
+    (``quality.QualityFlag`` or its dict: message, severity as the verdict, what it means for
+    trusting the mismatch as the details; key ``quality:<code>``). Units vary per row, so they
+    are in the Unit column.
     """
     scene = scene or slicer.mrmlScene
     if table is None:
@@ -608,13 +611,21 @@ def table_from_metrics(metrics: dict, criteria=(), *, table=None, name="Mismatch
         units.InsertNextValue("")
         verdicts.InsertNextValue(verdict)
         details.InsertNextValue(reasons)
+    for flag in quality or ():
+        flag = flag.to_dict() if hasattr(flag, "to_dict") else dict(flag)
+        items.InsertNextValue(str(flag.get("message", "")))
+        keys.InsertNextValue(f"quality:{flag.get('code', '')}")
+        values.InsertNextValue(math.nan)
+        units.InsertNextValue("")
+        verdicts.InsertNextValue(str(flag.get("severity", "")))
+        details.InsertNextValue(str(flag.get("explanation", "")))
     for array in (items, values, units, verdicts, details, keys):
         table.AddColumn(array)
     table.SetColumnDescription("Value", "Numeric value of the metric (NaN for criteria and undefined ratios)")
     table.SetColumnDescription("Unit", "Unit of the value on the same row")
-    table.SetColumnDescription("Verdict", "Criterion verdict, or yes/no for flags")
+    table.SetColumnDescription("Verdict", "Criterion verdict, yes/no for flags, or quality-flag severity")
     table.SetColumnDescription("Details", "Reasons for the verdict, or notes on the metric")
-    table.SetColumnDescription("Key", "Machine-readable metric name (summary.json), or 'criterion'")
+    table.SetColumnDescription("Key", "Machine-readable metric name (summary.json), 'criterion' or 'quality:<code>'")
     table.Modified()
     return table
 
@@ -796,13 +807,14 @@ def inspector_curves(info: dict, times, aif) -> dict:
 
 
 def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=None, cbv_volume=None,
-                                hemispheres=None, settings=None, table=None):
+                                hemispheres=None, settings=None, quality=(), table=None):
     """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments.
 
     Hypoperfusion = core ∪ penumbra (``analysis.metrics_from_masks``); ``tmax_volume`` /
     ``cbv_volume`` (map nodes on the reference grid) add the Tmax > 8/10 s volumes and the CBV
-    index. The segmentation is only read, never changed. Writes ``table`` (or a new table node)
-    and returns ``(table, MaskMetrics)``.
+    index. ``quality``: the analysis' QC flags, still true of the edited masks' source data.
+    The segmentation is only read, never changed. Writes ``table`` (or a new table node) and
+    returns ``(table, MaskMetrics)``.
     """
     from .analysis import metrics_from_masks
 
@@ -820,7 +832,7 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
     cbv = None if cbv_volume is None else np.array(slicer.util.arrayFromVolume(cbv_volume), dtype=np.float32)
     result = metrics_from_masks(core, core | penumbra, geometry, tmax=tmax, cbv=cbv, hemispheres=hemispheres,
                                 settings=settings)
-    table = table_from_metrics(result.metrics, result.criteria, table=table,
+    table = table_from_metrics(result.metrics, result.criteria, quality=quality, table=table,
                                name=f"{segmentation.GetName()} summary (edited)",
                                scene=segmentation.GetScene())
     table.SetAttribute("StrokeMismatch.Source", "segments")
@@ -883,8 +895,9 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
     keys = ("core", "penumbra") + (("tmax_gt_10",) if show_tmax_above_10 else ())
     outputs["segmentation"] = segmentation_from_masks(result.lesion.masks, outputs["tmax"], name=run_name,
                                                       segmentation=reuse.get("segmentation"), keys=keys, scene=scene)
-    outputs["table"] = table_from_metrics(result.lesion.metrics, result.lesion.criteria, table=reuse.get("table"),
-                                          name=prefix + "summary", scene=scene)
+    outputs["table"] = table_from_metrics(result.lesion.metrics, result.lesion.criteria,
+                                          quality=getattr(result, "quality", None) or (),
+                                          table=reuse.get("table"), name=prefix + "summary", scene=scene)
     outputs["aifChart"] = plot_curves(result.series.times, case_curves(result), chart=reuse.get("aifChart"),
                                       name=prefix + "AIF", y_title="Concentration (a.u.)", scene=scene)
     for node in outputs.values():
