@@ -227,3 +227,12 @@ def test_ct_aif_has_no_mr_saturation_check():
     assert result.aif.quality["min_signal_ratio"] is None
     assert not any("saturat" in w for w in result.aif.warnings + list(result.warnings))
     assert phantom.artery_mask[tuple(np.asarray(result.aif.voxels).T)].all()
+
+
+def test_summary_says_whether_cbf_is_absolute(mr_run):
+    maps = mr_run[0].summary()["maps"]
+    assert maps["absolute_scale"] is False
+    assert "relative" in maps["scale_note"]
+    ct = run_case(make_volume_phantom("ct", shape=(6, 32, 32), seed=0).series,
+                  settings=CaseSettings(motion_correction=False)).summary()["maps"]
+    assert ct["absolute_scale"] is True

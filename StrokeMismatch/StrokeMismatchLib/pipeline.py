@@ -221,6 +221,8 @@ class CaseResult:
                 "grid_dt_s": getattr(self.maps, "grid_dt", None),
                 "extra": _scalars_only(getattr(self.maps, "extra", {}) or {}),
                 "units": dict(MAP_UNITS),
+                "absolute_scale": self.modality == "ct",
+                "scale_note": MAP_SCALE_NOTES[self.modality],
                 "outside_mask": "NaN",
             },
             "lesion": lesion_dict,
@@ -252,6 +254,14 @@ MAP_UNITS = {
     "mtt": "s",
     "tmax": "s",
     "ttp": "s",
+}
+#: What the CBF/CBV numbers mean per modality (PERFUSION.md §2.1, §11.3).
+MAP_SCALE_NOTES = {
+    "ct": "CBF and CBV in mL/100 g/min and mL/100 g (ΔHU is linear in iodine concentration; "
+          "hematocrit factor and tissue density as in the settings).",
+    "mr": "DSC-MR: CBF and CBV are relative. They are given in nominal mL/100 g/min and mL/100 g, but "
+          "ΔR2* per unit contrast differs between arterial blood and tissue and is not calibrated, so "
+          "only ratios between regions (rCBF, rCBV) are meaningful. MTT, Tmax and TTP are absolute (s).",
 }
 
 
