@@ -26,6 +26,14 @@ ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 START = _dt.datetime(2024, 3, 1, 10, 15, 0)
 
 
+def _save(ds, path):
+    """Write a conformant DICOM file with pydicom 3 (Slicer 5.12) or 2.4 (Slicer 5.10)."""
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, write_like_original=False)
+
+
 def _tm(seconds_after_start):
     moment = START + _dt.timedelta(seconds=float(seconds_after_start))
     return moment.strftime("%H%M%S.%f")
@@ -134,7 +142,7 @@ def write_classic_series(
             ds.RepetitionTime = f"{tr_ms:g}"
         ds.PixelData = np.ascontiguousarray(stored[k, :, :, t]).tobytes()
         path = folder / f"IM{n:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        _save(ds, path)
         paths.append(path)
     return paths
 
@@ -214,7 +222,7 @@ def write_enhanced_series(
         pixels.append(stored[k, :, :, t])
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = np.ascontiguousarray(np.stack(pixels)).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    _save(ds, path)
     return path
 
 

@@ -397,8 +397,12 @@ def _pixels(path, cache):
     import pydicom
 
     try:
-        array = np.asarray(pydicom.dcmread(path).pixel_array)
+        dataset = pydicom.dcmread(path)
+        _check_pixel_data_length(dataset, path)
+        array = np.asarray(dataset.pixel_array)
         applied = False
+    except InputFileError:
+        raise
     except Exception as pydicom_error:  # noqa: BLE001 - try GDCM through SimpleITK next
         try:
             import SimpleITK as sitk
@@ -415,6 +419,23 @@ def _pixels(path, cache):
     cache.clear()  # keep one file in memory at a time (enhanced objects can be large)
     cache[path] = (array, applied)
     return array, applied
+
+
+def _check_pixel_data_length(dataset, path):
+    """Refuse uncompressed pixel data shorter than Rows × Columns × frames × samples × bytes.
+
+    pydicom 3 notices a truncated value when reading; pydicom 2.4 (Slicer 5.10) returns the
+    short value, so a cut file would otherwise be decoded silently."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in dataset or syntax is None or syntax.is_compressed:
+        return
+    expected = (int(dataset.Rows) * int(dataset.Columns) * int(getattr(dataset, "NumberOfFrames", 1) or 1)
+                * int(getattr(dataset, "SamplesPerPixel", 1) or 1) * int(dataset.BitsAllocated) // 8)
+    if len(dataset.PixelData) < expected:
+        raise InputFileError(
+            f"The pixel data of {path} is {len(dataset.PixelData)} bytes where its header announces "
+            f"{expected}: the file is truncated or corrupt. Re-export the series."
+        )
 
 
 def _plane_pixels(plane, cache):
