@@ -93,3 +93,33 @@ def test_cbv_index_against_mirrored_region():
     m = compute_metrics(np.zeros_like(hypo), hypo, hypo, GEOMETRY.voxel_volume_ml, cbv=cbv,
                         hemispheres=hemis)
     assert m["cbv_index"].value == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("voxel_ml", [0.001, 0.0027, 0.0125])
+def test_boundary_ratios_and_volumes_are_exact_from_voxel_counts(voxel_ml):
+    """A ratio of exactly 9/5 voxels is 1.8 (DEFUSE 3 passes), 6/5 is 1.2 (EXTEND-IA fails)
+    and a mismatch of exactly 15 mL is 15 mL: no rounding of count × voxel volume first."""
+    from StrokeMismatchLib.criteria import defuse3, extend_ia
+
+    shape = (1, 1, 40000)
+    for n_core, n_hypo in ((25, 45), (35, 63), (50, 90), (70, 126)):
+        core = np.zeros(shape, bool)
+        hypo = np.zeros(shape, bool)
+        core[..., :n_core] = True
+        hypo[..., :n_hypo] = True
+        m = compute_metrics(core, hypo, hypo & ~core, voxel_ml)
+        assert m["mismatch_ratio"].value == 1.8
+        hypo12 = np.zeros(shape, bool)
+        hypo12[..., :n_core * 6 // 5] = True
+        m = compute_metrics(core, hypo12, hypo12 & ~core, voxel_ml)
+        assert m["mismatch_ratio"].value == 1.2
+        assert extend_ia(m).criteria[1].status == "fail"
+    n15 = round(15 / voxel_ml)  # 0.001 and 0.0125 mL: n15 voxels are exactly 15 mL
+    for n_core in (1057, 1092, 1127):
+        core = np.zeros(shape, bool)
+        hypo = np.zeros(shape, bool)
+        core[..., :n_core] = True
+        hypo[..., :n_core + n15] = True
+        m = compute_metrics(core, hypo, hypo & ~core, voxel_ml)
+        assert m["mismatch_ml"].value == n15 * voxel_ml
+        assert defuse3(m).criteria[2].status == ("pass" if n15 * voxel_ml >= 15.0 else "fail")

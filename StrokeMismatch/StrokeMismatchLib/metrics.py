@@ -45,10 +45,16 @@ def volume_ml(mask: np.ndarray, voxel_ml: float) -> float:
 
 
 def ratio(name: str, numerator: float, denominator: float, *, unit: str = "1", label: str = "",
-          what: str = "") -> Metric:
-    """numerator / denominator; None + flag when the denominator is 0."""
+          what: str = "", counts: tuple | None = None) -> Metric:
+    """numerator / denominator; None + flag when the denominator is 0.
+
+    ``counts`` (voxel counts of numerator and denominator on one grid) gives the value as
+    count / count, exact at trial boundaries: 45 / 25 voxels is 1.8, whereas
+    (45·v) / (25·v) in mL can round to 1.7999999999999998 and fail "≥ 1.8".
+    """
     if denominator > 0:
-        return Metric(name, float(numerator / denominator), unit, label)
+        value = numerator / denominator if counts is None else counts[0] / counts[1]
+        return Metric(name, float(value), unit, label)
     if numerator > 0:
         return Metric(name, None, unit, label, "infinite",
                       f"infinite: {what or 'denominator'} is 0 mL while the numerator is "
@@ -69,9 +75,11 @@ def compute_metrics(core: np.ndarray, hypoperfusion: np.ndarray, penumbra: np.nd
     mid-sagittal plane (mirrored voxels that are themselves hypoperfused are left out).
     """
     tmax_masks = dict(tmax_masks or {})
-    v_core = volume_ml(core, voxel_ml)
-    v_hypo = volume_ml(hypoperfusion, voxel_ml)
-    v_pen = volume_ml(penumbra, voxel_ml)
+    # ratios and differences from voxel counts, so that boundary values are exact (§8, §10)
+    n_core = int(np.count_nonzero(core))
+    n_hypo = int(np.count_nonzero(hypoperfusion))
+    n_pen = int(np.count_nonzero(penumbra))
+    v_core, v_hypo, v_pen = n_core * voxel_ml, n_hypo * voxel_ml, n_pen * voxel_ml
     thr = f"{tmax_threshold:g}"
     m = {}
     m["core_ml"] = Metric("core_ml", v_core, "mL", "Ischemic core volume")
@@ -79,28 +87,32 @@ def compute_metrics(core: np.ndarray, hypoperfusion: np.ndarray, penumbra: np.nd
                                    f"Hypoperfusion volume (Tmax > {thr} s)")
     m["penumbra_ml"] = Metric("penumbra_ml", v_pen, "mL",
                               "Penumbra volume (hypoperfusion minus core)")
-    m["mismatch_ml"] = Metric("mismatch_ml", v_hypo - v_core, "mL",
+    m["mismatch_ml"] = Metric("mismatch_ml", float((n_hypo - n_core) * voxel_ml), "mL",
                               "Mismatch volume (hypoperfusion − core)")
     m["mismatch_ratio"] = ratio("mismatch_ratio", v_hypo, v_core,
-                                label="Mismatch ratio (hypoperfusion / core)", what="core")
+                                label="Mismatch ratio (hypoperfusion / core)", what="core",
+                                counts=(n_hypo, n_core))
     for threshold in sorted(tmax_masks):
         key = f"tmax_gt_{threshold:g}_ml"
         m[key] = Metric(key, volume_ml(tmax_masks[threshold], voxel_ml), "mL",
                         f"Tmax > {threshold:g} s volume")
     if 10.0 in tmax_masks:
-        m["hir"] = ratio("hir", volume_ml(tmax_masks[10.0], voxel_ml), v_hypo,
+        n10 = int(np.count_nonzero(tmax_masks[10.0]))
+        m["hir"] = ratio("hir", n10 * voxel_ml, v_hypo,
                          label=f"Hypoperfusion intensity ratio (Tmax > 10 s / Tmax > {thr} s)",
-                         what=f"Tmax > {thr} s volume")
+                         what=f"Tmax > {thr} s volume", counts=(n10, n_hypo))
     else:
         m["hir"] = Metric("hir", None, "1", "Hypoperfusion intensity ratio", "not_available",
                           "no Tmax > 10 s mask")
     if 4.0 in tmax_masks:
+        n4 = int(np.count_nonzero(tmax_masks[4.0]))
         m["compensation_index"] = ratio(
-            "compensation_index", volume_ml(tmax_masks[4.0], voxel_ml), v_hypo,
+            "compensation_index", n4 * voxel_ml, v_hypo,
             label=f"Compensation index (Tmax > 4 s / Tmax > {thr} s)",
-            what=f"Tmax > {thr} s volume")
+            what=f"Tmax > {thr} s volume", counts=(n4, n_hypo))
     m["core_to_penumbra_ratio"] = ratio("core_to_penumbra_ratio", v_core, v_pen,
-                                        label="Core-to-penumbra ratio", what="penumbra")
+                                        label="Core-to-penumbra ratio", what="penumbra",
+                                        counts=(n_core, n_pen))
     m["cbv_index"] = cbv_index(hypoperfusion, cbv, hemispheres)
     return m
 
