@@ -170,3 +170,51 @@ def nifti_voxels(path, shape):
     assert struct.unpack("<h", raw[70:72])[0] == 16  # datatype FLOAT32
     offset = int(struct.unpack("<f", raw[108:112])[0])
     return np.frombuffer(raw[offset:], dtype="<f4").reshape(shape)
+
+
+def test_overwrite_removes_our_files_this_run_did_not_write(result, tmp_path):
+    """--overwrite must not leave a previous run's report.html or series beside the new results
+    (they would describe another analysis); files that are not ours stay."""
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False, save_series=True)
+    (out / "report.html").write_text("<html>previous run</html>")
+    (out / "notes.txt").write_text("mine")
+    assert (out / "series" / "perfusion.seq.nrrd").is_file()
+    summary = write_case_outputs(result, out, overwrite=True, report=False, save_series=False)
+    assert not (out / "report.html").exists()
+    assert not (out / "series" / "perfusion.seq.nrrd").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    for rel in summary["outputs"]["files"]:
+        assert (out / rel).is_file(), rel
+
+
+def test_reader_warnings_reach_the_summary(result, tmp_path):
+    """What the file reader noticed (e.g. a sidecar TE in ms converted to s) is shown with the
+    results, not only buried in input.metadata."""
+    import dataclasses
+
+    note = "The sidecar's EchoTime 30 looks like ms; used 0.03 s."
+    series = dataclasses.replace(result.series, metadata={**result.series.metadata, "warnings": [note]})
+    summary = write_case_outputs(dataclasses.replace(result, series=series), tmp_path / "case", report=False)
+    assert summary["warnings"].count(note) == 1
+    assert note in json.loads((tmp_path / "case" / "summary.json").read_text())["warnings"]
+
+
+def test_csv_header_does_not_depend_on_notes_or_reasons():
+    """A cohort stacks summary.csv rows under one header: columns must not come and go with
+    whether a ratio had a note or a rule had reasons."""
+    def summary(note, reasons):
+        return {
+            "software": {"version": "x"}, "modality": "ct", "method": "oSVD", "input": {},
+            "metrics": {"core_ml": {"value": 1.0, "unit": "mL"},
+                        "mismatch_ratio": {"value": None if note else 2.0, "unit": "1",
+                                           "flag": "infinite" if note else None}},
+            "criteria": [{"rule": "DAWN", "eligible": None if reasons else True,
+                          "reasons": ["age not given"] if reasons else []}],
+            "quality_flags": [],
+        }
+
+    headers = {summary_csv(summary(note, reasons)).splitlines()[0]
+               for note in (False, True) for reasons in (False, True)}
+    assert len(headers) == 1
+    assert "mismatch_ratio_note" in headers.pop()

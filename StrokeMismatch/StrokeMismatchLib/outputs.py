@@ -5,7 +5,9 @@ Layout of ``out_dir``::
     maps/{cbf,cbv,mtt,tmax,ttp}.nii.gz        float32, perfusion grid, NaN outside the brain mask
     masks/{core,hypoperfusion,penumbra}.nii.gz uint8 (0/1), perfusion grid
     summary.json                               CaseResult.summary() + the list of files written
-    summary.csv                                one row with flat columns (units in the names)
+    summary.csv                                one row with flat columns (units in the names); the
+                                               same columns for every case (MR or CT, with or
+                                               without notes), so cohort rows stack
     report.html                                self-contained report (optional)
     series/perfusion.seq.nrrd                  the analysed (motion-corrected) series as a Slicer
                                                sequence (optional, ``save_series``)
@@ -15,8 +17,9 @@ Safety (nothing is lost, nothing half-written):
 - every file is first written to a hidden temporary folder beside ``out_dir`` and moved into
   place only when all of them are complete;
 - a folder that already holds results (any of the files above) is refused unless
-  ``overwrite=True``; with overwrite only the files listed above are replaced, other files in
-  the folder are left alone;
+  ``overwrite=True``; with overwrite only the files listed above are replaced (those of them
+  this run does not write, e.g. an old report.html after ``report=False``, are removed), other
+  files in the folder are left alone;
 - a folder that cannot be created or written raises :class:`errors.OutputError`.
 """
 
@@ -197,7 +200,10 @@ def _write_all(result, folder: Path, *, report: bool, save_series: bool, tell) -
 
     tell(0.85, "Writing the summary")
     summary = result.summary()
-    summary["warnings"] = list(summary.get("warnings") or []) + extra_warnings
+    # What the file reader noticed (e.g. a sidecar EchoTime in ms converted to s) comes first.
+    reader_warnings = (getattr(result.series, "metadata", None) or {}).get("warnings") or []
+    merged = [str(w) for w in reader_warnings] + list(summary.get("warnings") or []) + extra_warnings
+    summary["warnings"] = list(dict.fromkeys(merged))
     summary["outputs"] = {
         "files": written + [SUMMARY_JSON, SUMMARY_CSV],
         "maps_units": {name: unit for name, unit in _map_units().items()},
@@ -234,6 +240,14 @@ def _move_into_place(staging: Path, out_dir: Path, written: list[str]) -> None:
         target = out_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / rel, target)
+    # Our files that this run did not write (report.html after --no-report, the series without
+    # --save-series) belong to a previous analysis: remove them so the folder describes one run.
+    for rel in set(result_files(report=True, save_series=True)) - set(written):
+        stale = out_dir / rel
+        if stale.is_file():
+            stale.unlink()
+            if stale.parent != out_dir and not any(stale.parent.iterdir()):
+                stale.parent.rmdir()
 
 
 def _umask() -> int:
@@ -303,8 +317,8 @@ def flat_row(summary: dict) -> dict:
             if suffix and not column.endswith("_" + suffix):
                 column = f"{column}_{suffix}"
             row[column] = value
-            if value is None and (entry.get("reason") or entry.get("flag")):
-                row[f"{column}_note"] = entry.get("flag") or entry.get("reason")
+            # Always present (empty when there is nothing to say): cohort rows share one header.
+            row[f"{column}_note"] = (entry.get("flag") or entry.get("reason")) if value is None else None
         elif not isinstance(entry, (list, dict)):
             row[_slug(name)] = entry
     for criterion in summary.get("criteria") or []:
@@ -315,9 +329,8 @@ def flat_row(summary: dict) -> dict:
             continue
         status = criterion.get("eligible", criterion.get("status"))
         row[f"{_slug(name)}_eligible"] = status
-        reasons = criterion.get("reasons")
-        if reasons:
-            row[f"{_slug(name)}_reasons"] = "; ".join(str(r) for r in reasons)
+        reasons = criterion.get("reasons") or []
+        row[f"{_slug(name)}_reasons"] = "; ".join(str(r) for r in reasons)
     flags = summary.get("quality_flags") or []
     row["quality_warnings"] = sum(1 for f in flags if isinstance(f, dict) and f.get("severity") in ("warning", "error"))
     row["quality_codes"] = ";".join(str(f.get("code")) for f in flags if isinstance(f, dict))
