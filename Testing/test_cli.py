@@ -239,3 +239,12 @@ def test_cleanup_steps_and_their_settings_are_in_summary_json(small_ct_nifti, tm
     for step in summary["cleanup_steps"]:
         for v in step["volumes_ml"].values():
             assert v["removed"] == pytest.approx(v["before"] - v["after"])
+
+
+def test_series_option_with_a_nifti_is_refused(small_ct_nifti, tmp_path, capsys):
+    """--series chooses among DICOM series; given with a file it would be silently ignored."""
+    code, _, err = run(["analyze", "--perfusion", str(small_ct_nifti), "--series", "5",
+                        "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--series", "DICOM")
+    assert not (tmp_path / "o").exists()

@@ -467,3 +467,16 @@ def test_read_perfusion_dispatches_dicom_folder(tmp_path):
     assert loaded.modality == "ct"
     overridden = fileio.read_perfusion(tmp_path / "dicom", modality="mr", te=0.025)
     assert overridden.modality == "mr" and overridden.te == 0.025
+
+
+def test_given_tr_with_sidecar_frame_times_is_reported(tmp_path):
+    """Frame times recorded in the sidecar win over --tr (they are measured); a TR that does not
+    match them is said, not silently dropped."""
+    series = _series(times=np.arange(12) * 1.5)
+    path = fileio.write_nifti_perfusion(tmp_path / "p.nii.gz", series)  # sidecar with VolumeTiming
+    loaded = fileio.read_perfusion(path, tr=3.0)
+    assert np.allclose(loaded.times, np.arange(12) * 1.5)
+    assert any("3 s" in w and "VolumeTiming" in w for w in loaded.metadata["warnings"]), \
+        loaded.metadata["warnings"]
+    same = fileio.read_perfusion(path, tr=1.5)  # agrees: nothing to say
+    assert not any("TR" in w for w in same.metadata["warnings"])

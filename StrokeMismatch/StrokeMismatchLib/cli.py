@@ -178,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
     analyze.add_argument("--modality", choices=["mr", "ct"], type=str.lower,
                          help="MR (DSC) or CT perfusion, when the file does not say")
-    analyze.add_argument("--tr", type=_positive, metavar="S", help="repetition time / frame interval in seconds")
+    analyze.add_argument("--tr", type=_positive, metavar="S",
+                         help="repetition time / frame interval in seconds, for files that record no frame "
+                         "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
+                         "a disagreeing --tr is reported as a warning)")
     analyze.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
     return parser
 
@@ -413,6 +416,11 @@ def _cmd_analyze(args):
         from .errors import InputFileError
 
         raise InputFileError(f"The perfusion input {path} does not exist.")
+    if args.series is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
+        raise InputDataError(
+            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
+            "remove --series, or give the DICOM folder with --perfusion."
+        )
     series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
     adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None

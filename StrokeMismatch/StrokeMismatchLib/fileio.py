@@ -416,6 +416,22 @@ def _positive_seconds(value, name, warnings, *, ms_above):
     return value
 
 
+def _tr_mismatch_warning(times, tr, time_source) -> str | None:
+    """A warning when a given TR (s) disagrees (> 1 %) with the frame intervals the file records.
+
+    Recorded frame times win (they are what the scanner measured); the TR is only used for the
+    timing when the file gives none."""
+    steps = np.diff(np.asarray(times, dtype=float))
+    if tr is None or steps.size == 0:
+        return None
+    interval = float(np.median(steps))
+    if abs(interval - float(tr)) <= 0.01 * interval:
+        return None
+    return (f"The given TR {float(tr):g} s was not used for the frame timing: the {time_source} "
+            f"give frame intervals of {interval:.4g} s (recorded frame times take precedence; "
+            "give the frame times explicitly to override them).")
+
+
 def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, modality=None) -> PerfusionSeries:
     """Read a 4D perfusion series from a NIfTI file (or any 4D image SimpleITK reads).
 
@@ -424,7 +440,9 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     ``AcquisitionTimes``) and ``Modality``. Keyword arguments override the sidecar: ``tr`` s,
     ``te`` s, ``times`` s (one per frame), ``modality`` "mr"/"ct". Frame times are the given or
     sidecar times, else index × TR (the NIfTI header's time step is not trusted: many tools leave
-    it at 1). MR without TE carries ``te=None`` (the pipeline then asks for it).
+    it at 1); a given ``tr`` does not replace frame times the sidecar records (a mismatch of
+    more than 1 % is reported in ``metadata["warnings"]``). MR without TE carries ``te=None``
+    (the pipeline then asks for it).
     """
     path = Path(path)
     image, _ = _read_sitk(path, "perfusion file", finite=True)
@@ -487,6 +505,10 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
         raise InputDataError(
             f"{frame_times.size} frame times ({time_source}) were given for the {n_frames} frames of {path}."
         )
+    if tr is not None and time_source.startswith("sidecar"):
+        conflict = _tr_mismatch_warning(frame_times, tr, time_source)
+        if conflict:
+            warnings.append(conflict)
     te_value = te if te is not None else _positive_seconds(facts.get("EchoTime"), "EchoTime", warnings,
                                                             ms_above=1.0)
     if modality is None:
@@ -769,6 +791,7 @@ def read_seq_nrrd(path, *, modality=None, te=None, tr=None) -> PerfusionSeries:
     modality = modality if modality is not None else stored("modality")
     if modality is not None and modality not in MODALITIES:
         raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
+    given_tr = tr
     te = te if te is not None else (float(stored("te")) if stored("te") else None)
     tr = tr if tr is not None else (float(stored("tr")) if stored("tr") else None)
     labels = _nrrd_list(fields.get("labels", ""))
@@ -776,7 +799,8 @@ def read_seq_nrrd(path, *, modality=None, te=None, tr=None) -> PerfusionSeries:
                 "time_unit": unit or "s"}
     series = PerfusionSeries(signal, times, geometry, modality, te=te, tr=tr,
                              source=f"sequence {path.name}", metadata=metadata)
-    metadata["warnings"] = validate_series(series)
+    conflict = _tr_mismatch_warning(times, tr, "sequence's frame times") if given_tr is not None else None
+    metadata["warnings"] = ([conflict] if conflict else []) + validate_series(series)
     return series
 
 
@@ -869,10 +893,15 @@ def _override(series: PerfusionSeries, *, modality=None, tr=None, te=None, times
     if modality is None and tr is None and te is None and times is None:
         return series
     new_times = series.times
+    warnings = []
     if times is not None:
         new_times = np.asarray(times, dtype=float).ravel()
     elif tr is not None and series.tr is None:
         new_times = np.arange(series.signal.shape[-1]) * float(tr)
+    elif tr is not None:
+        conflict = _tr_mismatch_warning(series.times, tr, "frame times recorded in the file")
+        if conflict:
+            warnings.append(conflict)
     result = PerfusionSeries(
         series.signal, new_times, series.geometry,
         modality if modality is not None else series.modality,
@@ -880,5 +909,5 @@ def _override(series: PerfusionSeries, *, modality=None, tr=None, te=None, times
         tr=tr if tr is not None else series.tr,
         source=series.source, metadata=dict(series.metadata),
     )
-    result.metadata["warnings"] = validate_series(result)
+    result.metadata["warnings"] = warnings + validate_series(result)
     return result
