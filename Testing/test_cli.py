@@ -248,3 +248,18 @@ def test_series_option_with_a_nifti_is_refused(small_ct_nifti, tmp_path, capsys)
     assert code == 2
     assert_one_line_error(err, "--series", "DICOM")
     assert not (tmp_path / "o").exists()
+
+
+def test_format_summary_states_the_timing_and_echo_time_used():
+    """The researcher sees, with units, which timing and TE the analysis used (e.g. after a
+    sidecar TE in ms was converted, or when --tr met recorded frame times)."""
+    summary = {"modality": "mr", "method": "oSVD", "frame_times_s": [0.0, 1.5, 3.0, 88.5],
+               "input": {"source": "NIfTI dsc.nii.gz", "n_frames": 4, "te_s": 0.032, "tr_s": 1.5,
+                         "voxel_size_mm_ijk": [1.8, 1.8, 5.0],
+                         "metadata": {"time_source": "sidecar VolumeTiming"}}}
+    text = cli.format_summary(summary)
+    line = next(line for line in text.splitlines() if line.startswith("Input:"))
+    for part in ("dsc.nii.gz", "4 frames", "88.5 s", "sidecar VolumeTiming", "TE 32 ms", "TR 1.5 s",
+                 "1.8 × 1.8 × 5 mm"):
+        assert part in line, (part, line)
+    assert "TE" not in cli.format_summary({"modality": "ct", "input": {"source": "x", "te_s": None}})

@@ -496,6 +496,30 @@ def _fmt(value, unit="", digits=1):
     return str(value)
 
 
+def _describe_input(summary: dict) -> str:
+    """Source, frames and their timing, TE/TR and voxel size, each with its unit."""
+    info = summary.get("input") or {}
+    parts = [str(info.get("source"))]
+    times = summary.get("frame_times_s") or []
+    n_frames = info.get("n_frames") or len(times)
+    if n_frames:
+        timing = f"{n_frames} frames"
+        if len(times) > 1:
+            timing += f" over {times[-1] - times[0]:.1f} s"
+        time_source = (info.get("metadata") or {}).get("time_source")
+        if time_source:
+            timing += f" [timing: {time_source}]"
+        parts.append(timing)
+    if info.get("te_s"):
+        parts.append(f"TE {1000.0 * info['te_s']:.3g} ms")
+    if info.get("tr_s"):
+        parts.append(f"TR {info['tr_s']:.3g} s")
+    voxel = info.get("voxel_size_mm_ijk")
+    if voxel:
+        parts.append(" × ".join(f"{v:.3g}" for v in voxel) + " mm voxels")
+    return ", ".join(parts)
+
+
 def format_summary(summary: dict, out_dir=None) -> str:
     """The human-readable table printed after a run."""
     lines = []
@@ -503,7 +527,7 @@ def format_summary(summary: dict, out_dir=None) -> str:
                  f"{str(summary.get('modality', '')).upper()} perfusion, {summary.get('method')}")
     source = summary.get("input", {}).get("source")
     if source:
-        lines.append(f"Input: {source}")
+        lines.append(f"Input: {_describe_input(summary)}")
     lines.append("")
     metrics = summary.get("metrics") or {}
     if metrics:

@@ -428,8 +428,8 @@ def _tr_mismatch_warning(times, tr, time_source) -> str | None:
     if abs(interval - float(tr)) <= 0.01 * interval:
         return None
     return (f"The given TR {float(tr):g} s was not used for the frame timing: the {time_source} "
-            f"give frame intervals of {interval:.4g} s (recorded frame times take precedence; "
-            "give the frame times explicitly to override them).")
+            f"give frame intervals of {interval:.4g} s, and recorded frame times take precedence over a "
+            "given TR.")
 
 
 def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, modality=None) -> PerfusionSeries:
