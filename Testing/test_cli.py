@@ -263,3 +263,12 @@ def test_format_summary_states_the_timing_and_echo_time_used():
                  "1.8 × 1.8 × 5 mm"):
         assert part in line, (part, line)
     assert "TE" not in cli.format_summary({"modality": "ct", "input": {"source": "x", "te_s": None}})
+
+
+def test_format_summary_does_not_repeat_quality_warnings_as_notes():
+    summary = {"modality": "mr", "method": "oSVD",
+               "quality_flags": [{"severity": "warning", "message": "The AIF rests on only 1 voxel(s)."}],
+               "warnings": ["AIF: The AIF rests on only 1 voxel(s).", "Frame intervals vary from 1 s to 3 s."]}
+    text = cli.format_summary(summary)
+    assert text.count("The AIF rests on only 1 voxel(s).") == 1
+    assert "Frame intervals vary from 1 s to 3 s." in text

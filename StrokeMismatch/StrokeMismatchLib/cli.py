@@ -569,7 +569,9 @@ def format_summary(summary: dict, out_dir=None) -> str:
         lines.append("Quality warnings")
         for flag in warn:
             lines.append(f"  [{flag.get('severity')}] {flag.get('message')}")
-    other = summary.get("warnings") or []
+    shown = {str(flag.get("message")) for flag in warn}
+    other = [text for text in summary.get("warnings") or []
+             if str(text) not in shown and str(text).split(": ", 1)[-1] not in shown]
     if other:
         lines.append("")
         lines.append("Notes")
