@@ -236,3 +236,27 @@ def test_summary_says_whether_cbf_is_absolute(mr_run):
     ct = run_case(make_volume_phantom("ct", shape=(6, 32, 32), seed=0).series,
                   settings=CaseSettings(motion_correction=False)).summary()["maps"]
     assert ct["absolute_scale"] is True
+
+
+def test_adc_covering_part_of_the_brain_is_flagged(mr_phantom):
+    """An ADC shifted 60 mm still overlaps, but a core outside it can never be found: the
+    coverage is reported and flagged instead of a silent core of 0 mL."""
+    from StrokeMismatchLib.geometry import Geometry
+
+    phantom_adc_geometry = mr_phantom.adc_geometry
+    matrix = phantom_adc_geometry.ijk_to_ras.copy()
+    matrix[2, 3] += 60.0  # 60 mm superior
+    shifted = Geometry(matrix, phantom_adc_geometry.shape)
+    result = run_case(mr_phantom.series, adc=mr_phantom.adc, adc_geometry=shifted,
+                      settings=CaseSettings(motion_correction=False))
+    coverage = result.lesion.adc_coverage
+    assert 0.0 < coverage < 0.95
+    assert [f for f in result.quality if f.code == "adc_coverage" and f.severity == "warning"]
+    summary = result.summary()
+    assert summary["lesion"]["adc_brain_coverage"] == pytest.approx(coverage)
+    assert any("covers only" in w for w in summary["warnings"])
+
+    aligned = run_case(mr_phantom.series, adc=mr_phantom.adc, adc_geometry=mr_phantom.adc_geometry,
+                       settings=CaseSettings(motion_correction=False))
+    assert aligned.lesion.adc_coverage >= 0.95
+    assert not [f for f in aligned.quality if f.code == "adc_coverage"]

@@ -197,6 +197,7 @@ class LesionAnalysis:
     adc: np.ndarray | None = None
     core_grids: dict | None = None
     warnings: list = field(default_factory=list)
+    adc_coverage: float | None = None
 
     @property
     def affected_side(self) -> str:
@@ -219,9 +220,21 @@ class LesionAnalysis:
             "reference": self.reference,
             "adc_unit": self.adc_unit.to_dict() if self.adc_unit is not None else None,
             "core_grids": self.core_grids,
+            "adc_brain_coverage": self.adc_coverage,
             "voxel_volume_ml": self.geometry.voxel_volume_ml,
             "warnings": list(self.warnings),
         }
+
+
+#: Below this fraction of the analysed brain with a valid ADC, the core may be missed (warning).
+ADC_MIN_COVERAGE = 0.95
+
+
+def adc_coverage_message(coverage: float) -> str:
+    """The warning for an ADC map that does not cover the analysed brain."""
+    return (f"The ADC map covers only {100 * coverage:.0f} % of the analysed brain: an ischemic core "
+            "outside it cannot be found, so the core may be underestimated. Check that the ADC and "
+            "the perfusion series are from the same session and cover the same region.")
 
 
 def _map(maps, name: str, shape, required: bool = True):
@@ -311,6 +324,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     # ADC on the perfusion grid (MR) ----------------------------------------------------------
     adc_info = None
     adc_on_grid = None
+    adc_coverage = None
     core_grids = None
     if modality == "mr":
         if adc is None:
@@ -341,6 +355,10 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
                 "note": ("raw ADC core (before clean-up) on the ADC grid and after "
                          "nearest-neighbour resampling to the perfusion grid"),
             }
+        # A core outside the ADC's field of view is never found: say how much brain it covers.
+        adc_coverage = float(np.count_nonzero(np.isfinite(adc_on_grid) & brain)) / max(np.count_nonzero(brain), 1)
+        if adc_coverage < ADC_MIN_COVERAGE:
+            warnings.append(adc_coverage_message(adc_coverage))
 
     # CSF region --------------------------------------------------------------------------
     if modality == "ct":
@@ -492,7 +510,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         warnings.append("The mid-sagittal plane is uncertain (weak image symmetry).")
     return LesionAnalysis(modality, geometry, settings, masks, metrics, criteria, steps,
                           hemispheres, side, reference, adc_info, rcbf, adc_on_grid, core_grids,
-                          warnings)
+                          warnings, adc_coverage=adc_coverage)
 
 
 def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_interval_s,

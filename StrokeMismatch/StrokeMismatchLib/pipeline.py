@@ -449,13 +449,10 @@ def run_case(
 
     # 8. quality -------------------------------------------------------------------------------------
     bar.step("quality", "Quality checks")
-    try:
-        from .quality import assess_quality
-    except ImportError:  # pragma: no cover - quality module missing in a partial install
-        flags = []
-        warnings.append("Quality checks were not run (quality module unavailable).")
-    else:
-        flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
+    from .quality import adc_coverage_flags, assess_quality
+
+    flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
+    flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
     lap("quality")
     bar.report(1.0, "Done")
 

@@ -306,6 +306,20 @@ def _check_values(maps, mask, modality):
     )]
 
 
+def adc_coverage_flags(coverage) -> list[QualityFlag]:
+    """A warning when the ADC covers less than ``analysis.ADC_MIN_COVERAGE`` of the analysed
+    brain (``coverage`` fraction 0–1, None for CT / no ADC)."""
+    from .analysis import ADC_MIN_COVERAGE, adc_coverage_message
+
+    if coverage is None or coverage >= ADC_MIN_COVERAGE:
+        return []
+    return [QualityFlag(
+        "adc_coverage", "warning", adc_coverage_message(coverage),
+        "The MR core is read from the ADC only: brain outside the ADC's field of view is never "
+        "counted as core, which inflates the mismatch and can make a case look eligible.",
+    )]
+
+
 def assess_quality(series, concentration, baseline, aif, maps, brain_mask, *, motion=None) -> list[QualityFlag]:
     """Quality flags for one case (see the module docstring). ``series`` a PerfusionSeries;
     ``concentration`` [K, J, I, T]; ``baseline`` a BaselineInfo; ``aif`` an AIFResult; ``maps``
