@@ -6,7 +6,6 @@ import html
 import io
 import re
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -37,10 +36,8 @@ def mr_case():
 def mr_report(mr_case, tmp_path_factory):
     result, _ = mr_case
     folder = tmp_path_factory.mktemp("report")
-    started = time.perf_counter()
     path = report.write_report(result, folder / "report.html", images_dir=folder / "pictures")
-    elapsed = time.perf_counter() - started
-    return path, path.read_text(encoding="utf-8"), folder / "pictures", elapsed
+    return path, path.read_text(encoding="utf-8"), folder / "pictures"
 
 
 def _images(text):
@@ -61,7 +58,7 @@ def _green(rgb):
 
 
 def test_report_is_self_contained_html(mr_report):
-    path, text, _, _ = mr_report
+    path, text, _ = mr_report
     assert path.suffix == ".html" and path.is_file()
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
@@ -71,7 +68,7 @@ def test_report_is_self_contained_html(mr_report):
 
 def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_case, mr_report):
     result, _ = mr_case
-    _, text, _, _ = mr_report
+    _, text, _ = mr_report
     plain = html.unescape(text)
     summary = result.summary()
     assert DISCLAIMER in plain and "Not a medical device" in plain
@@ -93,7 +90,7 @@ def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_cas
 
 
 def test_report_pictures_exist_are_nonblank_and_coloured(mr_report):
-    _, text, pictures, _ = mr_report
+    _, text, pictures = mr_report
     images = _images(text)
     assert set(images) == {"montage", "maps", "aif", "render3d"}
     for name, png in images.items():
@@ -107,11 +104,6 @@ def test_report_pictures_exist_are_nonblank_and_coloured(mr_report):
     assert _red(scene).mean() > 0.002 and _green(scene).mean() > 0.002
     maps = _decode(images["maps"])
     assert maps.std(axis=(0, 1)).min() > 0.1  # colour maps, not grey
-
-
-def test_report_is_fast_enough(mr_report):
-    *_, elapsed = mr_report
-    assert elapsed < 10.0  # ≈ 1–2 s unloaded; generous for a shared CI machine
 
 
 def _lesion_scene(geometry):
