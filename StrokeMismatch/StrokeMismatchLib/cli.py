@@ -334,7 +334,8 @@ def _case_settings(args):
 
 
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
-                   default_out):
+                   default_out, annotate=None):
+    """Run the case and write its outputs; ``annotate(result) -> dict`` adds summary entries."""
     from .outputs import check_output_dir, write_case_outputs
     from .pipeline import run_case
 
@@ -344,7 +345,9 @@ def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, 
     result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
                       settings=settings, progress=display.scaled(0.0, 0.9))
     summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 save_series=args.save_series, progress=display.scaled(0.9, 1.0))
+                                 save_series=args.save_series,
+                                 extra_summary=annotate(result) if annotate else None,
+                                 progress=display.scaled(0.9, 1.0))
     display.finish()
     return result, summary, out_dir
 
@@ -356,24 +359,26 @@ def _cmd_demo(args):
     display(0.0, f"Building the {args.modality.upper()} phantom")
     phantom = make_volume_phantom(args.modality, lesion=args.lesion, seed=args.seed)
     default_out = f"stroke-mismatch-demo-{args.modality}"
-    result, summary, out_dir = _run_and_write(
-        args, phantom.series, adc=phantom.adc, adc_geometry=phantom.adc_geometry, default_out=default_out
+
+    def agreement_with_truth(result):
+        masks = result.lesion.masks
+        voxel_ml = result.geometry.voxel_volume_ml
+        return {"phantom_agreement": {
+            "phantom": {"modality": args.modality, "lesion": bool(args.lesion), "seed": args.seed,
+                        "lesion_side": phantom.lesion_side},
+            "core": _agreement(masks["core"], phantom.true_core, voxel_ml),
+            "hypoperfusion": _agreement(masks["hypoperfusion"], phantom.true_hypoperfusion, voxel_ml),
+        }}
+
+    _, summary, out_dir = _run_and_write(
+        args, phantom.series, adc=phantom.adc, adc_geometry=phantom.adc_geometry, default_out=default_out,
+        annotate=agreement_with_truth,
     )
-    masks = result.lesion.masks
-    truth = {
-        "phantom": {"modality": args.modality, "lesion": bool(args.lesion), "seed": args.seed,
-                    "lesion_side": phantom.lesion_side},
-        "core": _agreement(masks["core"], phantom.true_core, result.geometry.voxel_volume_ml),
-        "hypoperfusion": _agreement(masks["hypoperfusion"], phantom.true_hypoperfusion,
-                                    result.geometry.voxel_volume_ml),
-    }
-    summary["phantom_agreement"] = truth
-    _rewrite_summary(out_dir, summary)
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
     else:
         print(format_summary(summary, out_dir))
-        print(_format_agreement(truth))
+        print(_format_agreement(summary["phantom_agreement"]))
     return 0
 
 
@@ -398,14 +403,6 @@ def _format_agreement(truth):
         dice = "n/a (both empty)" if entry["dice"] is None else f"{entry['dice']:.3f}"
         lines.append(f"  {name:<14} Dice {dice:<8}  found {entry['found_ml']:7.1f} mL   truth {entry['truth_ml']:7.1f} mL")
     return "\n".join(lines)
-
-
-def _rewrite_summary(out_dir, summary):
-    from .outputs import SUMMARY_CSV, SUMMARY_JSON, summary_csv
-
-    text = json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False)
-    (Path(out_dir) / SUMMARY_JSON).write_text(text + "\n", encoding="utf-8")
-    (Path(out_dir) / SUMMARY_CSV).write_text(summary_csv(summary), encoding="utf-8")
 
 
 def _cmd_analyze(args):

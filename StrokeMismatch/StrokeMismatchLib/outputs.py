@@ -75,12 +75,15 @@ def write_case_outputs(
     overwrite: bool = False,
     report: bool = True,
     save_series: bool = False,
+    extra_summary: dict | None = None,
     progress: Callable | None = None,
 ) -> dict:
     """Write maps, masks, summary.json/.csv and report.html of ``result`` into ``out_dir``.
 
     ``save_series`` also writes the analysed (motion-corrected) signal as
     ``series/perfusion.seq.nrrd``, which Slicer opens as a sequence over the maps.
+    ``extra_summary``: JSON-ready entries added to summary.json/.csv (e.g. the demo's
+    agreement with the phantom's truth).
 
     Returns the summary dict that was written (with an ``outputs`` entry listing the files and
     whether the report was written). Raises :class:`errors.OutputError` when the folder exists
@@ -103,7 +106,8 @@ def write_case_outputs(
         ) from None
 
     try:
-        written, summary = _write_all(result, staging, report=report, save_series=save_series, tell=tell)
+        written, summary = _write_all(result, staging, report=report, save_series=save_series,
+                                      extra_summary=extra_summary, tell=tell)
         tell(0.95, "Moving results into place")
         _move_into_place(staging, out_dir, written)
     except OSError as exc:
@@ -148,7 +152,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
             break
 
 
-def _write_all(result, folder: Path, *, report: bool, save_series: bool, tell) -> tuple[list[str], dict]:
+def _write_all(result, folder: Path, *, report: bool, save_series: bool, extra_summary, tell) -> tuple[list[str], dict]:
     from .fileio import write_seq_nrrd, write_volume
 
     geometry = result.geometry
@@ -200,6 +204,7 @@ def _write_all(result, folder: Path, *, report: bool, save_series: bool, tell) -
 
     tell(0.85, "Writing the summary")
     summary = result.summary()
+    summary.update(extra_summary or {})
     # What the file reader noticed (e.g. a sidecar EchoTime in ms converted to s) comes first.
     reader_warnings = (getattr(result.series, "metadata", None) or {}).get("warnings") or []
     merged = [str(w) for w in reader_warnings] + list(summary.get("warnings") or []) + extra_warnings
