@@ -326,7 +326,7 @@ def run_case(
     # 1. validation ---------------------------------------------------------------------------
     bar.step("validate", "Checking the input")
     validated = fileio.validate_series(series)
-    warnings.extend(_warning_list(validated))
+    warnings.extend(validated)
     modality = series.modality
     if modality is None:
         raise InputDataError(
@@ -373,7 +373,7 @@ def run_case(
     baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=user_mask)
     if settings.baseline is not None:
         baseline = _override_baseline(baseline, settings.baseline)
-    start, stop = _baseline_range(baseline)
+    start, stop = baseline.start, baseline.stop
     baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
     warnings.extend(getattr(baseline, "warnings", []) or [])
     lap("baseline")
@@ -396,7 +396,7 @@ def run_case(
     if settings.baseline is None and user_mask is None:
         # Re-detect the bolus on the brain only, now that we have a mask (PERFUSION.md §2.2 step 1).
         baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=mask)
-        start, stop = _baseline_range(baseline)
+        start, stop = baseline.start, baseline.stop
         baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
     concentration = perfusion.signal_to_concentration(
         signal, times, modality=modality, te=series.te, baseline=(start, stop)
@@ -513,49 +513,17 @@ def _check_mask(mask, geometry, what):
     return mask.astype(bool)  # a copy: never keep a reference to the caller's array
 
 
-def _baseline_range(baseline) -> tuple[int, int]:
-    start, stop = getattr(baseline, "start"), getattr(baseline, "stop")
-    if isinstance(start, slice):  # tolerate a slice stored in .start
-        start, stop = start.start, start.stop
-    return int(start), int(stop)
-
-
 def _override_baseline(detected, frames):
-    """The detected baseline record with the user's (start, stop) frame range."""
+    """The detected ``BaselineInfo`` with the user's (start, stop) frame range."""
     start, stop = frames
-    if dataclasses.is_dataclass(detected):
-        changes = {"start": start, "stop": stop}
-        names = {f.name for f in dataclasses.fields(detected)}
-        if "warnings" in names:
-            changes["warnings"] = list(detected.warnings) + [
-                f"Baseline frames {start}–{stop - 1} set by the user."
-            ]
-        if "source" in names:
-            changes["source"] = "user"
-        return dataclasses.replace(detected, **{k: v for k, v in changes.items() if k in names})
-    detected.start, detected.stop = start, stop
-    return detected
+    return dataclasses.replace(detected, start=start, stop=stop, warnings=list(detected.warnings) + [
+        f"Baseline frames {start}–{stop - 1} set by the user."])
 
 
 def _baseline_dict(baseline) -> dict:
     data = _to_dict(baseline)
-    if not isinstance(data, dict):
-        data = {}
-    start, stop = _baseline_range(baseline)
-    data.setdefault("start", start)
-    data.setdefault("stop", stop)
-    data["frames"] = [start, stop - 1]
+    data["frames"] = [baseline.start, baseline.stop - 1]
     return data
-
-
-def _warning_list(value) -> list[str]:
-    if value is None or isinstance(value, PerfusionSeries):
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if isinstance(v, str)]
-    return list(getattr(value, "warnings", []) or [])
 
 
 def _unique(items):
