@@ -97,6 +97,16 @@ def synthetic(side="left"):
     return SimpleNamespace(cbf=cbf, cbv=cbv, tmax=tmax), baseline, truth
 
 
+
+def assert_steps_chain(result):
+    """Each clean-up step's "after" is the next step's "before"; the last "after" is the final volume."""
+    for a, b in zip(result.steps, result.steps[1:]):
+        for name in a.volumes_ml:
+            assert a.volumes_ml[name]["after"] == b.volumes_ml[name]["before"]
+    for name in ("core", "hypoperfusion"):
+        assert result.steps[-1].volumes_ml[name]["after"] == pytest.approx(
+            result.masks[name].sum() * VOXEL_ML)
+
 def test_ct_exact_volumes_at_threshold_edges():
     maps, baseline, truth = synthetic("left")
     result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
@@ -135,13 +145,7 @@ def test_ct_steps_report_exact_removals_and_chain():
     assert clusters.removed_ml("hypoperfusion") == pytest.approx(3 * VOXEL_ML)
     assert clusters.removed_ml("tmax_gt_8") == pytest.approx(3 * VOXEL_ML + 0)
     assert not by_name["morphological_opening"].applied
-    # each step's "after" is the next step's "before"; the last "after" is the final volume
-    for a, b in zip(result.steps, result.steps[1:]):
-        for name in a.volumes_ml:
-            assert a.volumes_ml[name]["after"] == b.volumes_ml[name]["before"]
-    for name in ("core", "hypoperfusion"):
-        assert result.steps[-1].volumes_ml[name]["after"] == pytest.approx(
-            result.masks[name].sum() * VOXEL_ML)
+    assert_steps_chain(result)
 
 
 @pytest.mark.parametrize("switch, step", [("csf_exclusion", "csf_exclusion"),
@@ -596,12 +600,7 @@ def test_default_noise_steps_are_reported_and_chain():
     assert by_name["morphological_opening"].parameters["kernel_radius_kji"] == [0, 1, 1]
     # the outlier inside the block is hypoperfused after the median, the lone voxel is not
     assert result.masks["hypoperfusion"][inner] and not result.masks["hypoperfusion"][normal]
-    for a, b in zip(result.steps, result.steps[1:]):
-        for name in a.volumes_ml:
-            assert a.volumes_ml[name]["after"] == b.volumes_ml[name]["before"]
-    for name in ("core", "hypoperfusion"):
-        assert result.steps[-1].volumes_ml[name]["after"] == pytest.approx(
-            result.masks[name].sum() * VOXEL_ML)
+    assert_steps_chain(result)
     assert result.reference["cbf_smoothing_fwhm_mm"] == 4.0
     json.dumps(result.to_dict(), allow_nan=False)
 
