@@ -49,7 +49,9 @@ class LesionSettings:
     it is core, CT); ``tmax_threshold`` s (Tmax > it is hypoperfused); ``tmax_report_thresholds``
     extra Tmax volumes (s).
     rCBF reference (CT): ``rcbf_reference`` "contralateral" | "tmax_lt_4" | "mirror";
-    ``rcbf_statistic`` "mean" | "median"; ``reference_normal_tmax`` s (for "tmax_lt_4");
+    ``rcbf_statistic`` "median" (default) | "mean"; ``rcbf_exclude_vessels`` (on: the reference
+    tissue is the brain without CSF *and* without the voxels of the vessel-exclusion rule, whose
+    CBF is many times tissue's); ``reference_normal_tmax`` s (for "tmax_lt_4");
     ``mirror_sigma_mm`` smoothing of the mirror reference.
     Clean-up: ``brain_mask`` (+ ``bone_hu`` CT bone limit on the baseline image);
     ``csf_exclusion`` (CT baseline < ``csf_hu``; MR ADC > ``csf_adc``);
@@ -79,7 +81,9 @@ class LesionSettings:
     tmax_threshold: float = 6.0
     tmax_report_thresholds: tuple = (4.0, 8.0, 10.0)
     rcbf_reference: str = "contralateral"
-    rcbf_statistic: str = "mean"
+    rcbf_statistic: str = "median"  # issue 15: robust to the vessel/CSF voxels that slip through
+    # SETTING group=Core help="Leave large vessels (the vessel-exclusion rule) out of the rCBF reference."
+    rcbf_exclude_vessels: bool = True
     reference_normal_tmax: float = 4.0
     mirror_sigma_mm: float = 5.0
     brain_mask: bool = True
@@ -395,27 +399,42 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     if modality == "mr":
         core = core_adc_grid.copy()
     else:
+        # issue 15: the reference tissue excludes CSF (``tissue``) and large vessels
+        reference_tissue, reference_vessels = tissue, None
+        if settings.rcbf_exclude_vessels:
+            reference_vessels, _, _ = cleanup.vessel_region(
+                cbv, tissue=tissue, modality=modality, cbv_threshold=settings.vessel_cbv,
+                cbv_multiple=settings.vessel_cbv_multiple, ttp=ttp, aif_ttp=aif_ttp,
+                ttp_window_s=_vessel_window(settings, frame_interval_s)[0], voxel_ml=voxel_ml)
+            if reference_vessels is not None:
+                reference_tissue = tissue & ~reference_vessels
         rcbf, reference = rcbf_reference(
-            cbf, method=settings.rcbf_reference, tissue=tissue, tmax=tmax,
+            cbf, method=settings.rcbf_reference, tissue=reference_tissue, tmax=tmax,
             hemispheres=hemispheres, affected_side=side["affected_side"],
             tmax_threshold=settings.tmax_threshold, normal_tmax=settings.reference_normal_tmax,
             statistic=settings.rcbf_statistic, mirror_sigma_mm=settings.mirror_sigma_mm)
         reference["threshold"] = settings.core_rcbf
+        reference["excluded"] = {
+            "csf": bool(settings.csf_exclusion and csf is not None),
+            "vessels": reference_vessels is not None,
+            "vessel_ml": (0.0 if reference_vessels is None
+                          else volume_ml(reference_vessels & tissue, voxel_ml))}
         core = core_from_rcbf(rcbf, settings.core_rcbf) & analysed  # no Tmax → not analysed
         fwhm = float(settings.cbf_smoothing_fwhm_mm)
         if fwhm > 0:
             # Per-voxel CT CBF at a few HU of noise scatters too much for a voxel-wise 30 %
             # threshold: smooth the tissue CBF in-plane, then divide by the same reference.
-            smoothed = smooth_in_plane(np.where(tissue, cbf, np.nan), fwhm,
+            # (vessels left out of the smoothing so their CBF does not spill into tissue)
+            smoothed = smooth_in_plane(np.where(reference_tissue, cbf, np.nan), fwhm,
                                        geometry.spacing[::-1])
             if reference.get("value"):
                 with np.errstate(invalid="ignore"):
                     rcbf_smooth = smoothed / reference["value"]
             else:  # mirror: each voxel over the smoothed CBF at its mirror position
                 rcbf_smooth, _ = rcbf_reference(
-                    smoothed, method="mirror", tissue=tissue, hemispheres=hemispheres,
+                    smoothed, method="mirror", tissue=reference_tissue, hemispheres=hemispheres,
                     mirror_sigma_mm=settings.mirror_sigma_mm)
-            rcbf_smooth = np.where(tissue, rcbf_smooth, rcbf)  # outside tissue: unsmoothed
+            rcbf_smooth = np.where(reference_tissue, rcbf_smooth, rcbf)  # elsewhere: unsmoothed
             core_smoothed = core_from_rcbf(rcbf_smooth, settings.core_rcbf) & analysed
             rcbf = rcbf_smooth
         reference["cbf_smoothing_fwhm_mm"] = fwhm
@@ -516,11 +535,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
 def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_interval_s,
                  voxel_ml):
     """Clean-up step "vessel_exclusion" (see :func:`cleanup.vessel_region`)."""
-    window = settings.vessel_ttp_window_s
-    window_source = "setting"
-    if window is None:
-        window = frame_interval_s
-        window_source = "one frame interval"
+    window, window_source = _vessel_window(settings, frame_interval_s)
     # The rule is evaluated even when switched off, so the report shows what it would remove.
     region, parameters, note = cleanup.vessel_region(
         cbv, tissue=tissue, modality=modality, cbv_threshold=settings.vessel_cbv,
@@ -533,6 +548,13 @@ def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_int
         masks, region, name="vessel_exclusion", enabled=settings.vessel_exclusion,
         voxel_ml=voxel_ml, parameters=parameters, exclude=True, note=note)
     return masks, report, region
+
+
+def _vessel_window(settings, frame_interval_s):
+    """(TTP window in s, its source) of the vessel rule's arterial-timing criterion."""
+    if settings.vessel_ttp_window_s is None:
+        return frame_interval_s, "one frame interval"
+    return settings.vessel_ttp_window_s, "setting"
 
 
 def _hemisphere_step(masks, hemispheres, side, settings, voxel_ml):

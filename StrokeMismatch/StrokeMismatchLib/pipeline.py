@@ -76,6 +76,15 @@ class CaseSettings:
     aif_mask: Any = None
     baseline: tuple[int, int] | None = None
     lesion: Any = field(default_factory=_default_lesion_settings)
+    # --- issue 15 (CT analysis resolution, denoising before deconvolution; see denoise.py) ---
+    # SETTING unit=mm range=0..10 group=CT help="CT is analysed at this in-plane voxel size or just
+    #   below: finer acquisitions are block-averaged by whole factors (0.45 mm → 1.8 mm); 0 = as acquired."
+    ct_analysis_resolution_mm: float = 2.0
+    # SETTING choices=auto,tips,gaussian,none group=Denoising help="Denoise the concentration before
+    #   deconvolution: TIPS bilateral (edge preserving), in-plane Gaussian or none; auto = TIPS on CT, none on MR."
+    denoise: str = "auto"
+    # SETTING unit=mm range=0..10 group=Denoising help="Spatial σ of the denoising kernel."
+    denoise_sigma_mm: float = 1.5
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -112,6 +121,21 @@ class CaseSettings:
                     f"Baseline frames ({start}, {stop}) are not a valid range: need 0 ≤ start < stop."
                 )
             self.baseline = (start, stop)
+        from .denoise import DENOISE_METHODS
+
+        if self.denoise not in DENOISE_METHODS + ("auto",):
+            raise InputDataError(f"Unknown denoising {self.denoise!r}: use auto, "
+                                 f"{', '.join(DENOISE_METHODS)}.")
+        for name in ("ct_analysis_resolution_mm", "denoise_sigma_mm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputDataError(f"{name} must be a non-negative number of mm, got {value!r}.")
+
+    def denoise_method(self, modality: str) -> str:
+        """The denoising actually used: "auto" is TIPS on CT and none on MR."""
+        if self.denoise == "auto":
+            return "tips" if modality == "ct" else "none"
+        return self.denoise
 
     def to_dict(self) -> dict:
         """JSON-ready record of the settings (the AIF mask as its voxel count)."""
@@ -131,6 +155,9 @@ class CaseSettings:
                 "aif_voxels_kji": None if self.aif_voxels is None else np.asarray(self.aif_voxels).tolist(),
                 "aif_mask_voxels": None if self.aif_mask is None else int(np.count_nonzero(self.aif_mask)),
                 "baseline_frames": None if self.baseline is None else list(self.baseline),
+                "ct_analysis_resolution_mm": self.ct_analysis_resolution_mm,
+                "denoise": self.denoise,
+                "denoise_sigma_mm": self.denoise_sigma_mm,
                 "lesion": lesion_dict,
             }
         )
@@ -158,6 +185,8 @@ class CaseResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
+    analysis_grid: dict | None = None  # issue 15: CT analysis resolution (denoise.to_analysis_grid)
+    denoising: dict | None = None  # issue 15: denoising before deconvolution
 
     @property
     def geometry(self) -> Geometry:
@@ -236,6 +265,8 @@ class CaseResult:
             "quality_flags": [_to_dict(flag) for flag in self.quality],
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "analysis_grid": self.analysis_grid,
+            "denoising": self.denoising,
         }
         if isinstance(lesion_dict, dict):  # the facts a reader looks for, at the top level
             summary["thresholds"] = lesion_dict.get("settings")
@@ -355,7 +386,26 @@ def run_case(
                 f"(k, j, i) < {geometry.shape}."
             )
     times = np.asarray(series.times, dtype=float)
+    aif_voxels = settings.aif_voxels
     lap("validate")
+
+    # --- issue 15 hook: CT analysed at a defined in-plane resolution (denoise.py) ------------
+    grid_info = None
+    if modality == "ct":
+        from .denoise import block_mask, block_mean, to_analysis_grid
+
+        series, grid_info = to_analysis_grid(series, settings.ct_analysis_resolution_mm)
+        if grid_info["applied"]:
+            factors = grid_info["factors_ij"]
+            geometry = series.geometry
+            user_mask = None if user_mask is None else block_mask(user_mask, factors)
+            if aif_mask is not None:  # a block holding any AIF voxel is an AIF voxel
+                aif_mask = block_mean(aif_mask.astype(np.float32), factors) > 0
+            if aif_voxels is not None:
+                scaled = aif_voxels // np.array([1, factors[1], factors[0]])
+                scaled = np.minimum(scaled, np.array(geometry.shape) - 1)
+                aif_voxels = np.unique(scaled, axis=0)
+        lap("analysis_grid")
 
     # 2. motion correction ----------------------------------------------------------------------
     signal = series.signal
@@ -405,7 +455,7 @@ def run_case(
 
     # 5. AIF ------------------------------------------------------------------------------------------
     bar.step("aif", "Selecting the arterial input function")
-    voxels = settings.aif_voxels
+    voxels = aif_voxels
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
     # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
@@ -414,10 +464,22 @@ def run_case(
     warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
+    # --- issue 15 hook: denoise the concentration before deconvolution (AIF from unsmoothed) ---
+    denoise_method = settings.denoise_method(modality)
+    conc_for_maps, denoise_info = concentration, None
+    if denoise_method != "none":
+        from .denoise import baseline_noise_sd, denoise_concentration
+
+        conc_for_maps, denoise_info = denoise_concentration(
+            concentration, geometry, mask, method=denoise_method,
+            sigma_mm=settings.denoise_sigma_mm,
+            noise_sd=baseline_noise_sd(concentration, mask, (start, stop)))
+        lap("denoise")
+
     # 6. maps ----------------------------------------------------------------------------------------
     sub = bar.step("maps", f"Deconvolution ({settings.method})")
     maps = perfusion.compute_maps(
-        concentration,
+        conc_for_maps,
         aif,
         times,
         method=settings.method,
@@ -426,6 +488,7 @@ def run_case(
         tissue_density=settings.tissue_density,
         progress=sub,
     )
+    del conc_for_maps
     lap("maps")
 
     # 7. lesion ------------------------------------------------------------------------------------
@@ -476,6 +539,8 @@ def run_case(
         adc_unit=adc_unit or detected_unit,
         warnings=_unique(warnings),
         timings_s=timings,
+        analysis_grid=grid_info,
+        denoising=denoise_info,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
