@@ -110,9 +110,12 @@ def lesion_ok(row):
             and row["dice_hypo"] >= 0.90 and row["defuse3"] == row["defuse3_truth"])
 
 
-def print_rows(rows, healthy=False):
+def print_header():
     print(f"{'case':6} {'core':8} {'seed':>4} {'core mL':>8} {'truth':>7} {'Dice':>5} "
           f"{'Tmax>6 mL':>9} {'truth':>7} {'Dice':>5} {'DEFUSE3':>8} {'truth':>6} {'ok':>3} {'s':>5}")
+
+
+def print_rows(rows, healthy=False):
     for r in rows:
         ok = ((r["core_ml"] <= 2 and r["hypo_ml"] <= 2 and r["defuse3"] is not True) if healthy
               else lesion_ok(r))
@@ -165,6 +168,7 @@ def main(argv=None) -> int:
     wanted = args.cases.split(",")
     print(f"settings: {'legacy (before issue 15)' if args.legacy else 'current defaults'}")
     failures = 0
+    print_header()
     for case in ("ct256", "ct512"):
         if case not in wanted:
             continue

@@ -49,7 +49,8 @@ class LesionSettings:
     it is core, CT); ``tmax_threshold`` s (Tmax > it is hypoperfused); ``tmax_report_thresholds``
     extra Tmax volumes (s).
     rCBF reference (CT): ``rcbf_reference`` "contralateral" | "tmax_lt_4" | "mirror";
-    ``rcbf_statistic`` "median" (default) | "mean"; ``rcbf_exclude_vessels`` (on: the reference
+    ``rcbf_statistic`` "trimmed_mean" (default, see :func:`thresholds._statistic`) | "median" |
+    "mean"; ``rcbf_exclude_vessels`` (on: the reference
     tissue is the brain without CSF *and* without the voxels of the vessel-exclusion rule, whose
     CBF is many times tissue's); ``reference_normal_tmax`` s (for "tmax_lt_4");
     ``mirror_sigma_mm`` smoothing of the mirror reference.
@@ -67,7 +68,8 @@ class LesionSettings:
     the tissue, before rCBF < ``core_rcbf``; 0 switches it off; default 4 mm);
     ``opening`` (on: Tmax masks) and ``core_opening`` (off: the core), ball of
     ``opening_radius_voxels`` × the finest spacing (in-plane only for thick slices);
-    ``fill_holes`` (on: 2D holes of the Tmax masks inside tissue);
+    ``fill_holes`` (on: 2D holes of the Tmax masks inside tissue, each at most
+    ``fill_holes_max_mm2`` in its slice; 0 = no limit);
     ``core_within_hypoperfusion`` (None → on for CT, off for MR; the cleaned hypoperfusion);
     ``cluster_removal`` (+ ``min_core_ml``, ``min_hypoperfusion_ml`` applied to every Tmax
     mask).
@@ -81,7 +83,8 @@ class LesionSettings:
     tmax_threshold: float = 6.0
     tmax_report_thresholds: tuple = (4.0, 8.0, 10.0)
     rcbf_reference: str = "contralateral"
-    rcbf_statistic: str = "median"  # issue 15: robust to the vessel/CSF voxels that slip through
+    # issue 15: trimmed mean (5 % off each end): robust to vessel/CSF voxels that slip through
+    rcbf_statistic: str = "trimmed_mean"
     # SETTING group=Core help="Leave large vessels (the vessel-exclusion rule) out of the rCBF reference."
     rcbf_exclude_vessels: bool = True
     reference_normal_tmax: float = 4.0
@@ -104,6 +107,9 @@ class LesionSettings:
     core_opening: bool = False
     opening_radius_voxels: int = 1
     fill_holes: bool = True
+    # SETTING unit=mm² range=0..10000 group=Clean-up help="Holes larger than this (per slice) are not
+    #   filled; 0 = no limit." (issue 15: an unlimited fill closed a 10 mL region on MR 256²)
+    fill_holes_max_mm2: float = 400.0
     cluster_removal: bool = True
     min_core_ml: float = 0.5
     min_hypoperfusion_ml: float = 1.0
@@ -127,7 +133,7 @@ class LesionSettings:
                 f"Unknown rcbf_reference {self.rcbf_reference!r}: use one of "
                 f"{', '.join(RCBF_REFERENCES)}.")
         if self.rcbf_statistic not in STATISTICS:
-            raise InputDataError("rcbf_statistic must be 'mean' or 'median'.")
+            raise InputDataError(f"rcbf_statistic must be one of {', '.join(STATISTICS)}.")
         for name in ("vessel_cbv", "vessel_cbv_multiple"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -139,7 +145,7 @@ class LesionSettings:
                                  "(0 switches the arterial-timing criterion off) or empty "
                                  "(one frame interval).")
         for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm",
-                     "cbf_smoothing_fwhm_mm"):
+                     "cbf_smoothing_fwhm_mm", "fill_holes_max_mm2"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value)) or value < 0:
                 raise InputDataError(f"Setting {name} must not be negative.")
@@ -492,7 +498,9 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     if settings.vessel_exclusion and vessels is not None:
         allowed &= ~vessels
     masks, report = cleanup.fill_holes(masks, enabled=settings.fill_holes, voxel_ml=voxel_ml,
-                                       allowed=allowed, targets=tmax_names)
+                                       allowed=allowed, targets=tmax_names,
+                                       max_area_mm2=settings.fill_holes_max_mm2,
+                                       pixel_area_mm2=float(geometry.spacing[0] * geometry.spacing[1]))
     steps.append(report)
     opening_targets = (tmax_names if settings.opening else []) + (
         ["core"] if settings.core_opening else [])
