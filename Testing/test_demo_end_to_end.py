@@ -216,12 +216,12 @@ def test_cli_noise_and_morphology_flags_reach_the_lesion_settings():
 
     default = _case_settings(build_parser().parse_args(["demo"])).lesion
     assert default.opening is True and default.fill_holes is True and default.core_opening is False
-    assert default.tmax_median_filter is None and default.cbf_smoothing_fwhm_mm == 4.0
+    assert default.tmax_median_filter is None and default.cbf_smoothing_fwhm_mm == 0.0  # issue 15: denoised before deconvolution
     args = build_parser().parse_args(["demo", "--no-opening", "--core-opening", "--no-fill-holes",
-                                      "--tmax-median-filter", "--cbf-smoothing-fwhm", "0"])
+                                      "--tmax-median-filter", "--cbf-smoothing-fwhm", "3"])
     lesion = _case_settings(args).lesion
     assert lesion.opening is False and lesion.core_opening is True and lesion.fill_holes is False
-    assert lesion.tmax_median_filter is True and lesion.cbf_smoothing_fwhm_mm == 0.0
+    assert lesion.tmax_median_filter is True and lesion.cbf_smoothing_fwhm_mm == 3.0
     lesion = _case_settings(build_parser().parse_args(["demo", "--no-tmax-median-filter"])).lesion
     assert lesion.tmax_median_filter is False
 
