@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from StrokeMismatchLib.analysis import LesionSettings
-from StrokeMismatchLib.denoise import upsample_to_grid
+from StrokeMismatchLib.denoise import block_mean, upsample_to_grid
 from StrokeMismatchLib.phantom import make_volume_phantom
 from StrokeMismatchLib.pipeline import CaseSettings, run_case
 
@@ -52,11 +52,17 @@ CASES = {
 TIMES = np.arange(45.0)
 
 
+OVERRIDES: dict = {}  # --set name=value (CaseSettings) or lesion.name=value (LesionSettings)
+
+
 def settings(legacy: bool) -> CaseSettings:
+    case = {k: v for k, v in OVERRIDES.items() if not k.startswith("lesion.")}
+    lesion = {k[7:]: v for k, v in OVERRIDES.items() if k.startswith("lesion.")}
     if legacy:
-        return CaseSettings(motion_correction=False, ct_analysis_resolution_mm=0.0, denoise="none",
-                            lesion=LesionSettings(rcbf_statistic="mean", rcbf_exclude_vessels=False))
-    return CaseSettings(motion_correction=False)
+        case = {"ct_analysis_resolution_mm": 0.0, "denoise": "none", **case}
+        lesion = {"rcbf_statistic": "mean", "rcbf_exclude_vessels": False,
+                  "cbf_smoothing_fwhm_mm": 4.0, "fill_holes_max_mm2": 0.0, **lesion}
+    return CaseSettings(motion_correction=False, lesion=LesionSettings(**lesion), **case)
 
 
 def on_input_grid(mask, result, shape):
@@ -93,13 +99,20 @@ def run_one(case, core, seed, legacy, lesion=True):
     true_core_ml = phantom.volumes_ml["core_ml"]
     true_hypo_ml = phantom.volumes_ml["hypoperfusion_ml"]
     rule = next(r for r in result.lesion.criteria if r.rule.upper().startswith("DEFUSE"))
+    # AIF voxels inside the artery (a block holding any artery voxel counts)
+    grid = result.analysis_grid or {}
+    artery = phantom.artery_mask
+    if grid.get("applied"):
+        artery = block_mean(artery.astype(np.float32), grid["factors_ij"]) > 0
+    voxels = np.asarray(result.aif.voxels, dtype=int).reshape(-1, 3)
+    in_artery = float(artery[tuple(voxels.T)].mean()) if voxels.size else 0.0
     row = {"case": case, "core": core if lesion else "healthy", "seed": seed, "wall_s": wall,
            "core_ml": core_ml, "true_core_ml": true_core_ml, "hypo_ml": hypo_ml,
            "true_hypo_ml": true_hypo_ml, "dice_core": dice(found_core, phantom.true_core),
            "dice_hypo": dice(found_hypo, phantom.true_hypoperfusion),
            "defuse3": rule.eligible, "defuse3_truth": defuse3(true_core_ml, true_hypo_ml),
            "reference": (result.lesion.reference or {}).get("value"),
-           "aif_peak": (result.aif.quality or {}).get("peak_height")}
+           "aif_peak": (result.aif.quality or {}).get("peak_height"), "aif_in_artery": in_artery}
     del phantom, result
     return row
 
@@ -112,7 +125,7 @@ def lesion_ok(row):
 
 def print_header():
     print(f"{'case':6} {'core':8} {'seed':>4} {'core mL':>8} {'truth':>7} {'Dice':>5} "
-          f"{'Tmax>6 mL':>9} {'truth':>7} {'Dice':>5} {'DEFUSE3':>8} {'truth':>6} {'ok':>3} {'s':>5}")
+          f"{'Tmax>6 mL':>9} {'truth':>7} {'Dice':>5} {'DEFUSE3':>8} {'truth':>6} {'ok':>3} {'s':>5} {'AIF in artery':>13}")
 
 
 def print_rows(rows, healthy=False):
@@ -122,7 +135,7 @@ def print_rows(rows, healthy=False):
         print(f"{r['case']:6} {r['core']:8} {r['seed']:4d} {r['core_ml']:8.1f} {r['true_core_ml']:7.1f} "
               f"{r['dice_core']:5.2f} {r['hypo_ml']:9.1f} {r['true_hypo_ml']:7.1f} {r['dice_hypo']:5.2f} "
               f"{str(r['defuse3']):>8} {str(r['defuse3_truth']):>6} {'yes' if ok else 'NO':>3} "
-              f"{r['wall_s']:5.1f}", flush=True)
+              f"{r['wall_s']:5.1f} {100 * r['aif_in_artery']:12.0f}%", flush=True)
 
 
 def speed():
@@ -164,7 +177,17 @@ def main(argv=None) -> int:
     parser.add_argument("--healthy-matrix", type=int, default=512, choices=[256, 512])
     parser.add_argument("--cores", default="10 mL,80 mL")
     parser.add_argument("--legacy", action="store_true", help="pre-issue-15 settings")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a setting, e.g. denoise_sigma_mm=2 or lesion.rcbf_statistic=median")
     args = parser.parse_args(argv)
+    for item in args.set:
+        name, value = item.split("=", 1)
+        try:
+            OVERRIDES[name] = json.loads(value)
+        except json.JSONDecodeError:
+            OVERRIDES[name] = value
+    if OVERRIDES:
+        print(f"overrides: {OVERRIDES}")
     wanted = args.cases.split(",")
     print(f"settings: {'legacy (before issue 15)' if args.legacy else 'current defaults'}")
     failures = 0

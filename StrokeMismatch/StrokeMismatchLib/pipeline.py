@@ -83,8 +83,8 @@ class CaseSettings:
     # SETTING choices=auto,tips,gaussian,none group=Denoising help="Denoise the concentration before
     #   deconvolution: TIPS bilateral (edge preserving), in-plane Gaussian or none; auto = TIPS on CT, none on MR."
     denoise: str = "auto"
-    # SETTING unit=mm range=0..10 group=Denoising help="Spatial σ of the denoising kernel."
-    denoise_sigma_mm: float = 1.5
+    # SETTING unit=mm range=0..10 group=Denoising help="Spatial σ of the denoising kernel (TIPS reaches 2σ)."
+    denoise_sigma_mm: float = 2.5
 
     def __post_init__(self):
         if self.method not in METHODS:
