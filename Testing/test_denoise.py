@@ -112,7 +112,7 @@ def test_denoise_errors_and_off():
         denoise_concentration(noisy, geometry, mask, method="tips", noise_sd=None)
     out, info = denoise_concentration(noisy, geometry, mask, method="none")
     assert not info["applied"] and np.array_equal(out, noisy) and out is not noisy
-    with pytest.raises(InputDataError, match="denoising"):
+    with pytest.raises(InputDataError, match="denoise"):
         CaseSettings(denoise="wavelet")
     with pytest.raises(InputDataError, match="ct_analysis_resolution_mm"):
         CaseSettings(ct_analysis_resolution_mm=-1.0)
@@ -128,7 +128,9 @@ def test_run_case_ct_fine_matrix_is_analysed_at_the_analysis_resolution():
     assert result.denoising["method"] == "tips" and result.denoising["applied"]
     assert "denoise" in result.timings_s and "analysis_grid" in result.timings_s
     summary = json.loads(json.dumps(result.summary(), allow_nan=False))
-    assert summary["analysis_grid"]["analysis_spacing_mm_ijk"][:2] == pytest.approx([1.8, 1.8])
+    grid = summary["analysis"]["analysis_grid"]
+    assert grid["analysis_spacing_mm_ijk"][:2] == pytest.approx([1.8, 1.8])
+    assert summary["analysis"]["denoising"]["method"] == "tips"
     assert summary["settings"]["denoise"] == "auto"
     # switched off: analysed as acquired, not denoised
     off = run_case(phantom.series, settings=CaseSettings(
