@@ -191,7 +191,7 @@ class StrokeMismatchParameterNode:
     motionCorrection: bool = True
     cleanupBrainMask: bool = True
     tmaxMedianFilter: ModalityDefault = ModalityDefault.Default
-    cbfSmoothingFwhmMm: Annotated[float, WithinRange(0.0, 20.0)] = 4.0
+    cbfSmoothingFwhmMm: Annotated[float, WithinRange(0.0, 20.0)] = 0.0
     cleanupCsf: bool = True
     csfHu: Annotated[float, WithinRange(-20.0, 40.0)] = 15.0
     csfAdc: Annotated[float, WithinRange(1000.0, 4000.0)] = 2000.0
@@ -560,7 +560,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
 
     def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0,
                        rcbfReference="contralateral", vesselCbv=8.0, vesselCbvMultiple=4.0, csfHu=15.0,
-                       csfAdc=2000.0, cbfSmoothingFwhmMm=4.0, tmaxMedianFilter=None, coreWithinHypoperfusion=None,
+                       csfAdc=2000.0, cbfSmoothingFwhmMm=0.0, tmaxMedianFilter=None, coreWithinHypoperfusion=None,
                        minCoreMl=0.5, minHypoperfusionMl=1.0, cleanup=None, age=None, nihss=None,
                        collateralScore=None):
         """``analysis.LesionSettings`` (defaults = the Lib's).

@@ -67,3 +67,14 @@ def test_fill_holes_cap_setting_reaches_the_step():
     assert step.parameters["max_area_mm2"] == 123.0
     with pytest.raises(Exception, match="fill_holes_max_mm2"):
         LesionSettings(fill_holes_max_mm2=-1.0).validate()
+
+
+def test_reference_keeps_vessels_when_the_vessel_rule_takes_most_of_the_brain():
+    """An AIF error inflates CBV everywhere: the vessel rule then marks tissue, not vessels, and
+    must not leave the rCBF reference without tissue (it is skipped, with a warning)."""
+    geometry, maps, baseline = _maps()
+    maps = dict(maps, cbv=np.full(geometry.shape, 40.0))
+    result = analyze_lesion(maps, geometry, modality="ct", baseline_image=baseline)
+    assert not result.reference["excluded"]["vessels"]
+    assert result.reference["value"] > 0
+    assert any("vessel rule marked most of the brain" in w for w in result.warnings)

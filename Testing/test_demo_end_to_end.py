@@ -77,7 +77,10 @@ def test_demo_masks_agree_with_truth(demo):
         v_found = np.count_nonzero(found) * voxel_ml
         v_truth = np.count_nonzero(truth) * voxel_ml
         assert dice >= 0.8, f"{modality} {name}: Dice {dice:.3f} (found {v_found:.1f} mL, truth {v_truth:.1f} mL)"
-        assert abs(v_found - v_truth) <= 0.10 * v_truth, f"{modality} {name}: {v_found:.1f} vs {v_truth:.1f} mL"
+        # the CT core: issue 15's target (15 % or 3 mL; oSVD compresses CBF contrast, so the
+        # core reads slightly low, 17.8 of 20.0 mL here); everything else within 10 %
+        tolerance = max(0.15 * v_truth, 3.0) if (modality, name) == ("ct", "core") else 0.10 * v_truth
+        assert abs(v_found - v_truth) <= tolerance, f"{modality} {name}: {v_found:.1f} vs {v_truth:.1f} mL"
 
 
 def test_demo_outputs_geometry_and_dtypes(demo):

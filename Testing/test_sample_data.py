@@ -76,7 +76,8 @@ def test_sample_loads_in_mrml_and_analysis_meets_the_self_test_tolerances(scene,
     series = mrmlio.series_from_node(sequence, modality="mr", te=constants["SAMPLE_ECHO_TIME_MS"] / 1000.0)
     p = script.PHANTOM
     phantom = make_volume_phantom(p["modality"], shape=p["shape"], spacing=p["spacing"], seed=p["seed"],
-                                  snr=p["snr"], te=p["te"], lesion_side=p["lesion_side"])
+                                  snr=p["snr"], te=p["te"], lesion_side=p["lesion_side"],
+                                  vessel_radius_mm=p["vessel_radius_mm"])
     # same grid and (rounded) signal as the phantom, in RAS as Slicer sees it
     assert series.geometry.same_grid(phantom.series.geometry)
     np.testing.assert_array_equal(series.signal, np.rint(phantom.series.signal))

@@ -171,6 +171,7 @@ NOT_IN_PANEL = {
     "tmax_median_size_voxels", "opening_radius_voxels",  # kernel sizes of switchable steps
     "max_yaw_deg", "side_min_ml", "side_min_asymmetry", "side_min_median_difference_s",  # midline/side
     "age", "nihss", "collateral_score",  # clinical inputs: the Clinical section, not clean-up
+    "rcbf_exclude_vessels", "fill_holes_max_mm2",  # issue 15: secondary reference/clean-up options
 }
 
 

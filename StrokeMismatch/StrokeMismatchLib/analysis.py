@@ -284,6 +284,12 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
                 ttp_window_s=frame_interval_s if window is None else window, voxel_ml=voxel_ml)
             if reference_vessels is not None:
                 reference_tissue = tissue & ~reference_vessels
+                if np.count_nonzero(reference_tissue) < 0.5 * np.count_nonzero(tissue):
+                    # The vessel rule took most of the brain (an AIF error inflates CBV): it is
+                    # not finding vessels, so the reference keeps them (said in "excluded").
+                    reference_tissue, reference_vessels = tissue, None
+                    warnings.append("The vessel rule marked most of the brain, so it was not applied "
+                                    "to the rCBF reference (check the AIF).")
         rcbf, reference = rcbf_reference(
             cbf, method=settings.rcbf_reference, tissue=reference_tissue, tmax=tmax,
             hemispheres=hemispheres, affected_side=side["affected_side"],
