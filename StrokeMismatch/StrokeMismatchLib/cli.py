@@ -514,6 +514,14 @@ def format_summary(summary: dict, out_dir=None) -> str:
                 and f.get("severity") in ("warning", "error")]
     for finding in findings:
         lines.append(f"  [{finding.get('severity')}] {finding.get('message')}")
+    stability = summary.get("stability") or {}
+    if stability.get("status") == "near_cutoff":
+        lines.append("Verdict stability: NEAR A CUT-OFF (a small change of threshold or volume flips a verdict)")
+        for finding in stability.get("findings") or []:
+            lines.append(f"  - {finding.get('message')}")
+    elif stability:
+        lines.append("Verdict stability: stable (no verdict changes within ±1 s Tmax, ±50 ADC / ±5 points "
+                     "rCBF, or ±10 % of a limit)")
     settings = summary.get("settings") or {}
     lines.append(f"StrokeMismatch {summary.get('software', {}).get('version', '')} — "
                  f"{str(summary.get('modality', '')).upper()} perfusion, {settings.get('method')}; "
@@ -567,7 +575,9 @@ def format_summary(summary: dict, out_dir=None) -> str:
 def format_one_line(summary: dict) -> str:
     """One line per case (``--quiet``): subject, quality, side, core/hypoperfusion/mismatch, verdicts."""
     verdicts = ", ".join(f"{key} {rule.get('verdict')}" for key, rule in (summary.get("criteria") or {}).items())
-    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}; "
+    near = (summary.get("stability") or {}).get("status") == "near_cutoff"
+    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}"
+            f"{', NEAR A CUT-OFF' if near else ''}; "
             f"side {summary.get('affected_side') or '—'}; core {_fmt(summary.get('core_ml'), 'mL')}, "
             f"Tmax>6 s {_fmt(summary.get('hypoperfusion_ml'), 'mL')}, mismatch ratio "
             f"{_fmt(summary.get('mismatch_ratio'), '', 2)}; {verdicts}")
