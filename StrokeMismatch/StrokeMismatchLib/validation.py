@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputDataError
-from .series import MODALITIES, PerfusionSeries
+from .series import MODALITIES, PerfusionSeries, check_signal_dtype
 
 MIN_FRAMES = 10
 # Plausible median frame interval (s) of DSC-MR and CT perfusion (see the module docstring).
@@ -109,17 +109,6 @@ def check_frame_times(times) -> np.ndarray:
                 f"DSC-MR and CT perfusion sample every {low:g}–{high:g} s (TR about 1–2 s).{hint}"
             )
     return steps
-
-
-def check_signal_dtype(signal) -> None:
-    """Refuse boolean, complex and non-numeric signal arrays (a perfusion signal is real)."""
-    dtype = np.asarray(signal).dtype if not hasattr(signal, "dtype") else signal.dtype
-    if dtype == bool or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
-        kind = {"b": "boolean (a mask?)", "c": "complex (raw k-space or phase data?)"}.get(dtype.kind, str(dtype))
-        raise InputDataError(
-            f"The perfusion signal must be real numbers (integer or float), not {kind} values. "
-            "Give the magnitude (MR) or HU (CT) image series."
-        )
 
 
 def _fingerprint(series: PerfusionSeries):
