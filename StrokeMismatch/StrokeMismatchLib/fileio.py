@@ -37,6 +37,12 @@ from .series import PerfusionSeries
 from .validation import (CONSTANT_TOLERANCE, FOREGROUND_FRACTION, MIN_FRAMES,  # noqa: F401
                          MR_NONPOSITIVE_LIMIT, resolve_modality, tr_mismatch_warning, validate_series)
 
+__all__ = [
+    "read_perfusion", "read_nifti_perfusion", "read_seq_nrrd", "read_volume", "validate_series",
+    "write_nifti_perfusion", "write_seq_nrrd", "write_volume", "sidecar_path",
+    "NIFTI_SUFFIXES", "SEQUENCE_SUFFIXES", "MIN_FRAMES",
+]
+
 
 def read_perfusion(path, *, series=None, modality=None, tr=None, te=None, times=None, sidecar=None,
                    force_modality=False) -> PerfusionSeries:

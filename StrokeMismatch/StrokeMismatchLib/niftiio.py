@@ -24,7 +24,7 @@ from .errors import InputDataError, InputFileError, OutputError
 from .geometry import LPS_TO_RAS, Geometry
 from .iopaths import check_input_file, prepare_output_file
 from .series import PerfusionSeries
-from .validation import (FRAME_INTERVAL_RANGE_S, check_voxel_size, normalise_modality, resolve_modality,
+from .validation import (FRAME_INTERVAL_RANGE_S, check_voxel_size, resolve_modality,
                          tr_mismatch_warning, validate_series)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
