@@ -76,15 +76,15 @@ def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_cas
     hypo = summary["metrics"]["hypoperfusion_ml"]["value"]
     assert core > 1 and hypo > core
     assert f"{core:.1f} mL" in plain and (f"{hypo:.0f} mL" in plain or f"{hypo:.1f} mL" in plain)
-    for rule in summary["criteria"]:
-        assert rule["rule"] in plain
+    for rule in summary["criteria"].values():
+        assert rule["name"] in plain
         for reason in rule["reasons"]:
             assert reason in plain
-        for criterion in rule["criteria"]:
+        for criterion in rule["rules"]:
             assert criterion["reason"] in plain
     assert "Tmax > 6 s" in plain and "ADC < 620" in plain
     # every clean-up step appears with the volume it removed
-    for step in summary["lesion"]["steps"]:
+    for step in summary["analysis"]["cleanup_steps"]:
         assert step["name"] in plain
     assert "removed" in plain and "mL/100 g/min" in plain
 
@@ -199,13 +199,16 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
 
 
 def test_quality_flags_are_listed_with_severity_and_explanation():
-    summary = {"modality": "mr", "metrics": {}, "criteria": [],
-               "quality_flags": [{"code": "bolus_truncated", "severity": "warning",
-                                  "message": "The bolus has not returned to baseline by 45 s.",
-                                  "explanation": "Truncation lowers CBV and CBF."}],
+    summary = {"modality": "mr", "metrics": {}, "criteria": {},
+               "quality": {"status": "warn", "findings": [
+                   {"code": "bolus_truncated", "severity": "warning",
+                    "message": "The bolus has not returned to baseline by 45 s.",
+                    "explanation": "Truncation lowers CBV and CBF."}]},
                "warnings": ["AIF peak later than tissue"]}
     text = report.build_report_html(summary, {})
     assert 'class="sev-warning"' in text
+    # the quality status is the first thing on the page, before the criteria and volumes
+    assert text.index("quality-warn") < text.index("Not a medical device") < text.index("Criteria")
     for words in ("bolus_truncated", "returned to baseline by 45 s", "Truncation lowers CBV",
                   "AIF peak later than tissue", "No trial criteria"):
         assert words in text

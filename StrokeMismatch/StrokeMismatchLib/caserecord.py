@@ -193,9 +193,9 @@ def criteria_block(rules) -> dict:
         entry = {"name": name, "eligible": data.get("eligible"), "verdict": verdict,
                  "reasons": list(data.get("reasons") or []), "rules": data.get("criteria") or [],
                  "not_checked": data.get("not_checked") or [], "note": data.get("note") or ""}
-        for optional in ("groups", "matched_group"):
-            if optional in data:
-                entry[optional] = data[optional]
+        if "groups" in data:
+            entry["groups"] = [{k: v for k, v in group.items() if k != "disclaimer"} for group in data["groups"]]
+            entry["matched_group"] = data.get("matched_group")
         out[key] = entry
     return out
 

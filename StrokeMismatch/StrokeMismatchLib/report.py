@@ -927,11 +927,14 @@ def _verdict(rule: dict):
             value = False
         else:
             value = None
+    css = {True: "eligible", False: "noteligible"}.get(value, "indeterminate")
+    if isinstance(rule.get("verdict"), str) and rule["verdict"]:
+        return rule["verdict"], css
     if value is True:
-        return "eligible (on the criteria checked here)", "eligible"
+        return "eligible (on the criteria checked here)", css
     if value is False:
-        return "not eligible", "noteligible"
-    return "indeterminate (an input is missing)", "indeterminate"
+        return "not eligible", css
+    return "indeterminate (an input is missing)", css
 
 
 def _criterion_items(details) -> str:
@@ -956,12 +959,9 @@ def _criterion_items(details) -> str:
 
 
 def _criteria_table(criteria) -> str:
-    if isinstance(criteria, dict):
-        if "rules" in criteria and isinstance(criteria["rules"], list):
-            criteria = criteria["rules"]
-        else:
-            criteria = [dict(value, name=value.get("name", key)) if isinstance(value, dict)
-                        else {"name": key, "verdict": value} for key, value in criteria.items()]
+    if isinstance(criteria, dict):  # summary.json: rule key -> rule
+        criteria = [dict(value, name=value.get("name", key)) if isinstance(value, dict)
+                    else {"name": key, "verdict": value} for key, value in criteria.items()]
     if not criteria:
         return "<p>No trial criteria were evaluated.</p>"
     rows = []
@@ -984,7 +984,7 @@ def _criteria_table(criteria) -> str:
                              f'{_criterion_items(group.get("criteria"))}</ul></li>')
             detail_html = f'<ul class="small">{"".join(parts)}</ul>'
         else:
-            details = rule.get("criteria") or rule.get("checks") or rule.get("items") or []
+            details = rule.get("rules") or rule.get("criteria") or []
             items = _criterion_items(details)
             detail_html = f'<ul class="small">{items}</ul>' if items else ""
         not_checked = rule.get("not_checked") or []
