@@ -486,21 +486,10 @@ def _reason(exc: OSError) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _no_line_breaks(value):
-    """Control characters (newline, tab, …) written as escapes (``\\n``): a file name with a
-    newline must not split the row, since cohort scripts stack rows line by line (tail -n 1)."""
-    if isinstance(value, str):
-        return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
-    return value
-
-
 def summary_csv(summary: dict) -> str:
-    """CSV text: a header and one row (:func:`caserecord.csv_row`); fields with commas or quotes
-    are quoted by the csv module, control characters escaped, so one case is always one line."""
-    row = {key: _no_line_breaks(value) for key, value in csv_row(summary).items()}
+    """CSV text: a header and one row (:func:`caserecord.csv_row`); fields with commas, quotes or
+    line breaks are quoted by the csv module, so one case is always one row."""
+    row = csv_row(summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writeheader()
