@@ -283,6 +283,8 @@ def test_interrupted_overwrite_never_mixes_old_and_new(result, tmp_path, monkeyp
     out = tmp_path / "case"
     write_case_outputs(result, out, report=False)
     (out / "notes.txt").write_text("mine")
+    for path in out.rglob("*.nii.gz"):  # mark the old result, so any new file among it shows
+        path.write_bytes(b"old " + path.name.encode())
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     moves = []
     real_rename, real_replace = os.rename, os.replace
