@@ -78,6 +78,16 @@ def row_repetition_time_boolean(tmp_path):
         fileio.read_perfusion(path)
 
 
+def row_unusable_repetition_time_beside_recorded_times(tmp_path):
+    """A RepetitionTime of 0 or true is not needed when the frame times are recorded: ignored
+    with a warning, not refused."""
+    path = _nifti(tmp_path, {"RepetitionTime": 0, "EchoTime": 0.03, "Modality": "MR",
+                             "VolumeTiming": [1.5 * i for i in range(N_FRAMES)]})
+    series = fileio.read_perfusion(path)
+    assert np.allclose(series.times, np.arange(N_FRAMES) * 1.5) and series.tr is None
+    assert any("RepetitionTime" in w and "ignored" in w for w in series.metadata["warnings"])
+
+
 def row_echo_time_list_multi_echo(tmp_path):
     """A multi-echo EchoTime list was silently cut to its first value."""
     path = _nifti(tmp_path, {"RepetitionTime": 1.5, "EchoTime": [0.015, 0.045], "Modality": "MR"})
@@ -162,7 +172,7 @@ def row_seq_nrrd_gzip_bomb(tmp_path):
     assert path.stat().st_size < 1 << 20
     tracemalloc.start()
     try:
-        with pytest.raises(InputFileError, match="inflate to more than"):
+        with pytest.raises(InputFileError, match=r"^\S+bomb.seq.nrrd: the compressed image data inflate to more than"):
             fileio.read_perfusion(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -231,6 +241,7 @@ def row_library_times_in_ms(tmp_path):
 
 ROWS = [
     row_sidecar_frame_times_in_ms, row_tr_times_ten, row_tr_given_times_ten, row_repetition_time_boolean,
+    row_unusable_repetition_time_beside_recorded_times,
     row_echo_time_list_multi_echo, row_echo_time_list_of_one, row_tr_does_not_replace_dicom_times,
     row_adc_voxel_units_metres, row_sidecar_not_an_object, row_sidecar_deeply_nested,
     row_nifti_negative_dimension, row_seq_nrrd_gzip_bomb, row_seq_nrrd_metres,

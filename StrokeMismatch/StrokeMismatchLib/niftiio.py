@@ -302,7 +302,14 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
         facts = _read_sidecar(side)
     # Facts from the sidecar first: a bad sidecar is refused before the image is loaded.
     recorded, recorded_source = _sidecar_frame_times(facts, warnings)
-    sidecar_tr = _positive_seconds(facts.get("RepetitionTime"), "RepetitionTime", warnings, ms_above=30.0)
+    try:
+        sidecar_tr = _positive_seconds(facts.get("RepetitionTime"), "RepetitionTime", warnings, ms_above=30.0)
+    except InputDataError as error:
+        if recorded is None and tr is None:
+            raise  # the timing would rest on it
+        sidecar_tr = None  # not needed: recorded frame times (or the given TR) make the timing
+        warnings.append(f"{error} It was ignored: the frame times come from "
+                        f"{recorded_source if recorded is not None else 'the given TR'}.")
     if tr is not None:
         try:
             valid = not isinstance(tr, bool) and np.isfinite(float(tr)) and float(tr) > 0

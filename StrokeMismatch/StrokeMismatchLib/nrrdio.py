@@ -214,6 +214,8 @@ def _read_nrrd_data(path: Path, fields: dict, offset: int, sizes: list[int], dty
                 data = values[:count].astype(dtype).tobytes()
             else:
                 raise InputFileError(f"{path}: NRRD encoding {encoding!r} is not supported (use raw or gzip).")
+    except InputFileError:
+        raise
     except (OSError, EOFError, zlib.error, ValueError) as error:
         raise InputFileError(
             f"{path} is damaged or truncated: its image data cannot be read ({error}). "
