@@ -295,3 +295,15 @@ def test_mr_series_with_fewer_than_four_slices_runs():
         result = run_case(series, adc=phantom.adc[:n_slices], adc_geometry=adc_grid,
                           settings=CaseSettings(motion_correction=False))
         assert result.brain_mask.shape == grid.shape and result.brain_mask.any()
+
+
+@pytest.mark.parametrize("signal_dtype, times_scale, pattern", [
+    (bool, 1.0, "boolean"), (np.complex64, 1.0, "complex"), (np.float32, 1000.0, "look like ms"),
+])
+def test_low_level_api_refuses_misuse(signal_dtype, times_scale, pattern):
+    """signal_to_concentration took boolean and complex arrays and times in ms without a word."""
+    from StrokeMismatchLib.perfusion import signal_to_concentration
+
+    signal = np.ones((2, 2, 2, 40), dtype=signal_dtype)
+    with pytest.raises(InputDataError, match=pattern):
+        signal_to_concentration(signal, np.arange(40) * 1.5 * times_scale, modality="ct")
