@@ -239,6 +239,16 @@ def row_library_times_in_ms(tmp_path):
         fileio.validate_series(series)
 
 
+def row_given_times_replacing_recorded_ones_are_reported(tmp_path):
+    """Explicit frame times (library) replace recorded ones, and the replacement is said."""
+    path = fileio.write_seq_nrrd(tmp_path / "s.seq.nrrd", _series())
+    series = fileio.read_perfusion(path, times=np.arange(N_FRAMES) * 2.0)
+    assert np.allclose(series.times, np.arange(N_FRAMES) * 2.0)
+    assert any("replace those recorded" in w for w in series.metadata["warnings"])
+    same = fileio.read_perfusion(path, times=np.arange(N_FRAMES) * 1.5)
+    assert not any("replace" in w for w in same.metadata["warnings"])
+
+
 ROWS = [
     row_sidecar_frame_times_in_ms, row_tr_times_ten, row_tr_given_times_ten, row_repetition_time_boolean,
     row_unusable_repetition_time_beside_recorded_times,
@@ -247,6 +257,7 @@ ROWS = [
     row_nifti_negative_dimension, row_seq_nrrd_gzip_bomb, row_seq_nrrd_metres,
     row_modality_contradicts_sidecar, row_modality_contradicts_seq_nrrd, row_mr_signal_declared_ct,
     row_boolean_signal, row_complex_signal, row_library_times_in_ms,
+    row_given_times_replacing_recorded_ones_are_reported,
 ]
 
 

@@ -35,7 +35,8 @@ from .niftiio import (NIFTI_SUFFIXES, _check_nifti_complete, read_nifti_perfusio
 from .nrrdio import SEQUENCE_SUFFIXES, read_seq_nrrd, write_seq_nrrd  # noqa: F401
 from .series import PerfusionSeries
 from .validation import (CONSTANT_TOLERANCE, FOREGROUND_FRACTION, MIN_FRAMES,  # noqa: F401
-                         MR_NONPOSITIVE_LIMIT, resolve_modality, tr_mismatch_warning, validate_series)
+                         MR_NONPOSITIVE_LIMIT, replaced_times_warning, resolve_modality, tr_mismatch_warning,
+                         validate_series)
 
 __all__ = [
     "read_perfusion", "read_nifti_perfusion", "read_seq_nrrd", "read_volume", "validate_series",
@@ -82,6 +83,10 @@ def _override(series: PerfusionSeries, *, modality=None, tr=None, te=None, times
     new_times = series.times
     if times is not None:
         new_times = np.asarray(times, dtype=float).ravel()
+        if series.metadata.get("times_recorded", True):
+            replaced = replaced_times_warning(series.times, new_times, "file")
+            if replaced:
+                warnings.append(replaced)
     elif tr is not None:
         if series.metadata.get("times_recorded", True):
             conflict = tr_mismatch_warning(series.times, tr, "frame times recorded in the file")

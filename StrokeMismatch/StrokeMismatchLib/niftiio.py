@@ -24,7 +24,7 @@ from .errors import InputDataError, InputFileError, OutputError
 from .geometry import LPS_TO_RAS, Geometry
 from .iopaths import check_input_file, prepare_output_file
 from .series import PerfusionSeries
-from .validation import (FRAME_INTERVAL_RANGE_S, check_voxel_size, resolve_modality,
+from .validation import (FRAME_INTERVAL_RANGE_S, check_voxel_size, replaced_times_warning, resolve_modality,
                          tr_mismatch_warning, validate_series)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -346,6 +346,10 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
     tr_value = float(tr) if tr is not None else sidecar_tr
     if times is not None:
         frame_times, time_source = np.asarray(times, dtype=float).ravel(), "given"
+        if recorded is not None:
+            replaced = replaced_times_warning(recorded, frame_times, recorded_source)
+            if replaced:
+                warnings.append(replaced)
     elif recorded is not None:
         frame_times, time_source = recorded, recorded_source
         if tr is not None:

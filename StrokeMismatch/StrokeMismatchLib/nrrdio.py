@@ -26,7 +26,8 @@ from .errors import InputDataError, InputFileError, OutputError
 from .geometry import LPS_TO_RAS, Geometry
 from .iopaths import check_input_file, prepare_output_file
 from .series import PerfusionSeries
-from .validation import check_voxel_size, resolve_modality, tr_mismatch_warning, validate_series
+from .validation import (check_voxel_size, replaced_times_warning, resolve_modality, tr_mismatch_warning,
+                         validate_series)
 
 SEQUENCE_SUFFIXES = (".seq.nrrd", ".nrrd", ".nhdr")
 # Longest NRRD header read (bytes); real headers are a few kB.
@@ -325,6 +326,10 @@ def read_seq_nrrd(path, *, modality=None, te=None, tr=None, times=None, force_mo
         if conflict:
             warnings.append(conflict)
     frame_times = recorded if times is None else np.asarray(times, dtype=float).ravel()
+    if times is not None:
+        replaced = replaced_times_warning(recorded, frame_times, "sequence's index values")
+        if replaced:
+            warnings.append(replaced)
 
     array = _read_nrrd_data(path, fields, offset, sizes, dtype)
     # numpy axes are the file axes reversed: file axis n ↔ numpy axis 3 − n.

@@ -359,3 +359,13 @@ def normalise_modality(value) -> str | None:
     if text in ("ct", "ctp"):
         return "ct"
     return None
+
+
+def replaced_times_warning(recorded, given, time_source) -> str | None:
+    """A warning when explicitly given frame times (s) differ from those the file records."""
+    recorded = np.asarray(recorded, dtype=float)
+    given = np.asarray(given, dtype=float)
+    if recorded.shape == given.shape and np.allclose(recorded - recorded[0], given - given[0], atol=1e-3):
+        return None
+    return (f"The given frame times replace those recorded in the {time_source}, which differ "
+            "(recorded times are what the scanner measured).")
