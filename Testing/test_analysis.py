@@ -652,3 +652,13 @@ def test_core_opening_is_separate_and_mr_skips_ct_steps():
     forced = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc,
                              settings=_LesionSettings(tmax_median_filter=True))
     assert step(forced, "tmax_median_filter").applied
+
+
+def test_the_cleanup_chain_is_one_ordered_list():
+    """analyze_lesion runs exactly cleanup_chain.CHAIN, in order (one module owns the order)."""
+    from StrokeMismatchLib import cleanup_chain
+
+    assert list(cleanup_chain.STEP_NAMES) == STEP_NAMES
+    maps, baseline, _ = synthetic("left")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert [step.name for step in result.steps] == list(cleanup_chain.STEP_NAMES)

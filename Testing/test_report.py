@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from StrokeMismatchLib import DISCLAIMER, report
+from StrokeMismatchLib import DISCLAIMER, report, report_figures
 from StrokeMismatchLib.geometry import Geometry
 
 image_module = pytest.importorskip("matplotlib.image")
@@ -127,7 +127,7 @@ def test_montage_is_radiological_patient_left_on_image_right(ras_stored):
     matrix[:3, 3] = -matrix[:3, :3] @ (np.array([60, 50, 3]) - 1) / 2  # centre at the origin
     geometry = Geometry(matrix, shape)
     background, brain, core, penumbra = _lesion_scene(geometry)
-    png = report.montage_png(background, geometry, [1], brain_mask=brain, core=core, penumbra=penumbra,
+    png = report_figures.montage_png(background, geometry, [1], brain_mask=brain, core=core, penumbra=penumbra,
                              background_label="test", window=(0, 900))
     rgb = _decode(png)
     rows, cols = np.nonzero(_red(rgb[40:]))  # skip the legend line
@@ -145,13 +145,13 @@ def test_choose_slices_covers_the_lesion():
     brain[2:18] = True
     core = np.zeros_like(brain)
     core[9:11, 3:5, 3:5] = True
-    chosen = report.choose_slices(brain, core, None, geometry)
+    chosen = report_figures.choose_slices(brain, core, None, geometry)
     assert {9, 10} <= set(chosen) and len(chosen) == 6 and chosen == sorted(chosen)
     big = np.zeros_like(brain)
     big[2:18, 2:6, 2:6] = True
-    spread = report.choose_slices(brain, None, big, geometry)
+    spread = report_figures.choose_slices(brain, None, big, geometry)
     assert len(spread) == 8 and spread[0] == 2 and spread[-1] == 17
-    assert report.choose_slices(brain, None, None, geometry)[0] == 2  # no lesion: brain slices
+    assert report_figures.choose_slices(brain, None, None, geometry)[0] == 2  # no lesion: brain slices
 
 
 def test_headline_shows_infinite_ratio_and_units_without_pictures():
