@@ -373,3 +373,33 @@ def test_csv_row_survives_control_characters_commas_quotes(name):
     assert len(rows) == 2 and len(rows[0]) == len(rows[1])
     record = dict(zip(*rows))
     assert record["source"] == f"NIfTI {name}" and record["core_ml"] == "1.0"
+
+
+def test_a_clash_with_the_users_file_never_deletes_it(result, tmp_path):
+    """Leftovers of an interrupted replacement whose user file clashes with a new one of the same
+    name: the folder aside is kept (nothing of the user's is deleted), the rest is cleaned."""
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    aside = tmp_path / ".case.old-99999-abc123"
+    (aside / "maps").mkdir(parents=True)
+    (aside / "maps" / "cbf.nii.gz").write_bytes(b"old result")
+    (aside / "notes.txt").write_text("old notes")
+    (aside / "extra.txt").write_text("carried")
+    (out / "notes.txt").write_text("new notes")
+    with outputs.claim_output_dir(out, overwrite=True):
+        pass
+    assert (out / "notes.txt").read_text() == "new notes"
+    assert (out / "extra.txt").read_text() == "carried"
+    assert (aside / "notes.txt").read_text() == "old notes"  # kept, not deleted
+
+
+def test_out_holding_the_working_folder_is_refused(result, tmp_path, monkeypatch):
+    """--out . would rename the working folder away under the user's shell."""
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    with pytest.raises(OutputError, match="working folder"):
+        check_output_dir(".", overwrite=True)
+    with pytest.raises(OutputError, match="working folder"):
+        write_case_outputs(result, tmp_path / "a", overwrite=True, report=False)
+    assert inner.is_dir() and _leftovers(tmp_path) == []

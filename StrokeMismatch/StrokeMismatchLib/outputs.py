@@ -339,7 +339,7 @@ def _replace_folder(staging: Path, real: Path) -> None:
         os.rename(aside, real)  # put the previous result back
         raise
     _carry_foreign_files(aside, real)
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove_if_only_ours(aside)
 
 
 def _ours(rel: str) -> bool:
@@ -361,6 +361,18 @@ def _carry_foreign_files(old: Path, new: Path) -> None:
             rel = (rel_root / name).as_posix()
             if not _ours(rel):
                 _move_if_absent(root_path / name, new / rel)
+
+
+def _remove_if_only_ours(folder: Path) -> bool:
+    """Remove ``folder`` when nothing but our result files is left in it (the user's files were
+    carried over); otherwise keep it (a name clash or a file that could not be moved) so nothing
+    of the user's is ever deleted. Returns True when removed."""
+    for root, _folders, files in os.walk(folder):
+        rel_root = Path(root).relative_to(folder)
+        if any(not _ours((rel_root / name).as_posix()) for name in files):
+            return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def _move_if_absent(source: Path, target: Path) -> None:
@@ -393,7 +405,7 @@ def _clean_leftovers(real: Path) -> None:
                 os.rename(entry, real)
             else:
                 _carry_foreign_files(entry, real)
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove_if_only_ours(entry)
         except OSError:
             continue
 
@@ -404,6 +416,12 @@ def _check_target(out_dir: Path, overwrite: bool, *, shown: Path | None = None) 
         raise OutputError(f"The output path {shown} exists and is not a folder: choose another --out.")
     if out_dir.parent == out_dir:
         raise OutputError(f"The output folder {shown} is a filesystem root: give a folder inside it.")
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if cwd == out_dir or out_dir in cwd.parents:
+        raise OutputError(
+            f"The output folder {shown} holds the current working folder; results replace their folder "
+            f"as a whole, so give a sub-folder for them (e.g. --out {shown / 'results'})."
+        )
     if out_dir.is_dir():
         present = existing_results(out_dir)
         if present and not overwrite:
