@@ -144,6 +144,14 @@ def row_sidecar_not_an_object(tmp_path):
         fileio.read_perfusion(path)
 
 
+def row_sidecar_with_byte_order_mark(tmp_path):
+    """A sidecar saved by a Windows editor starts with a UTF-8 BOM: still read."""
+    path = _nifti(tmp_path, None)
+    text = json.dumps({"RepetitionTime": 1.5, "EchoTime": 0.03, "Modality": "MR"})
+    fileio.sidecar_path(path).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert fileio.read_perfusion(path).te == pytest.approx(0.03)
+
+
 def row_sidecar_deeply_nested(tmp_path):
     """A deeply nested sidecar crashed with RecursionError."""
     path = _nifti(tmp_path, None)
@@ -253,7 +261,7 @@ ROWS = [
     row_sidecar_frame_times_in_ms, row_tr_times_ten, row_tr_given_times_ten, row_repetition_time_boolean,
     row_unusable_repetition_time_beside_recorded_times,
     row_echo_time_list_multi_echo, row_echo_time_list_of_one, row_tr_does_not_replace_dicom_times,
-    row_adc_voxel_units_metres, row_sidecar_not_an_object, row_sidecar_deeply_nested,
+    row_adc_voxel_units_metres, row_sidecar_not_an_object, row_sidecar_with_byte_order_mark, row_sidecar_deeply_nested,
     row_nifti_negative_dimension, row_seq_nrrd_gzip_bomb, row_seq_nrrd_metres,
     row_modality_contradicts_sidecar, row_modality_contradicts_seq_nrrd, row_mr_signal_declared_ct,
     row_boolean_signal, row_complex_signal, row_library_times_in_ms,

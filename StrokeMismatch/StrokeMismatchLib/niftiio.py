@@ -197,7 +197,7 @@ def _read_sidecar(path: Path) -> dict:
         size = path.stat().st_size
         if size > MAX_SIDECAR_BYTES:
             raise InputFileError(f"The JSON sidecar {path} is {size / 2**20:.0f} MB; a BIDS sidecar is a few kB. {advice}")
-        facts = json.loads(path.read_text(encoding="utf-8"))
+        facts = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is fine
     except RecursionError:
         raise InputFileError(f"The JSON sidecar {path} is nested too deeply to be a BIDS sidecar. {advice}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
