@@ -37,6 +37,10 @@ Safety (nothing is lost, nothing half-written, never a mix of two runs):
   ``overwrite=True``; with overwrite the folder is replaced by this run's results (our files
   this run does not write, e.g. an old report.html after ``report=False``, are gone), other
   files in the folder are kept;
+- the folder *beside* which the results are staged (the parent of ``out_dir``) must be writable,
+  and ``out_dir`` must not hold the working folder (it is renamed as a whole);
+- a folder aside whose user files could not all be carried over (a name clash) is kept, never
+  deleted;
 - a folder that cannot be created or written raises :class:`errors.OutputError`.
 """
 
