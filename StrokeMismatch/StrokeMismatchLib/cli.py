@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="unit of the ADC values (default: detected from the brain median)")
     analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
     analyze.add_argument("--modality", choices=["mr", "ct"], type=str.lower,
-                         help="MR (DSC) or CT perfusion, when the file does not say")
+                         help="MR (DSC) or CT perfusion, when the file does not say (a contradiction "
+                         "with the file's modality is refused unless --force-modality)")
+    analyze.add_argument("--force-modality", action="store_true",
+                         help="analyse as --modality even though the file records another modality "
+                         "(only when the file's label is known to be wrong; reported as a warning)")
     analyze.add_argument("--tr", type=_positive, metavar="S",
                          help="repetition time / frame interval in seconds, for files that record no frame "
                          "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
@@ -279,18 +283,19 @@ def _case_settings(args):
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
                    default_out, subject, annotate=None):
     """Run the case and write its outputs; ``annotate(result) -> dict`` adds summary entries."""
-    from .outputs import check_output_dir, write_case_outputs
+    from .outputs import claim_output_dir, write_case_outputs
     from .pipeline import run_case
 
-    out_dir = check_output_dir(args.out or default_out, overwrite=args.overwrite)  # fail before the analysis
-    settings = _case_settings(args)
-    display = ProgressDisplay(enabled=not args.quiet)
-    result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
-                      settings=settings, progress=display.scaled(0.0, 0.9))
-    summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 save_series=args.save_series, subject=args.subject or subject,
-                                 extra_summary=annotate(result) if annotate else None,
-                                 progress=display.scaled(0.9, 1.0))
+    # Checked and claimed before the analysis (a second run into the same folder fails at once).
+    with claim_output_dir(args.out or default_out, overwrite=args.overwrite) as out_dir:
+        settings = _case_settings(args)
+        display = ProgressDisplay(enabled=not args.quiet)
+        result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
+                          settings=settings, progress=display.scaled(0.0, 0.9))
+        summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
+                                     save_series=args.save_series, subject=args.subject or subject,
+                                     extra_summary=annotate(result) if annotate else None,
+                                     progress=display.scaled(0.9, 1.0))
     display.finish()
     return result, summary, out_dir
 
@@ -364,7 +369,10 @@ def _cmd_analyze(args):
             f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
             "remove --series, or give the DICOM folder with --perfusion."
         )
-    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
+    if args.force_modality and args.modality is None:
+        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
+    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series,
+                            force_modality=args.force_modality)
     adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None
     if args.brain_mask:
