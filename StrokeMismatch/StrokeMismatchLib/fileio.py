@@ -877,7 +877,7 @@ def read_perfusion(path, *, series=None, modality=None, tr=None, te=None, times=
         from . import dicomio
 
         folder = path if path.is_dir() else path.parent
-        loaded = dicomio.read_dicom_perfusion(folder, series=series)
+        loaded = dicomio.read_dicom_perfusion(folder, series=series, tr=tr)  # tr: only where headers give no timing
         loaded = _override(loaded, modality=modality, tr=tr, te=te, times=times)
     elif name.endswith(SEQUENCE_SUFFIXES):
         loaded = read_seq_nrrd(path, modality=modality, te=te, tr=tr)
