@@ -18,7 +18,8 @@ Frame times (s, from the first frame): the first header source present on every 
 Slice timing (s after the volume onset, one value per slice k): CSA MosaicRefAcqTimes (Siemens
 mosaic); the per-slice offsets of the per-plane times used for the frames (classic Siemens,
 enhanced FrameAcquisitionDateTime of Siemens XA, any vendor recording one time per slice); GE
-TriggerTime (0018,1060), constant over frames, within the TR. None when the headers do not
+RTIA_timer (0021,105E) (per-frame offsets, as dcm2niix), else GE TriggerTime (0018,1060),
+constant over frames, within the TR. None when the headers do not
 record it (Philips classic, GE with one time per series and no TriggerTime).
 """
 
@@ -115,6 +116,13 @@ def _slice_timing(timing, grid, tr, manufacturer, modality):
         return timing
     if timing.slice_times is not None:
         return timing
+    rtia = _values(grid, "ge_rtia_timer")
+    if rtia is not None and "GE" in manufacturer.upper():
+        offsets = np.median(rtia - rtia.min(axis=0, keepdims=True), axis=1)
+        if np.ptp(offsets) > 0 and (tr is None or offsets.max() < tr):
+            timing.slice_times = offsets - offsets.min()
+            timing.slice_source = "GE RTIA_timer (0021,105E)"
+            return timing
     trigger = _values(grid, "trigger_time")
     if (trigger is not None and timing.source != "trigger_time" and "GE" in manufacturer.upper()
             and modality.upper() == "MR" and np.all(np.ptp(trigger, axis=1) == 0)):

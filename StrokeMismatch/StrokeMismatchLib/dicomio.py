@@ -47,7 +47,8 @@ from .series import PerfusionSeries
 
 MAX_HEAD_FOV_MM = 500.0  # no head (nor any CT/MR head field of view) is wider than this
 MAX_GZIP_BYTES = 2 * 1024**3  # a .dcm.gz inflating beyond this is refused, not loaded
-PHILIPS_SCALE_SLOPE = (0x2005, 0x100E)  # Philips MR Imaging DD 001, MR scale slope (FL)
+PHILIPS_SCALE_SLOPE = (0x2005, 0x100E)
+GE_RTIA_TIMER = (0x0021, 0x105E)  # GEMS_RELA_01 RTIA_timer (DS, s): when each slice was acquired  # Philips MR Imaging DD 001, MR scale slope (FL)
 
 
 @dataclass
@@ -177,6 +178,11 @@ def _time_candidates(ds, *, enhanced=False, content=None, cardiac=None):
         tm = _tm_seconds(ds.get("ContentTime", None))
         day = _da_days(ds.get("ContentDate", None)) or 0
         times["content_time"] = None if tm is None else day * 86400.0 + tm
+        if GE_RTIA_TIMER in ds and "GE" in str(ds.get("Manufacturer", "") or "").upper():
+            try:  # GE RTIA timer (s from the start of the run): slice timing only
+                times["ge_rtia_timer"] = _number(ds[GE_RTIA_TIMER].value)
+            except (KeyError, TypeError):
+                pass
     else:
         get = (lambda item, name: item.get(name, None) if item is not None else None)
         times["acquisition_datetime"] = _dt_seconds(get(content, "FrameAcquisitionDateTime"))
