@@ -432,6 +432,22 @@ def _tr_mismatch_warning(times, tr, time_source) -> str | None:
             "given TR.")
 
 
+def _sidecar_slice_timing(facts, n_slices, warnings) -> dict:
+    """BIDS SliceTiming (s, along the k axis; reversed for SliceEncodingDirection k-) as the
+    ``slice_timing_s`` / ``slice_timing_source`` metadata that slicetiming.py uses."""
+    from .slicetiming import from_sidecar
+
+    values = from_sidecar(facts, n_slices)
+    if values is None:
+        return {}
+    direction = str(facts.get("SliceEncodingDirection", "k")).strip()
+    if direction not in ("k", "k-"):
+        warnings.append(f"The sidecar's SliceTiming runs along {direction!r}, not the slice axis k; it was not used.")
+        return {}
+    values = values[::-1] if direction == "k-" else values
+    return {"slice_timing_s": [float(v) for v in values], "slice_timing_source": "BIDS sidecar SliceTiming"}
+
+
 def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, modality=None) -> PerfusionSeries:
     """Read a 4D perfusion series from a NIfTI file (or any 4D image SimpleITK reads).
 
@@ -521,6 +537,7 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
                 "ProtocolName"):
         if key in facts:
             metadata[key] = facts[key]
+    metadata.update(_sidecar_slice_timing(facts, signal.shape[0], warnings))  # issue 17 hook
     series = PerfusionSeries(signal, frame_times, geometry, modality, te=te_value,
                              tr=float(tr_value) if tr_value is not None else None,
                              source=f"NIfTI {path.name}", metadata=metadata)
