@@ -102,3 +102,23 @@ def test_series_without_slice_timing_is_left_as_it_is(interleaved):
     np.testing.assert_array_equal(result.maps.tmax, simultaneous.maps.tmax)
     assert result.summary()["slice_timing"]["applied"] is False
     assert "does not record slice timing" in result.summary()["slice_timing"]["reason"]
+
+
+def test_bids_sidecar_slice_timing_reaches_the_series(tmp_path):
+    import json
+
+    from StrokeMismatchLib import fileio
+    from StrokeMismatchLib.phantom.volume import make_volume_phantom
+
+    series = make_volume_phantom("mr", shape=(4, 24, 24), snr=None).series
+    path = fileio.write_nifti_perfusion(tmp_path / "dsc.nii.gz", series)
+    sidecar = fileio.sidecar_path(path)
+    facts = json.loads(sidecar.read_text())
+    for direction, expected in (("k", [0.0, 0.75, 0.25, 1.0]), ("k-", [1.0, 0.25, 0.75, 0.0])):
+        sidecar.write_text(json.dumps(dict(facts, SliceTiming=[0.0, 0.75, 0.25, 1.0], SliceEncodingDirection=direction)))
+        loaded = fileio.read_perfusion(path)
+        assert loaded.metadata["slice_timing_s"] == expected
+        assert loaded.metadata["slice_timing_source"] == "BIDS sidecar SliceTiming"
+    sidecar.write_text(json.dumps(dict(facts, SliceTiming=[0.0, 0.5])))
+    with pytest.raises(InputDataError, match="2 values for 4 slices"):
+        fileio.read_perfusion(path)
