@@ -288,3 +288,13 @@ def test_frames_that_cannot_be_ordered_are_refused_with_the_reason(tmp_path):
         ds.save_as(path)
     with pytest.raises(InputFileError, match="cannot be put in order"):
         dicomio.read_dicom_perfusion(tmp_path)
+
+
+def test_given_tr_does_not_replace_frame_times_recorded_in_ct_headers(tmp_path):
+    """CT headers carry frame times but no RepetitionTime: a --tr must not replace them."""
+    from StrokeMismatchLib import fileio
+
+    write_classic_series(tmp_path, _signal() - 1000.0, TIMES, modality="CT", intercept=-1024.0)
+    series = fileio.read_perfusion(tmp_path, tr=2.0)
+    np.testing.assert_allclose(series.times, TIMES, atol=0.011)
+    assert any("was not used for the frame timing" in w for w in series.metadata["warnings"])
