@@ -345,7 +345,7 @@ def _has_dicm_magic(path):
         with _open(path) as handle:
             handle.seek(128)
             return handle.read(4) == b"DICM"
-    except (OSError, EOFError, InputFileError):
+    except Exception:  # noqa: BLE001 - unreadable or a damaged .gz (zlib.error): not DICOM-like
         return False
 
 
