@@ -53,14 +53,14 @@ def test_analyze_dicom_series_matches_the_in_memory_analysis(dicom_folder, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["modality"] == "ct"
     # unequal frame times come from the headers (not index × TR)
-    np.testing.assert_allclose(summary["frame_times_s"], phantom.series.times, atol=0.2)
-    assert len(set(np.round(np.diff(summary["frame_times_s"]), 1))) > 1
+    np.testing.assert_allclose(summary["inputs"]["frame_times_s"], phantom.series.times, atol=0.2)
+    assert len(set(np.round(np.diff(summary["inputs"]["frame_times_s"]), 1))) > 1
 
     # The factory stamps slice k 10 ms after slice 0 (AcquisitionTime): the reader reports that slice
     # timing and the analysis corrects it, so the in-memory reference gets the same slice timing.
-    assert summary["input"]["metadata"]["slice_timing_s"] == pytest.approx(0.01 * np.arange(16), abs=1e-3)
-    assert summary["slice_timing"]["applied"] is True
-    metadata = dict(phantom.series.metadata, slice_timing_s=summary["input"]["metadata"]["slice_timing_s"])
+    assert summary["inputs"]["metadata"]["slice_timing_s"] == pytest.approx(0.01 * np.arange(16), abs=1e-3)
+    assert summary["analysis"]["slice_timing"]["applied"] is True
+    metadata = dict(phantom.series.metadata, slice_timing_s=summary["inputs"]["metadata"]["slice_timing_s"])
     stored = dataclasses.replace(phantom.series, signal=np.round(phantom.series.signal).astype(np.float32),
                                  metadata=metadata)
     reference = run_case(stored, settings=CaseSettings(motion_correction=False)).lesion.masks

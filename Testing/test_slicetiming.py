@@ -90,18 +90,18 @@ def test_correction_removes_the_slice_dependent_tmax_offset(interleaved):
     assert np.ptp(bias_off) > 0.7
     assert np.ptp(bias_on) < 0.2
     assert mae_on < 0.5 * mae_off
-    assert corrected.summary()["slice_timing"]["applied"] is True
-    assert corrected.summary()["slice_timing"]["source"] == "simulated interleaved acquisition"
+    assert corrected.summary()["analysis"]["slice_timing"]["applied"] is True
+    assert corrected.summary()["analysis"]["slice_timing"]["source"] == "simulated interleaved acquisition"
     record = uncorrected.summary()
-    assert record["slice_timing"] == {"applied": False, "reason": "switched off"}
+    assert record["analysis"]["slice_timing"] == {"applied": False, "reason": "switched off"}
     assert record["settings"]["slice_timing_correction"] is False
 
 
 def test_series_without_slice_timing_is_left_as_it_is(interleaved):
     _, simultaneous, _, _, result = interleaved
     np.testing.assert_array_equal(result.maps.tmax, simultaneous.maps.tmax)
-    assert result.summary()["slice_timing"]["applied"] is False
-    assert "does not record slice timing" in result.summary()["slice_timing"]["reason"]
+    assert result.summary()["analysis"]["slice_timing"]["applied"] is False
+    assert "does not record slice timing" in result.summary()["analysis"]["slice_timing"]["reason"]
 
 
 def test_bids_sidecar_slice_timing_reaches_the_series(tmp_path):
