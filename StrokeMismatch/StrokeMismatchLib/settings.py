@@ -36,7 +36,7 @@ REPORT_TMAX_THRESHOLDS_S = (4.0, 8.0, 10.0)
 
 #: Groups in the order the panel and ``--help`` show them.
 GROUPS = ("Deconvolution", "Core", "Hypoperfusion", "rCBF reference (CT)", "Clean-up",
-          "Affected side", "Clinical")
+          "Affected side", "Clinical", "Reporting")
 
 
 class SettingsError(InputDataError):
@@ -376,6 +376,10 @@ class CaseSettings(_Validated):
         help="Resample each slice's curves from its own acquisition time (DICOM slice timing, BIDS "
              "SliceTiming) to the frame times before deconvolution; series without slice timing are "
              "left as they are.")
+    verdict_stability: bool = setting(
+        True, group="Reporting", label="Verdict stability",
+        help="Re-run the lesion analysis around each threshold (Tmax ±1 s, ADC ±50, rCBF ±5 points) "
+             "and mark verdicts near a cut-off.")
     aif_voxels: Any = None
     aif_mask: Any = None
     baseline: tuple | None = None

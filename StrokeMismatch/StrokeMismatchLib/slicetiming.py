@@ -64,6 +64,21 @@ def from_sidecar(facts: dict, n_slices: int):
     return times
 
 
+def sidecar_metadata(facts: dict, n_slices: int, warnings: list) -> dict:
+    """BIDS SliceTiming of a NIfTI sidecar as the ``slice_timing_s`` / ``slice_timing_source``
+    metadata :func:`slice_times_of` reads (reversed for SliceEncodingDirection ``k-``; a slice
+    axis other than k is reported in ``warnings`` and not used)."""
+    values = from_sidecar(facts, n_slices)
+    if values is None:
+        return {}
+    direction = str(facts.get("SliceEncodingDirection", "k")).strip()
+    if direction not in ("k", "k-"):
+        warnings.append(f"The sidecar's SliceTiming runs along {direction!r}, not the slice axis k; it was not used.")
+        return {}
+    values = values[::-1] if direction == "k-" else values
+    return {"slice_timing_s": [float(v) for v in values], "slice_timing_source": "BIDS sidecar SliceTiming"}
+
+
 def slice_times_of(series):
     """(slice_times s [K], source) recorded for ``series``, or (None, reason)."""
     metadata = getattr(series, "metadata", None) or {}
