@@ -266,12 +266,14 @@ class ListenerNode:
         ae.add_supported_context(Verification)
         for context in pynetdicom.AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax)
-        handlers = [(evt.EVT_CONN_OPEN, self._on_connect), (evt.EVT_C_STORE, self._on_store)]
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
         try:
             self._server = ae.start_server((self.config.host, int(self.config.port)), block=False,
                                            evt_handlers=handlers)
         except OSError as exc:
             raise OutputError(f"Cannot listen on port {self.config.port}: {exc.strerror or exc}.") from None
+        # socketserver's hook: a connection from an address off the allow-list is closed at once
+        self._server.verify_request = self._verify_address
         for target in (self._watch, self._work):
             thread = threading.Thread(target=target, daemon=True, name=f"stroke-mismatch-{target.__name__}")
             thread.start()
@@ -322,11 +324,12 @@ class ListenerNode:
             return []
 
     # --- network events ---------------------------------------------------------------------
-    def _on_connect(self, event):
-        address = str(event.address[0])
+    def _verify_address(self, request, client_address) -> bool:
+        address = str(client_address[0])
         if self.config.allowed_hosts and address not in self.config.allowed_hosts:
             self._log({"event": "refused connection", "address": address, "reason": "address not allowed"})
-            event.assoc.abort()
+            return False
+        return True
 
     def _on_store(self, event):
         """C-STORE: validate, bound, store under a hashed name; a status for every refusal."""
