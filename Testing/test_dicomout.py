@@ -11,11 +11,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_factory import write_classic_series
+from dicom_factory import write_classic_series, write_enhanced_series
 
 from StrokeMismatchLib import dicomout
 from StrokeMismatchLib.cli import main
-from StrokeMismatchLib.fileio import read_perfusion, write_nifti_perfusion
+from StrokeMismatchLib.fileio import read_perfusion, write_nifti_perfusion, write_volume
 from StrokeMismatchLib.phantom.volume import make_volume_phantom
 from StrokeMismatchLib.pipeline import CaseSettings, run_case
 from StrokeMismatchLib.resample import resample_array, resample_mask
@@ -175,6 +175,17 @@ def test_nifti_input_with_dicom_out_is_refused_before_the_analysis(tmp_path, cap
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
 
 
+def test_existing_dicom_results_are_not_overwritten_without_overwrite(case, tmp_path, capsys):
+    root, _, _, _ = case
+    target = tmp_path / "dicom"
+    target.mkdir()
+    (target / "seg.dcm").write_bytes(b"earlier result")
+    code = main(["analyze", "--perfusion", str(root / "src"), "--out", str(tmp_path / "o"), "--quiet",
+                 "--dicom-out", str(target)])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    assert (target / "seg.dcm").read_bytes() == b"earlier result" and not (tmp_path / "o").exists()
+
+
 def test_send_without_dicom_out_is_a_usage_error(case, tmp_path, capsys):
     root, _, _, _ = case
     code = main(["analyze", "--perfusion", str(root / "src"), "--out", str(tmp_path / "o"), "--quiet",
@@ -215,3 +226,45 @@ def test_source_files_are_not_modified(case):
     for ds in sources[:5]:
         on_disk = pydicom.dcmread(ds.filename, stop_before_pixels=True)
         assert "PatientBirthDate" not in on_disk  # the type-2 fill-in went to copies only
+
+
+def _dciodvfy_errors(path):
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_enhanced_multiframe_source(tmp_path):
+    """An Enhanced CT source (one object, all frames): the objects reference it and validate."""
+    phantom = make_volume_phantom("ct", seed=0, shape=(6, 40, 40))
+    spacing = tuple(float(x) for x in phantom.series.geometry.spacing)
+    source = write_enhanced_series(tmp_path / "src" / "ctp.dcm", phantom.series.signal, phantom.series.times,
+                                   modality="CT", spacing=spacing, intercept=-1024.0)
+    code = main(["analyze", "--perfusion", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--no-report", "--no-motion-correction", "--dicom-out", str(tmp_path / "dicom")])
+    assert code == 0
+    original = pydicom.dcmread(source, stop_before_pixels=True)
+    seg = hd.seg.segread(tmp_path / "dicom" / "seg.dcm")
+    assert {sop for _, _, sop in seg.get_source_image_uids()} == {original.SOPInstanceUID}
+    assert seg.FrameOfReferenceUID == original.FrameOfReferenceUID
+    for path in sorted((tmp_path / "dicom").iterdir()):
+        assert _dciodvfy_errors(path) == [], path.name
+
+
+def test_mr_cbf_and_cbv_are_coded_relative(tmp_path):
+    """DSC-MR CBF/CBV are relative (uncalibrated): the parametric maps say so in their codes."""
+    phantom = make_volume_phantom("mr", seed=0, shape=(6, 40, 40))
+    spacing = tuple(float(x) for x in phantom.series.geometry.spacing)
+    write_classic_series(tmp_path / "src", phantom.series.signal, phantom.series.times, modality="MR",
+                         spacing=spacing, te_ms=30.0)
+    write_volume(tmp_path / "adc.nii.gz", phantom.adc, phantom.adc_geometry)
+    code = main(["analyze", "--perfusion", str(tmp_path / "src"), "--diffusion", str(tmp_path / "adc.nii.gz"),
+                 "--out", str(tmp_path / "out"), "--quiet", "--no-report", "--no-motion-correction",
+                 "--dicom-out", str(tmp_path / "dicom")])
+    assert code == 0
+    for name, meaning in (("cbf", "Relative Regional Blood Flow"), ("cbv", "Relative Regional Blood Volume"),
+                          ("tmax", "Tmax")):
+        ds = pydicom.dcmread(tmp_path / "dicom" / f"pm_{name}.dcm")
+        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeMeaning == meaning
+    assert "relative CBF" in pydicom.dcmread(tmp_path / "dicom" / "pm_cbf.dcm").SeriesDescription
+    assert _dciodvfy_errors(tmp_path / "dicom" / "pm_cbf.dcm") == []

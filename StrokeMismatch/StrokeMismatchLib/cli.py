@@ -421,6 +421,13 @@ def _check_dicom_out(args, series):
         from .dicomnet import parse_peer
 
         require_dicom_source(series)
+        from .dicomout import FILE_NAMES
+        from .errors import OutputError
+
+        present = [name for name in FILE_NAMES.values() if (Path(args.dicom_out) / name).exists()]
+        if present and not args.overwrite:
+            raise OutputError(f"{args.dicom_out} already holds DICOM results ({', '.join(present[:3])}…): "
+                              "choose another --dicom-out folder or add --overwrite.")
         if args.send:
             parse_peer(args.send)
 

@@ -390,7 +390,8 @@ def summary_page_rgb(summary: dict, montage_png: bytes | None = None, width_px=1
     for finding in (quality.get("findings") or [])[:3]:
         if finding.get("severity") in ("error", "warning"):
             lines.append(("  " + str(finding.get("message", ""))[:110], 9, colour, "normal"))
-    lines.append((f"Core {_fmt(summary.get('core_ml'), 'mL')}    Hypoperfusion (Tmax>6s) "
+    tmax = (summary.get("settings") or {}).get("tmax_threshold", 6.0)
+    lines.append((f"Core {_fmt(summary.get('core_ml'), 'mL')}    Hypoperfusion (Tmax>{tmax:g}s) "
                   f"{_fmt(summary.get('hypoperfusion_ml'), 'mL')}    Penumbra {_fmt(summary.get('penumbra_ml'), 'mL')}"
                   f"    Mismatch ratio {_fmt(summary.get('mismatch_ratio'), '1')}", 12, "white", "bold"))
     for key, rule in (summary.get("criteria") or {}).items():
