@@ -268,3 +268,27 @@ def test_mr_cbf_and_cbv_are_coded_relative(tmp_path):
         assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeMeaning == meaning
     assert "relative CBF" in pydicom.dcmread(tmp_path / "dicom" / "pm_cbf.dcm").SeriesDescription
     assert _dciodvfy_errors(tmp_path / "dicom" / "pm_cbf.dcm") == []
+
+
+def test_recompute_with_edited_core_writes_dicom_of_the_edit(case, tmp_path):
+    """``recompute RESULT --core EDITED --dicom-out``: the SEG holds the edited core, on the source."""
+    root, series, sources, _ = case
+    from StrokeMismatchLib.fileio import read_volume
+
+    core, geometry = read_volume(root / "out" / "masks" / "core.nii.gz")
+    edited = core > 0
+    edited[: edited.shape[0] // 2] = False
+    write_volume(tmp_path / "core_edited.nii.gz", edited, geometry)
+    code = main(["recompute", str(root / "out"), "--core", str(tmp_path / "core_edited.nii.gz"), "--out",
+                 str(tmp_path / "re"), "--quiet", "--no-report", "--dicom-out", str(tmp_path / "dicom")])
+    assert code == 0
+    seg = hd.seg.segread(tmp_path / "dicom" / "seg.dcm")
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    volume = seg.get_volume(segment_numbers=[1], combine_segments=True)
+    back = resample_mask(np.asarray(volume.array) > 0, dicomout.geometry_of_volume(volume), series.geometry)
+    np.testing.assert_array_equal(back, edited)
+    summary = json.loads((tmp_path / "re" / "summary.json").read_text())
+    sr = hd.sr.srread(tmp_path / "dicom" / "sr.dcm")
+    volumes = {g.tracking_identifier: g.get_measurements()[0].value
+               for g in sr.content.get_volumetric_roi_measurement_groups()}
+    assert volumes["Ischemic core"] == pytest.approx(summary["core_ml"], abs=1e-3)

@@ -93,13 +93,18 @@ def _description(what: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Source series
 # --------------------------------------------------------------------------------------------
-def require_dicom_source(series) -> tuple[str, str]:
-    """(folder, SeriesInstanceUID) of a series read from DICOM, else a clear :class:`InputDataError`."""
+def require_dicom_source(series, inputs: dict | None = None) -> tuple[str, str]:
+    """(folder, SeriesInstanceUID) of a series read from DICOM, else a clear :class:`InputDataError`.
+    ``inputs``: the ``inputs`` block of a summary.json, used when ``series`` does not say (a
+    re-thresholded or recomputed result folder)."""
     metadata = dict(getattr(series, "metadata", None) or {})
+    source = str(getattr(series, "source", "") or "")
+    if not metadata.get("series_uid") and inputs:
+        metadata = dict(inputs.get("metadata") or {})
+        source = str(inputs.get("source") or "")
     uid = metadata.get("series_uid")
     folder = metadata.get("folder") or metadata.get("dicom_folder")
     if folder is None:
-        source = str(getattr(series, "source", "") or "")
         if source.startswith("DICOM series ") and " in " in source:
             folder = source.split(" in ", 1)[1]
     if not uid or not folder:
@@ -480,8 +485,8 @@ def _source_series(folder, series_uid):
 def export_case_dicom(result, record, out_dir) -> DicomResults:
     """The DICOM objects of a ``pipeline.CaseResult`` analysed from DICOM (``analyze --dicom-out``):
     the analysis masks and maps, the record (``record.to_dict()``) and the report's montage."""
-    folder, uid = require_dicom_source(result.series)
     summary = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    folder, uid = require_dicom_source(result.series, summary.get("inputs"))
     masks = {name: result.lesion.masks.get(name) for name in ("core", "penumbra", "hypoperfusion")}
     maps = {name: getattr(result.maps, name) for name in MAP_ORDER}
     montage = None

@@ -36,7 +36,7 @@ REPORT_TMAX_THRESHOLDS_S = (4.0, 8.0, 10.0)
 
 #: Groups in the order the panel and ``--help`` show them.
 GROUPS = ("Deconvolution", "Core", "Hypoperfusion", "rCBF reference (CT)", "Clean-up",
-          "Affected side", "Clinical")
+          "Affected side", "Clinical", "Reporting")
 
 
 class SettingsError(InputDataError):
@@ -371,6 +371,10 @@ class CaseSettings(_Validated):
     motion_correction: bool = setting(
         True, group="Deconvolution", label="Motion correction",
         help="Rigid registration of every frame to the pre-bolus mean before the analysis.")
+    verdict_stability: bool = setting(
+        True, group="Reporting", label="Verdict stability",
+        help="Re-run the lesion analysis around each threshold (Tmax ±1 s, ADC ±50, rCBF ±5 points) "
+             "and mark verdicts near a cut-off.")
     aif_voxels: Any = None
     aif_mask: Any = None
     baseline: tuple | None = None
@@ -447,3 +451,21 @@ def case_settings_from_values(values: dict) -> CaseSettings:
     lesion = {k: v for k, v in values.items() if k in specs and specs[k].owner == "lesion"}
     case = {k: v for k, v in values.items() if k not in lesion}
     return CaseSettings(**case, lesion=LesionSettings(**lesion))
+
+
+def settings_markdown() -> str:
+    """docs/SETTINGS.md: every setting by group, with CLI option, default, range and help."""
+    lines = ["# Settings", "",
+             "Generated from `StrokeMismatchLib/settings.py` by `python scripts/write_settings_doc.py`; "
+             "the CLI options, the Slicer panel and the `settings` block of summary.json are derived from "
+             "the same declarations. Units are those shown to users.", ""]
+    for group, specs in settings_by_group().items():
+        lines += [f"## {group}", "", "| setting | CLI option | default | allowed | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
+        for spec in specs:
+            flag = spec.cli_flag if spec.kind not in ("bool", "auto_bool") else \
+                f"{spec.cli_flag} / --no-{spec.cli_flag[2:]}"
+            lines.append(f"| `{spec.name}` | `{flag}` | {spec.default_text()} | {spec.range_text()} | "
+                         f"{spec.help} |")
+        lines.append("")
+    return "\n".join(lines)
