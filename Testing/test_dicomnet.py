@@ -287,3 +287,37 @@ def test_listen_command_refuses_bad_options(tmp_path, capsys):
     assert main(["listen", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--max-instances" in out and "--allow" in out and "--tmax" in out
+
+
+def test_late_instances_are_refused_and_logged_and_a_resend_is_a_new_case(source, tmp_path):
+    """Completion = no instance for settle_s; an instance arriving during the analysis is refused
+    (logged once, the sender sees 0xA700); the same series sent after its analysis is a new case."""
+    _, paths = source
+    release = threading.Event()
+    seen = []
+
+    def analyse(folder, case_dir, entry):  # stands in for the analysis, holds it until released
+        seen.append(len(list(Path(folder).glob("*.dcm"))))
+        release.wait(30)
+        return []
+
+    port = free_port()
+    listener = dicomnet.ListenerNode(dicomnet.ListenerConfig(
+        out_dir=tmp_path / "node", ae_title="SMLISTEN", port=port, host="127.0.0.1",
+        allowed_ae_titles=("TESTSCU",), allowed_hosts=("127.0.0.1",), settle_s=0.5, analyse=analyse)).start()
+    try:
+        datasets = [pydicom.dcmread(p) for p in paths[:12]]
+        assert _store(port, datasets[:10]) == [0x0000] * 10
+        assert _wait(lambda: seen, timeout_s=10) == [10]
+        assert _store(port, datasets[10:12]) == [0xA700, 0xA700]
+        late = [e for e in listener.log_entries() if e.get("event") == "late instance"]
+        assert len(late) == 1 and "--settle" in late[0]["reason"]
+        release.set()
+        assert _wait(lambda: [e for e in listener.log_entries() if e.get("event") == "case"], timeout_s=10)
+        assert _store(port, datasets[:3]) == [0x0000] * 3  # sent again: a new case
+        assert _wait(lambda: len(seen) == 2, timeout_s=10) and seen[1] == 3
+    finally:
+        release.set()
+        listener.stop()
+    cases = [e for e in listener.log_entries() if e.get("event") == "case"]
+    assert [c["status"] for c in cases] == ["analysed", "analysed"] and cases[0]["case"] != cases[1]["case"]

@@ -228,6 +228,7 @@ class _Series:
     n_bytes: int = 0
     sop_uids: set = field(default_factory=set)
     state: str = "receiving"             # receiving | analysing | done | refused
+    late: bool = False                   # an instance came while analysing (logged once)
 
 
 class ListenerNode:
@@ -245,6 +246,7 @@ class ListenerNode:
         self._server = None
         self._threads: list[threading.Thread] = []
         self._queue: list[_Series] = []
+        self._n_cases = 0
         self._wake = threading.Condition(self._lock)
 
     # --- life cycle -------------------------------------------------------------------------
@@ -367,6 +369,8 @@ class ListenerNode:
         now = time.monotonic()
         with self._lock:
             series = self._series.get(uid)
+            if series is not None and series.state == "done":
+                series = None  # the same series sent again after its analysis: a new case
             if series is None:
                 pending = sum(1 for s in self._series.values() if s.state in ("receiving", "analysing"))
                 if pending >= self.config.max_pending:
@@ -378,8 +382,16 @@ class ListenerNode:
                 self._series[uid] = series
                 self._log({"event": "receiving", "series_uid": uid, "calling_ae": calling, "address": address,
                            "case": key})
+            if series.state == "analysing":
+                if not series.late:
+                    series.late = True
+                    self._log({"event": "late instance", "series_uid": uid, "case": series.key,
+                               "reason": f"instances arrived after the series was taken as complete (no instance "
+                               f"for {self.config.settle_s:g} s); they are refused, the case may be incomplete: "
+                               "raise --settle or send the series again"})
+                return STATUS_OUT_OF_RESOURCES
             if series.state != "receiving":
-                return STATUS_OUT_OF_RESOURCES if series.state == "refused" else STATUS_OK
+                return STATUS_OUT_OF_RESOURCES
             if sop_uid in series.sop_uids:
                 series.last = now
                 return STATUS_OK
@@ -446,7 +458,8 @@ class ListenerNode:
             self._analyse(series)
 
     def _analyse(self, series: _Series):
-        case_dir = self.cases / f"{_dt.datetime.now().strftime('%Y%m%dT%H%M%S')}-{series.key}"
+        self._n_cases += 1
+        case_dir = self.cases / f"{_dt.datetime.now().strftime('%Y%m%dT%H%M%S')}-{series.key}-{self._n_cases}"
         entry = {"event": "case", "series_uid": series.uid, "case": case_dir.name, "calling_ae": series.calling_ae,
                  "address": series.address, "instances": series.n_instances, "bytes": series.n_bytes}
         started = time.monotonic()
