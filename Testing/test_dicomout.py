@@ -292,3 +292,22 @@ def test_recompute_with_edited_core_writes_dicom_of_the_edit(case, tmp_path):
     volumes = {g.tracking_identifier: g.get_measurements()[0].value
                for g in sr.content.get_volumetric_roi_measurement_groups()}
     assert volumes["Ischemic core"] == pytest.approx(summary["core_ml"], abs=1e-3)
+
+
+def test_no_lesion_and_no_valid_map_values_still_give_valid_objects(case, tmp_path):
+    """A healthy case (empty masks) and an all-NaN map: objects are written and validate."""
+    root, series, _, _ = case
+    shape = series.geometry.shape
+    maps = {name: np.full(shape, np.nan, np.float32) for name in ("cbf", "cbv", "mtt", "tmax")}
+    summary = {"core_ml": 0.0, "penumbra_ml": 0.0, "hypoperfusion_ml": 0.0, "mismatch_ratio": None,
+               "criteria": {"DEFUSE3": {"eligible": None, "verdict": "indeterminate (no lesion)", "reasons": []}},
+               "quality": {"status": "pass", "findings": []}}
+    results = dicomout.export_dicom(tmp_path / "d", masks={"core": np.zeros(shape, bool),
+                                                            "penumbra": np.zeros(shape, bool)},
+                                    maps=maps, geometry=series.geometry, source_folder=root / "src",
+                                    summary=summary, modality="ct")
+    assert len(results.files) == 7
+    for path in results.files:
+        assert _dciodvfy_errors(path) == [], path.name
+    seg = hd.seg.segread(results.paths["seg"])
+    assert not np.asarray(seg.get_volume(segment_numbers=[1], combine_segments=True).array).any()
