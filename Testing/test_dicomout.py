@@ -311,3 +311,19 @@ def test_no_lesion_and_no_valid_map_values_still_give_valid_objects(case, tmp_pa
         assert _dciodvfy_errors(path) == [], path.name
     seg = hd.seg.segread(results.paths["seg"])
     assert not np.asarray(seg.get_volume(segment_numbers=[1], combine_segments=True).array).any()
+
+
+def test_results_off_the_source_grid_are_refused(case, tmp_path):
+    """Masks and maps on another grid (here shifted 2 mm) are not exported as if on the source's."""
+    root, series, _, _ = case
+    from StrokeMismatchLib.errors import InputDataError
+    from StrokeMismatchLib.geometry import Geometry
+
+    shifted = np.array(series.geometry.ijk_to_ras)
+    shifted[0, 3] += 2.0
+    shape = series.geometry.shape
+    with pytest.raises(InputDataError, match="perfusion series' own grid"):
+        dicomout.export_dicom(tmp_path / "d", masks={"core": np.zeros(shape, bool), "penumbra": np.zeros(shape, bool)},
+                              maps={}, geometry=Geometry(shifted, shape), source_folder=root / "src",
+                              summary={}, modality="ct")
+    assert not (tmp_path / "d").exists()

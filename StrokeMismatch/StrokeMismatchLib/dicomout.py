@@ -177,6 +177,37 @@ def _with_type2(dataset):
     return copied
 
 
+def check_on_source_grid(refs, geometry: Geometry, tolerance_mm: float = 0.05) -> None:
+    """Raise :class:`InputDataError` unless every slice of ``geometry`` lies on a plane of the source
+    images ``refs`` (same orientation and position): results are only exported on the source grid."""
+    positions, orientations = [], []
+    for ds in refs:
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+            for frame in ds.PerFrameFunctionalGroupsSequence:
+                positions.append(frame.PlanePositionSequence[0].ImagePositionPatient)
+                group = frame if "PlaneOrientationSequence" in frame else shared
+                orientations.append(group.PlaneOrientationSequence[0].ImageOrientationPatient)
+        else:
+            positions.append(ds.ImagePositionPatient)
+            orientations.append(ds.ImageOrientationPatient)
+    positions = np.asarray(positions, dtype=float)
+    ijk_to_lps = LPS_TO_RAS @ geometry.ijk_to_ras
+    direction = ijk_to_lps[:3, :2] / np.linalg.norm(ijk_to_lps[:3, :2], axis=0)
+    expected_orientation = np.concatenate([direction[:, 0], direction[:, 1]])
+    if not np.allclose(np.asarray(orientations[0], float), expected_orientation, atol=1e-3):
+        raise InputDataError(
+            "The results are not in the source series' orientation: export them on the perfusion "
+            "series' own grid (resample the masks and maps onto it first).")
+    for k in range(geometry.shape[0]):
+        origin = ijk_to_lps[:3, 3] + k * ijk_to_lps[:3, 2]
+        distance = float(np.min(np.linalg.norm(positions - origin, axis=1)))
+        if distance > tolerance_mm:
+            raise InputDataError(
+                f"Slice {k} of the results lies {distance:.2f} mm from every slice of the source series: "
+                "export them on the perfusion series' own grid (resample the masks and maps onto it first).")
+
+
 def _volume(array, geometry: Geometry, frame_of_reference_uid, channels=None):
     """highdicom Volume of a ``[k, j, i]`` array on ``geometry`` (LPS affine of (k, j, i) indices)."""
     hd = _hd()
@@ -233,6 +264,7 @@ def build_dicom_objects(*, masks: dict, maps: dict, geometry: Geometry, source_d
     if modality not in ("ct", "mr"):
         raise InputDataError(f"Unknown modality {modality!r} (expected 'ct' or 'mr').")
     refs = reference_images(list(source_datasets), geometry)
+    check_on_source_grid(refs, geometry)
     frame_uid = str(refs[0].FrameOfReferenceUID)
     masks = {name: np.asarray(mask, bool) for name, mask in masks.items() if mask is not None}
     if "core" not in masks or "penumbra" not in masks:
