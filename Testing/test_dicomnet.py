@@ -321,3 +321,14 @@ def test_late_instances_are_refused_and_logged_and_a_resend_is_a_new_case(source
         listener.stop()
     cases = [e for e in listener.log_entries() if e.get("event") == "case"]
     assert [c["status"] for c in cases] == ["analysed", "analysed"] and cases[0]["case"] != cases[1]["case"]
+
+
+def test_a_broken_series_is_a_logged_refusal_and_the_node_keeps_serving(node, source):
+    """Seven files of a 6-slice series (slices with different numbers of time points): the analysis
+    refuses it with the reader's reason, nothing is sent, the node answers the next association."""
+    _, paths = source
+    assert _store(node.config.port, [pydicom.dcmread(p) for p in paths[:7]]) == [0x0000] * 7
+    cases = _wait(lambda: [e for e in node.log_entries() if e.get("event") == "case"], timeout_s=60)
+    assert cases and cases[0]["status"] == "refused", cases
+    assert cases[0]["reason"] and "sent" not in cases[0]
+    assert _echo(node.config.port) == 0x0000
