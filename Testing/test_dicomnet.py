@@ -13,7 +13,6 @@ import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from dicom_factory import write_classic_series
