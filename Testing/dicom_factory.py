@@ -53,7 +53,7 @@ def _dt_text(seconds_after_start):
     return moment.strftime("%Y%m%d%H%M%S.%f")
 
 
-def _base(sop_class, modality, series_uid, study_uid, description, number):
+def _base(sop_class, modality, series_uid, study_uid, description, number, frame_uid=None):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -76,7 +76,7 @@ def _base(sop_class, modality, series_uid, study_uid, description, number):
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
-    ds.FrameOfReferenceUID = generate_uid()
+    ds.FrameOfReferenceUID = frame_uid or generate_uid()
     return ds
 
 
@@ -115,6 +115,7 @@ def write_classic_series(
     K, J, I, T = signal.shape
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
+    frame_uid = generate_uid()  # one frame of reference for the whole series, as scanners write it
     sop_class = CT_IMAGE if modality == "CT" else MR_IMAGE
     row_dir, col_dir = np.asarray(row_dir, float), np.asarray(col_dir, float)
     normal = np.cross(row_dir, col_dir)
@@ -123,7 +124,7 @@ def write_classic_series(
     paths = []
     for n, flat in enumerate(order):
         k, t = divmod(int(flat), T)
-        ds = _base(sop_class, modality, series_uid, study_uid, description, number)
+        ds = _base(sop_class, modality, series_uid, study_uid, description, number, frame_uid)
         ds.InstanceNumber = t * K + k + 1
         position = np.asarray(origin, float) + k * spacing[2] * normal
         ds.ImagePositionPatient = [f"{x:.4f}" for x in position]
