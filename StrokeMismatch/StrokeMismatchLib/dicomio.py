@@ -709,8 +709,11 @@ def _assemble(info, items, folder, given_tr=None):
         te = None
     scale_slope = _philips_scale(ds)
     metadata = {
+        "folder": str(folder),
         "series_uid": info.uid,
         "series_description": info.description,
+        "study_date": str(ds.get("StudyDate", "") or "") or None,
+        "study_description": str(ds.get("StudyDescription", "") or "") or None,
         "series_number": info.number,
         "manufacturer": str(ds.get("Manufacturer", "") or ""),
         "frame_time_source": timing.source,
