@@ -17,7 +17,7 @@ image_module = pytest.importorskip("matplotlib.image")
 pipeline = pytest.importorskip("StrokeMismatchLib.pipeline")
 volume = pytest.importorskip("StrokeMismatchLib.phantom.volume")
 
-DATA_URI = re.compile(r'<img alt="([a-z0-9]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+DATA_URI = re.compile(r'<img alt="([a-z0-9_]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 def _run(modality):
@@ -92,7 +92,7 @@ def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_cas
 def test_report_pictures_exist_are_nonblank_and_coloured(mr_report):
     _, text, pictures = mr_report
     images = _images(text)
-    assert set(images) == {"montage", "maps", "aif", "render3d"}
+    assert set(images) == {"montage", "tmax_row", "maps", "aif", "render3d"}
     for name, png in images.items():
         rgb = _decode(png)
         assert rgb.shape[0] > 200 and rgb.shape[1] > 300, name
@@ -156,7 +156,8 @@ def test_choose_slices_covers_the_lesion():
 
 def test_headline_shows_infinite_ratio_and_units_without_pictures():
     summary = {
-        "modality": "ct",
+        "modality": "ct", "core_ml": 0.0, "hypoperfusion_ml": 25.0, "mismatch_ml": 25.0, "mismatch_ratio": None,
+        "notes": {"mismatch_ratio": "infinite: core is 0 mL while the numerator is 25.00 mL"},
         "metrics": {
             "core_ml": {"value": 0.0, "unit": "mL", "label": "Ischemic core volume"},
             "hypoperfusion_ml": {"value": 25.0, "unit": "mL", "label": "Hypoperfusion volume (Tmax > 6 s)"},
@@ -164,8 +165,9 @@ def test_headline_shows_infinite_ratio_and_units_without_pictures():
             "mismatch_ratio": {"value": None, "unit": "1", "label": "Mismatch ratio", "flag": "infinite",
                                "note": "infinite: core is 0 mL while the numerator is 25.00 mL"},
         },
-        "criteria": [{"rule": "DEFUSE 3", "eligible": None, "reasons": ["age <not given>"],
-                      "criteria": [{"name": "age", "status": "unknown", "reason": "age <not given>"}]}],
+        "criteria": {"DEFUSE3": {"name": "DEFUSE 3", "eligible": None, "verdict": "indeterminate",
+                                 "reasons": ["age <not given>"],
+                                 "rules": [{"name": "age", "status": "unknown", "reason": "age <not given>"}]}},
     }
     text = report.build_report_html(summary, {})
     plain = html.unescape(text)
@@ -193,7 +195,7 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "mean CT perfusion image (HU)" in html.unescape(text) or "mean CT perfusion image" in text
     images = _images(text)
-    assert set(images) == {"montage", "maps", "aif"}
+    assert set(images) == {"montage", "tmax_row", "maps", "aif"}
     montage = _decode(images["montage"])
     assert _red(montage).mean() > 0.002 and _green(montage).mean() > 0.005
 
@@ -220,5 +222,5 @@ def test_report_without_opengl_notes_the_missing_3d_picture(mr_case, tmp_path, m
     result, _ = mr_case
     monkeypatch.setattr(render3d, "_make_render_window", lambda vtk, size: None)
     text = report.write_report(result, tmp_path / "no3d.html").read_text(encoding="utf-8")
-    assert set(_images(text)) == {"montage", "maps", "aif"}
+    assert set(_images(text)) == {"montage", "tmax_row", "maps", "aif"}
     assert "3D picture" in text and "OpenGL" in text

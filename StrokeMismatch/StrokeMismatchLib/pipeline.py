@@ -42,8 +42,9 @@ _STEPS = {
     "brain_mask": (0.30, 0.35),
     "aif": (0.35, 0.45),
     "maps": (0.45, 0.85),
-    "lesion": (0.85, 0.97),
-    "quality": (0.97, 1.00),
+    "lesion": (0.85, 0.92),
+    "quality": (0.92, 0.94),
+    "stability": (0.94, 1.00),
 }
 
 
@@ -68,11 +69,13 @@ class CaseResult:
     adc_unit: str | None = None
     adc: np.ndarray | None = None  # the ADC as given, on ``adc_geometry`` (for re-thresholding)
     adc_geometry: Geometry | None = None
+    stability: dict | None = None  # stability.verdict_stability block (None when switched off)
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
     analysis_grid: dict | None = None  # issue 15: CT analysis resolution (denoise.to_analysis_grid)
     denoising: dict | None = None  # issue 15: denoising before deconvolution
+    slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
 
     @property
     def geometry(self) -> Geometry:
@@ -211,14 +214,25 @@ def run_case(
                 aif_voxels = np.unique(scaled, axis=0)
         lap("analysis_grid")
 
-    # 2. motion correction ----------------------------------------------------------------------
+    # 2. slice timing (issue 17 hook): each slice's curves on the frame times, on the data as
+    # acquired (slice k is the slice acquired at slice_times[k]), before motion correction.
     signal = series.signal
+    slice_timing = None
+    if settings.slice_timing_correction:
+        from .slicetiming import correct_slice_timing, slice_times_of
+
+        slice_times, slice_source = slice_times_of(series)
+        signal, slice_timing = correct_slice_timing(signal, times, slice_times, source=slice_source)
+        if slice_timing.reason.startswith("not applied"):
+            warnings.append(f"Slice timing ({slice_source}) {slice_timing.reason}.")
+
+    # 2b. motion correction ---------------------------------------------------------------------
     motion = None
     if settings.motion_correction:
         from .motion import correct_motion
 
         sub = bar.step("motion", "Correcting motion")
-        signal, motion = correct_motion(series.signal, geometry, times, progress=sub)
+        signal, motion = correct_motion(signal, geometry, times, progress=sub)
         warnings.extend(getattr(motion, "warnings", []) or [])
     lap("motion")
 
@@ -321,11 +335,10 @@ def run_case(
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
     lap("quality")
-    bar.report(1.0, "Done")
 
     adc_info = getattr(lesion, "adc_unit", None)
     detected_unit = getattr(adc_info, "unit", None) if adc_info is not None else None
-    return CaseResult(
+    result = CaseResult(
         series=series,
         signal=signal,
         concentration=concentration,
@@ -348,7 +361,20 @@ def run_case(
         analysis_grid=grid_info,
         denoising=denoise_info,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        slice_timing=slice_timing,
     )
+
+    # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
+    if settings.verdict_stability:
+        from .rethreshold import CaseMaps
+        from .stability import fill_current_volumes, verdict_stability
+
+        bar.step("stability", "Verdict stability around the thresholds")
+        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, lesion.criteria)
+        result.stability = fill_current_volumes(block, lesion.metrics)
+        lap("stability")
+    bar.report(1.0, "Done")
+    return result
 
 
 # --------------------------------------------------------------------------------------------

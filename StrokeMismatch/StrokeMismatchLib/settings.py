@@ -38,7 +38,7 @@ REPORT_TMAX_THRESHOLDS_S = (4.0, 8.0, 10.0)
 
 #: Groups in the order the panel and ``--help`` show them.
 GROUPS = ("Deconvolution", "Core", "Hypoperfusion", "rCBF reference (CT)", "Clean-up",
-          "Affected side", "Clinical")
+          "Affected side", "Clinical", "Reporting")
 
 
 class SettingsError(InputDataError):
@@ -395,6 +395,15 @@ class CaseSettings(_Validated):
     denoise_sigma_mm: float = setting(
         2.5, unit="mm", minimum=0.0, maximum=10.0, group="Deconvolution", label="Denoising σ",
         help="Spatial σ of the denoising kernel (TIPS reaches 2σ).")
+    slice_timing_correction: bool = setting(
+        True, group="Deconvolution", label="Slice-timing correction",
+        help="Resample each slice's curves from its own acquisition time (DICOM slice timing, BIDS "
+             "SliceTiming) to the frame times before deconvolution; series without slice timing are "
+             "left as they are.")
+    verdict_stability: bool = setting(
+        True, group="Reporting", label="Verdict stability",
+        help="Re-run the lesion analysis around each threshold (Tmax ±1 s, ADC ±50, rCBF ±5 points) "
+             "and mark verdicts near a cut-off.")
     aif_voxels: Any = None
     aif_mask: Any = None
     baseline: tuple | None = None
