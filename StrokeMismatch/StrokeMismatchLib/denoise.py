@@ -100,6 +100,7 @@ def to_analysis_grid(series, resolution_mm: float):
     info = {"resolution_mm": float(resolution_mm or 0.0), "factors_ij": list(factors),
             "input_shape_kji": list(geometry.shape),
             "input_spacing_mm_ijk": [float(s) for s in geometry.spacing],
+            "input_ijk_to_ras": geometry.ijk_to_ras.tolist(),
             "method": "in-plane block mean"}
     if factors == (1, 1):
         info.update(applied=False, analysis_shape_kji=list(geometry.shape),
