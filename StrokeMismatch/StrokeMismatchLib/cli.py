@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
@@ -334,35 +335,18 @@ def _format_agreement(truth):
 
 
 def _cmd_analyze(args):
-    from .fileio import read_perfusion, read_volume
-
-    path = Path(args.perfusion)
-    if not path.exists():
-        from .errors import InputFileError
-
-        raise InputFileError(f"The perfusion input {path} does not exist.")
-    if args.series is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
-        raise InputDataError(
-            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
-            "remove --series, or give the DICOM folder with --perfusion."
-        )
-    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
-    adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
-    mask = None
-    if args.brain_mask:
-        mask_array, mask_geometry = _read_3d(read_volume, args.brain_mask, "brain mask")
-        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
-            raise InputDataError(
-                f"The brain mask {args.brain_mask} is not on the perfusion grid "
-                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
-            )
-        mask = mask_array > 0
+    inputs = read_case_inputs(
+        args.perfusion, series_id=args.series, modality=args.modality, tr=args.tr, te=args.te,
+        diffusion=args.diffusion, dwi_b0=args.dwi_b0, dwi_b=args.dwi_b, b_value=args.b_value,
+        adc_unit=args.adc_unit, brain_mask=args.brain_mask)
     from .caserecord import subject_from_path
 
+    path = Path(args.perfusion)
     stem = path.name.split(".")[0] or "case"
     result, summary, out_dir = _run_and_write(
-        args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
-        default_out=f"stroke-mismatch-{stem}", subject=subject_from_path(path.resolve()),
+        args, inputs.series, adc=inputs.adc, adc_geometry=inputs.adc_geometry, adc_unit=inputs.adc_unit,
+        brain_mask=inputs.brain_mask, default_out=f"stroke-mismatch-{stem}",
+        subject=subject_from_path(path.resolve()),
     )
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
@@ -373,30 +357,71 @@ def _cmd_analyze(args):
     return 0
 
 
-def _read_adc(args, read_volume):
+class CaseInputs(NamedTuple):
+    """What one case reads from disk: the series, the ADC (array, geometry, unit) and a mask."""
+
+    series: object
+    adc: object = None
+    adc_geometry: object = None
+    adc_unit: str | None = None
+    brain_mask: object = None
+
+
+def read_case_inputs(perfusion, *, series_id=None, modality=None, tr=None, te=None, diffusion=None,
+                     dwi_b0=None, dwi_b=None, b_value=1000.0, adc_unit=None, brain_mask=None) -> CaseInputs:
+    """Read one case's inputs as ``analyze`` does (``cohort`` runs each case through this too):
+    the perfusion series (``tr``, ``te`` in s), the ADC from ``diffusion`` or a DWI pair
+    (``b_value`` s/mm²), and a brain mask on the perfusion grid. Raises the library's errors."""
+    from .fileio import read_perfusion, read_volume
+
+    path = Path(perfusion)
+    if not path.exists():
+        from .errors import InputFileError
+
+        raise InputFileError(f"The perfusion input {path} does not exist.")
+    if series_id is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
+        raise InputDataError(
+            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
+            "remove --series, or give the DICOM folder with --perfusion."
+        )
+    series = read_perfusion(path, modality=modality, tr=tr, te=te, series=series_id)
+    adc, adc_geometry, adc_unit = _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume)
+    mask = None
+    if brain_mask:
+        mask_array, mask_geometry = _read_3d(read_volume, brain_mask, "brain mask")
+        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
+            raise InputDataError(
+                f"The brain mask {brain_mask} is not on the perfusion grid "
+                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
+            )
+        mask = mask_array > 0
+    return CaseInputs(series, adc, adc_geometry, adc_unit, mask)
+
+
+def _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume):
     """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
     from .errors import InputDataError
 
-    pair = (args.dwi_b0, args.dwi_b)
-    if args.diffusion and any(pair):
+    pair = (dwi_b0, dwi_b)
+    if diffusion and any(pair):
         raise InputDataError("Give either --diffusion (an ADC map) or --dwi-b0 with --dwi-b, not both.")
-    if args.diffusion:
-        adc, geometry = _read_3d(read_volume, args.diffusion, "ADC map")
-        return adc, geometry, args.adc_unit
+    if diffusion:
+        adc, geometry = _read_3d(read_volume, diffusion, "ADC map")
+        return adc, geometry, adc_unit
     if not any(pair):
-        return None, None, args.adc_unit
+        return None, None, adc_unit
     if not all(pair):
         raise InputDataError("Computing the ADC needs both DWI images: --dwi-b0 PATH and --dwi-b PATH.")
     from .dwi import adc_from_dwi
 
-    b0, b0_geometry = _read_3d(read_volume, args.dwi_b0, "b0 image")
-    weighted, weighted_geometry = _read_3d(read_volume, args.dwi_b, "diffusion-weighted image")
+    b0, b0_geometry = _read_3d(read_volume, dwi_b0, "b0 image")
+    weighted, weighted_geometry = _read_3d(read_volume, dwi_b, "diffusion-weighted image")
     if not b0_geometry.same_grid(weighted_geometry, tolerance_mm=0.01):
         raise InputDataError(
-            f"{args.dwi_b0} and {args.dwi_b} are not on the same grid: give the b0 and b-{args.b_value:g} "
+            f"{dwi_b0} and {dwi_b} are not on the same grid: give the b0 and b-{b_value:g} "
             "images of one DWI acquisition."
         )
-    return adc_from_dwi(b0, weighted, args.b_value), b0_geometry, "1e-6"
+    return adc_from_dwi(b0, weighted, b_value), b0_geometry, "1e-6"
 
 
 def _read_3d(read_volume, path, what):
