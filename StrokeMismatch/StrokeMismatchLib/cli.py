@@ -2,10 +2,12 @@
 
     stroke-mismatch demo [--modality mr|ct] [--out DIR]
     stroke-mismatch analyze --perfusion PATH [--diffusion ADC] [--modality mr|ct] [--te S] ...
+    stroke-mismatch cohort MANIFEST.csv|BIDS_DIR --out DIR [--scheduler ADDRESS] [--workers N] [--resume] ...
 
 Exit codes: 0 success, 2 bad input or output location (one line ``stroke-mismatch: error: …``),
 1 unexpected failure (one line; ``--debug`` shows the traceback), 130 cancelled (Ctrl-C).
 Progress goes to stderr (``--quiet`` silences it); ``--json`` prints summary.json to stdout.
+``cohort`` exits 3 when the cohort finished but some cases failed (listed, with reasons).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,cohort}")
 
     common = _ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", help="output folder")
@@ -98,6 +100,48 @@ def build_parser() -> argparse.ArgumentParser:
                          "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
                          "a disagreeing --tr is reported as a warning)")
     analyze.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
+
+    cohort = sub.add_parser(
+        "cohort", help="analyse many cases (a manifest CSV or a BIDS-like folder) in parallel on Dask",
+        description="Run the analyze pipeline on every case of MANIFEST into DIR/<subject>/, in parallel on Dask "
+        "(a local cluster of worker processes, or an existing cluster with --scheduler), and write DIR/cohort.csv "
+        "(one row per subject) and DIR/cohort.html. The settings options apply to every case; a case's age, nihss "
+        "and collateral_score in the manifest override them. A failed case is reported with its reason and the "
+        "cohort continues (exit code 3 when any case failed). Needs the 'cohort' extra (dask[distributed]).")
+    cohort.add_argument("manifest", metavar="MANIFEST",
+                        help="CSV with columns subject, perfusion [, diffusion, modality, age, nihss, "
+                        "collateral_score, tr, te] (paths relative to the CSV), or a BIDS-like folder: "
+                        "sub-*/[ses-*/] with one perfusion series (…_dsc/_pwi/_perf/_ctp.nii.gz) and an ADC (…_adc)")
+    cohort.add_argument("--out", required=True, metavar="DIR", help="output folder of the cohort")
+    cohort.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786), used as it is; "
+                        "its workers must see the inputs and DIR at the same paths (start them with --nthreads 1)")
+    cohort.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes of the local cluster (default: CPU cores, at most one per 3 GiB "
+                        "of memory); each analyses one case at a time")
+    cohort.add_argument("--memory-limit", metavar="SIZE",
+                        help="memory limit per local worker, e.g. 4GiB (default: the machine's memory / workers); "
+                        "a case that exceeds it fails with that reason")
+    cohort.add_argument("--resume", action="store_true",
+                        help="skip cases whose inputs (content hash), settings and software version are unchanged "
+                        "and whose results are complete; rerun the others")
+    cohort.add_argument("--overwrite", action="store_true",
+                        help="redo every case in an output folder that holds results of an earlier run")
+    cohort.add_argument("--quiet", action="store_true",
+                        help="no progress display; print one line per case at the end (batch logs)")
+    cohort.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not write each case's report.html")
+    cohort.add_argument("--save-series", action="store_true",
+                        help="also write each case's analysed series as series/perfusion.seq.nrrd")
+    cohort.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    group = cohort.add_argument_group("defaults for cases whose manifest row leaves them empty")
+    group.add_argument("--modality", choices=["mr", "ct"], type=str.lower, help="MR (DSC) or CT perfusion")
+    group.add_argument("--tr", type=_positive, metavar="S", help="repetition time in seconds (files without frame times)")
+    group.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
+    group.add_argument("--adc-unit", choices=["1e-6", "1e-3", "mm2/s"],
+                       help="unit of the ADC values (default: detected from the brain median)")
+    add_setting_options(cohort)
+    cohort.set_defaults(aif_voxels=None, baseline_frames=None)
     return parser
 
 
@@ -398,6 +442,42 @@ def read_case_inputs(perfusion, *, series_id=None, modality=None, tr=None, te=No
     return CaseInputs(series, adc, adc_geometry, adc_unit, mask)
 
 
+def _cmd_cohort(args):
+    """``stroke-mismatch cohort``: every case of the manifest on Dask (see ``cohort.py``)."""
+    from .cohort import (CohortProgress, dask_distributed, format_cohort_summary, format_outcome_line,
+                         read_manifest, run_cohort)
+    from .settings import all_settings
+
+    dask_distributed()  # a clear message now when Dask is missing
+    _case_settings(args)  # every setting checked once, before any case
+    given = {spec.name: getattr(args, spec.name) for spec in all_settings() if getattr(args, spec.name) is not None}
+    if args.scheduler and args.memory_limit:
+        raise InputDataError("--memory-limit sets the local cluster's workers; a --scheduler cluster keeps its own.")
+    manifest = read_manifest(args.manifest)
+    if not args.quiet:
+        sys.stderr.write(manifest.describe() + "\n")
+        sys.stderr.flush()
+    display = None if args.quiet else CohortProgress(len(manifest.cases))
+    try:
+        result = run_cohort(manifest, args.out, scheduler=args.scheduler, workers=args.workers,
+                            memory_limit=args.memory_limit or "auto", settings=given, modality=args.modality,
+                            tr=args.tr, te=args.te, adc_unit=args.adc_unit, report=args.report,
+                            save_series=args.save_series, resume=args.resume, overwrite=args.overwrite,
+                            progress=display)
+    finally:
+        if display is not None:
+            display.finish()
+    if args.quiet:
+        for outcome in result.outcomes:
+            print(format_outcome_line(outcome))
+        counts = result.counts
+        print(f"cohort: {counts['total']} cases, {counts['done']} analysed, {counts['skipped']} unchanged, "
+              f"{counts['failed']} failed; {result.files['csv']}")
+    else:
+        print(format_cohort_summary(result))
+    return 3 if result.failed else 0
+
+
 def _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume):
     """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
     from .errors import InputDataError
@@ -573,6 +653,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "cohort":
+            return _cmd_cohort(args)
         return _cmd_analyze(args)
     except AnalysisCancelled as exc:
         if sys.stderr.isatty():
