@@ -444,16 +444,20 @@ def read_case_inputs(perfusion, *, series_id=None, modality=None, tr=None, te=No
 
 def _cmd_cohort(args):
     """``stroke-mismatch cohort``: every case of the manifest on Dask (see ``cohort.py``)."""
-    from .cohort import (CohortProgress, dask_distributed, format_cohort_summary, format_outcome_line,
-                         read_manifest, run_cohort)
+    from .cohort import (CohortProgress, check_cohort_out, dask_distributed, format_cohort_summary,
+                         format_outcome_line, read_manifest, run_cohort)
     from .settings import all_settings
 
     dask_distributed()  # a clear message now when Dask is missing
     _case_settings(args)  # every setting checked once, before any case
     given = {spec.name: getattr(args, spec.name) for spec in all_settings() if getattr(args, spec.name) is not None}
-    if args.scheduler and args.memory_limit:
-        raise InputDataError("--memory-limit sets the local cluster's workers; a --scheduler cluster keeps its own.")
+    if args.scheduler and (args.workers or args.memory_limit):
+        raise InputDataError("--workers and --memory-limit set up the local cluster; a --scheduler cluster keeps "
+                             "its own workers.")
+    if args.workers is not None and args.workers < 1:
+        raise InputDataError(f"--workers must be at least 1, not {args.workers}.")
     manifest = read_manifest(args.manifest)
+    check_cohort_out(args.out, manifest, resume=args.resume, overwrite=args.overwrite)
     if not args.quiet:
         sys.stderr.write(manifest.describe() + "\n")
         sys.stderr.flush()

@@ -665,9 +665,6 @@ def run_cohort(manifest, out, *, client=None, scheduler: str | None = None, work
     Writes cohort.csv, cohort.html, cohort.json and cohort_manifest.csv; returns a
     :class:`CohortResult`. A failed case never stops the cohort.
     """
-    if resume and overwrite:
-        raise InputDataError("Choose --resume (skip finished, unchanged cases) or --overwrite (redo every case), "
-                             "not both.")
     if client is not None and (scheduler or workers):
         raise InputDataError("Give a Dask client, or a scheduler address, or a number of workers, not several.")
     if scheduler and workers:
@@ -676,7 +673,7 @@ def run_cohort(manifest, out, *, client=None, scheduler: str | None = None, work
         raise InputDataError(f"--workers must be at least 1, not {workers}.")
     manifest = _as_manifest(manifest)
     settings_values = shared_settings_values(settings)
-    out_dir = _prepare_out(Path(out).expanduser().resolve(), manifest, resume=resume, overwrite=overwrite)
+    out_dir = check_cohort_out(out, manifest, resume=resume, overwrite=overwrite)
     options = {"modality": modality, "tr": tr, "te": te, "adc_unit": adc_unit, "report": bool(report),
                "save_series": bool(save_series), "resume": bool(resume)}
     _write_manifest_copy(out_dir, manifest)
@@ -734,9 +731,16 @@ def _as_manifest(manifest) -> Manifest:
     return Manifest(cases, Path.cwd(), "list")
 
 
-def _prepare_out(out_dir: Path, manifest: Manifest, *, resume: bool, overwrite: bool) -> Path:
+def check_cohort_out(out, manifest: Manifest, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create ``out`` (absolute path returned) or raise :class:`OutputError` now, before any case
+    runs: not a folder, not writable, or holding results of an earlier run without ``resume``
+    (skip finished, unchanged cases) or ``overwrite`` (redo every case)."""
     from .outputs import existing_results
 
+    if resume and overwrite:
+        raise InputDataError("Choose --resume (skip finished, unchanged cases) or --overwrite (redo every case), "
+                             "not both.")
+    out_dir = Path(out).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"The output path {out_dir} exists and is not a folder: choose another --out.")
     if out_dir.is_dir() and not (resume or overwrite):
