@@ -676,7 +676,6 @@ def run_cohort(manifest, out, *, client=None, scheduler: str | None = None, work
     out_dir = check_cohort_out(out, manifest, resume=resume, overwrite=overwrite)
     options = {"modality": modality, "tr": tr, "te": te, "adc_unit": adc_unit, "report": bool(report),
                "save_series": bool(save_series), "resume": bool(resume)}
-    _write_manifest_copy(out_dir, manifest)
     distributed = dask_distributed()
     started = time.perf_counter()
     created = _now()
@@ -689,12 +688,13 @@ def run_cohort(manifest, out, *, client=None, scheduler: str | None = None, work
             if scheduler:
                 try:
                     own_client = client = distributed.Client(scheduler, timeout="20s")
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, ValueError) as exc:
                     raise StrokeMismatchError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}. Check the "
                                               "address (tcp://host:port) and that the scheduler is running.") from None
             else:
                 own_cluster = _local_cluster(distributed, workers, memory_limit)
                 own_client = client = distributed.Client(own_cluster)
+        _write_manifest_copy(out_dir, manifest)
         cluster_text, cluster_warnings = _describe_cluster(client, own_cluster is not None)
         warnings.extend(cluster_warnings)
         _run_all(distributed, client, manifest.cases, out_dir, settings_values, options, progress, outcomes)
