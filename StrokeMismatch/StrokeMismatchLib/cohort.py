@@ -542,7 +542,7 @@ def _remove_results(folder: Path) -> None:
     cannot be mistaken for this run's result (files of others are kept)."""
     from .outputs import result_files
 
-    for rel in result_files(report=True, save_series=True) + [CASE_MARKER]:
+    for rel in result_files(report=True, save_series=True, adc=True) + [CASE_MARKER]:
         _remove(folder / rel)
 
 
