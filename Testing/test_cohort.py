@@ -267,3 +267,21 @@ def test_cli_on_separate_scheduler_and_worker_processes(cohort_inputs, analyze_r
     assert "2 unchanged (resumed), 2 failed" in captured.out
     assert "[4/4]" in captured.err and "remaining" in captured.err  # progress on stderr
     assert "sub-gone4: perfusion sub-gone4/nothing.nii.gz" in captured.err  # what was found, listed first
+
+
+def test_interrupted_cohort_writes_what_finished_and_marks_the_rest(tmp_path, local_client):
+    for subject, seed in (("a1", 1), ("b2", 2), ("c3", 3)):
+        write_case(tmp_path, subject, "ct", seed)
+    manifest = write_manifest(tmp_path, [[s, f"{s}/{s}_ctp.nii.gz", "", "ct", "", ""] for s in ("a1", "b2", "c3")])
+
+    def stop_after_first(outcome, counts):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cohort(manifest, tmp_path / "out", client=local_client, report=False,
+                   settings={"motion_correction": False}, progress=stop_after_first)
+    _, rows = read_rows(tmp_path / "out" / "cohort.csv")
+    assert [row["subject"] for row in rows] == ["a1", "b2", "c3"]
+    finished = [row for row in rows if row["error"] == ""]
+    assert len(finished) == 1 and finished[0]["core_ml"] != ""
+    assert sum("interrupted" in row["error"] and "--resume" in row["error"] for row in rows) == 2
