@@ -60,6 +60,7 @@ def sequential_child(manifest: str, out: str, settings: str, report: bool) -> No
     wall = time.perf_counter() - started
     print(json.dumps({"wall_s": wall, "statuses": [o["status"] for o in outcomes],
                       "case_s": [o["elapsed_s"] for o in outcomes],
+                      "errors": sorted({o["error"] for o in outcomes if o["error"]}),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
@@ -130,6 +131,8 @@ def main(argv=None) -> int:
         pass
     print(f"throughput ratio Dask/sequential: {sequential['wall_s'] / wall:.2f}"
           f" (with start-up: {sequential['wall_s'] / (wall + startup):.2f})")
+    for error in sorted(set(sequential["errors"]) | {o["error"] for o in result.outcomes if o["error"]}):
+        print(f"  FAILED case: {error}")
     for worker, peak in sorted(per_worker.items()):
         print(f"  worker {worker}: peak RSS {peak:.0f} MiB")
     return 0
