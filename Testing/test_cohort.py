@@ -92,7 +92,7 @@ def analyze_reference(cohort_inputs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_client():
     """A real LocalCluster: two worker processes, one thread each."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
     yield client
     client.close()
@@ -285,3 +285,18 @@ def test_interrupted_cohort_writes_what_finished_and_marks_the_rest(tmp_path, lo
     finished = [row for row in rows if row["error"] == ""]
     assert len(finished) == 1 and finished[0]["core_ml"] != ""
     assert sum("interrupted" in row["error"] and "--resume" in row["error"] for row in rows) == 2
+
+
+def test_cli_starts_its_own_local_cluster_with_workers_and_memory_limit(tmp_path, capsys):
+    write_case(tmp_path, "one", "ct", 4)
+    manifest = write_manifest(tmp_path, [["one", "one/one_ctp.nii.gz", "", "ct", "", ""]])
+    code = main(["cohort", str(manifest), "--out", str(tmp_path / "out"), "--workers", "1", "--memory-limit", "2GiB",
+                 "--quiet", *FAST])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("one: done; quality ")
+    meta = json.loads((tmp_path / "out" / "cohort.json").read_text())
+    assert meta["cluster"] == "local cluster: 1 worker(s), memory limit 2.0 GiB per worker"
+    assert meta["counts"]["done"] == 1
+    code = main(["cohort", str(manifest), "--out", str(tmp_path / "out2"), "--memory-limit", "lots", "--quiet"])
+    assert code == 2 and "not a size" in capsys.readouterr().err

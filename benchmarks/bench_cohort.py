@@ -60,6 +60,7 @@ def sequential_child(manifest: str, out: str, settings: str, report: bool) -> No
     wall = time.perf_counter() - started
     print(json.dumps({"wall_s": wall, "statuses": [o["status"] for o in outcomes],
                       "case_s": [o["elapsed_s"] for o in outcomes],
+                      "cpu_s": [o["cpu_s"] for o in outcomes],
                       "errors": sorted({o["error"] for o in outcomes if o["error"]}),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         os.environ["MPLBACKEND"] = "Agg"
         started = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         client = distributed.Client(cluster)
         client.wait_for_workers(args.workers)
         startup = time.perf_counter() - started
@@ -123,8 +124,10 @@ def main(argv=None) -> int:
           f"  (cluster start-up {startup:.1f} s apart)  statuses "
           f"{sorted({o['status'] for o in result.outcomes})}")
     dask_case_s = [o["elapsed_s"] for o in result.outcomes if o.get("elapsed_s") is not None]
-    print(f"mean time per case: sequential {sum(sequential['case_s']) / n:.1f} s, on a Dask worker "
-          f"{sum(dask_case_s) / max(len(dask_case_s), 1):.1f} s")
+    dask_cpu_s = [o["cpu_s"] for o in result.outcomes if o.get("cpu_s") is not None]
+    print(f"mean wall time per case: sequential {sum(sequential['case_s']) / n:.1f} s, on a Dask worker "
+          f"{sum(dask_case_s) / max(len(dask_case_s), 1):.1f} s; mean CPU time per case (all threads): "
+          f"sequential {sum(sequential['cpu_s']) / n:.1f} s, Dask worker {sum(dask_cpu_s) / max(len(dask_cpu_s), 1):.1f} s")
     try:
         print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     except OSError:

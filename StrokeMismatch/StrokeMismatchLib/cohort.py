@@ -459,12 +459,13 @@ def run_case_task(case: CohortCase, out_dir: str, settings_values: dict, options
 
     Returns a small JSON-ready outcome: subject, status ("done" | "skipped" | "failed"),
     ``row`` (``caserecord.csv_row`` of summary.json), ``brief`` (numbers for cohort.html),
-    error, elapsed_s, worker, peak_rss_mib.
+    error, elapsed_s, cpu_s (CPU time of the worker process during the case), worker,
+    peak_rss_mib (the worker process' peak so far).
     """
-    started = time.perf_counter()
+    started = (time.perf_counter(), time.process_time())
     folder = Path(out_dir) / case.subject
     outcome = {"subject": case.subject, "status": "failed", "row": None, "brief": None, "error": None,
-               "elapsed_s": None, "worker": f"{_hostname()}:{os.getpid()}", "peak_rss_mib": None}
+               "elapsed_s": None, "cpu_s": None, "worker": f"{_hostname()}:{os.getpid()}", "peak_rss_mib": None}
     fingerprint, hashes, settings = None, {}, None
     try:
         from .settings import case_settings_from_values
@@ -524,8 +525,9 @@ def _rows(summary: dict, folder: Path) -> dict:
     return {"row": csv_row(summary), "brief": brief}
 
 
-def _finish(outcome: dict, started: float) -> dict:
-    outcome["elapsed_s"] = round(time.perf_counter() - started, 3)
+def _finish(outcome: dict, started: tuple) -> dict:
+    outcome["elapsed_s"] = round(time.perf_counter() - started[0], 3)
+    outcome["cpu_s"] = round(time.process_time() - started[1], 3)  # every thread of the worker process
     outcome["peak_rss_mib"] = _peak_rss_mib()
     return outcome
 
@@ -784,7 +786,7 @@ def _local_cluster(distributed, workers, memory_limit):
     # A case that kills its worker (memory limit) is retried once on another worker, not three times.
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         return distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                        memory_limit=memory_limit, dashboard_address=None,
+                                        memory_limit=memory_limit, dashboard_address=":0",
                                         silence_logs=logging.ERROR)
 
 
@@ -851,7 +853,7 @@ def _worker_failure(exc) -> str:
 
 def _failed(subject: str, error: str) -> dict:
     return {"subject": subject, "status": "failed", "row": None, "brief": None, "error": error,
-            "elapsed_s": None, "worker": None, "peak_rss_mib": None}
+            "elapsed_s": None, "cpu_s": None, "worker": None, "peak_rss_mib": None}
 
 
 def _counts(outcomes, total: int) -> dict:
@@ -912,7 +914,7 @@ def _write_cohort_files(out_dir, manifest, outcomes: dict, settings_values, opti
             "settings": settings, "shared_settings_given": settings_values,
             "options": {k: v for k, v in options.items()}, "counts": counts, "warnings": list(warnings),
             "software": {"name": "StrokeMismatch", "version": __version__, "disclaimer": DISCLAIMER},
-            "cases": [{key: o.get(key) for key in ("subject", "status", "error", "elapsed_s", "worker",
+            "cases": [{key: o.get(key) for key in ("subject", "status", "error", "elapsed_s", "cpu_s", "worker",
                                                    "peak_rss_mib")} for o in ordered]}
     _atomic_write(out_dir / COHORT_JSON, json.dumps(meta, indent=2, default=str, allow_nan=False) + "\n")
     _atomic_write(out_dir / COHORT_HTML, cohort_html(ordered, meta))
