@@ -28,7 +28,7 @@ import numpy as np
 from . import DISCLAIMER
 from . import cleanup
 from .adc import AdcUnitInfo, adc_to_micro
-from .criteria import criteria_to_dicts, evaluate_criteria
+from .criteria import apply_quality_gate, criteria_to_dicts, evaluate_criteria
 from .errors import InputDataError
 from .geometry import Geometry
 from .hemispheres import Hemispheres, affected_side, estimate_midplane
@@ -571,7 +571,7 @@ class MaskMetrics:
 
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
                        penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
-                       settings: LesionSettings | None = None) -> MaskMetrics:
+                       settings: LesionSettings | None = None, quality_flags=None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
     Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
@@ -580,7 +580,9 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
     ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
     removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
-    ``cbv`` + ``hemispheres`` give the CBV index.
+    ``cbv`` + ``hemispheres`` give the CBV index. ``quality_flags``: the analysis' quality flags
+    (QualityFlag or dicts; still true of the edited masks' source data): the quality gate is
+    applied to the criteria, so an error keeps every verdict indeterminate (quality).
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -619,4 +621,6 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
                               hemispheres=hemispheres)
     criteria = evaluate_criteria(metrics, age=settings.age, nihss=settings.nihss,
                                  collateral_score=settings.collateral_score)
+    if quality_flags is not None:
+        criteria = apply_quality_gate(criteria, quality_flags)
     return MaskMetrics(masks, metrics, criteria, warnings)

@@ -32,6 +32,7 @@ import numpy as np
 from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError
 from .geometry import Geometry
+from .quality import quality_status
 from .series import PerfusionSeries
 
 METHODS = ("oSVD", "cSVD", "sSVD", "Tikhonov")
@@ -233,6 +234,7 @@ class CaseResult:
                 if self.motion is not None
                 else {"applied": False}
             ),
+            "quality": quality_status(self.quality),
             "quality_flags": [_to_dict(flag) for flag in self.quality],
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
@@ -401,6 +403,11 @@ def run_case(
     concentration = perfusion.signal_to_concentration(
         signal, times, modality=modality, te=series.te, baseline=(start, stop)
     )
+    from .quality import bolus_flags
+
+    # Without a bolus (or with a baseline inside it) the AIF and deconvolution steps fail for
+    # reasons that hide the real one; keep it to say it (PERFUSION.md §2.6).
+    no_bolus = bolus_flags(concentration, times, baseline, mask, modality=modality, te=series.te)
     lap("brain_mask")
 
     # 5. AIF ------------------------------------------------------------------------------------------
@@ -410,22 +417,27 @@ def run_case(
         voxels = np.argwhere(aif_mask)
     # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
     aif_signal = signal if modality == "mr" else None
-    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
-    warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
-    lap("aif")
+    try:
+        aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
+        warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
+        lap("aif")
 
-    # 6. maps ----------------------------------------------------------------------------------------
-    sub = bar.step("maps", f"Deconvolution ({settings.method})")
-    maps = perfusion.compute_maps(
-        concentration,
-        aif,
-        times,
-        method=settings.method,
-        mask=mask,
-        hematocrit_factor=settings.hematocrit_factor,
-        tissue_density=settings.tissue_density,
-        progress=sub,
-    )
+        # 6. maps ------------------------------------------------------------------------------------
+        sub = bar.step("maps", f"Deconvolution ({settings.method})")
+        maps = perfusion.compute_maps(
+            concentration,
+            aif,
+            times,
+            method=settings.method,
+            mask=mask,
+            hematocrit_factor=settings.hematocrit_factor,
+            tissue_density=settings.tissue_density,
+            progress=sub,
+        )
+    except InputDataError as error:
+        if no_bolus:
+            raise InputDataError(f"{no_bolus[0].message} (The analysis stopped at: {error})") from error
+        raise
     lap("maps")
 
     # 7. lesion ------------------------------------------------------------------------------------
@@ -449,10 +461,16 @@ def run_case(
 
     # 8. quality -------------------------------------------------------------------------------------
     bar.step("quality", "Quality checks")
-    from .quality import adc_coverage_flags, assess_quality
+    from .criteria import apply_quality_gate
+    from .quality import adc_coverage_flags, adc_flags, assess_quality, lesion_flags
 
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
+    if modality == "mr":
+        flags += adc_flags(getattr(lesion, "adc", None), mask)
+    flags += lesion_flags(lesion, mask)
+    # The quality gate (issue 9): an error makes every trial verdict indeterminate (quality).
+    lesion.criteria = apply_quality_gate(lesion.criteria, flags)
     lap("quality")
     bar.report(1.0, "Done")
 

@@ -1,0 +1,71 @@
+"""The quality status and gate (issue 9): the mechanism, the demo cases pass, edited segments."""
+
+import json
+
+import numpy as np
+import pytest
+
+from StrokeMismatchLib.analysis import metrics_from_masks
+from StrokeMismatchLib.cli import main
+from StrokeMismatchLib.geometry import Geometry
+from StrokeMismatchLib.quality import QualityFlag, quality_status
+
+
+def test_quality_status_pass_warn_fail_and_findings_errors_first():
+    info = QualityFlag("motion", "info", "Head motion at most 0.1 mm.", "fine")
+    warning = QualityFlag("short_scan", "warning", "The acquisition lasts 45 s.", "short",
+                          value=45.0, threshold="≥ 60", unit="s")
+    error = QualityFlag("no_bolus", "error", "No contrast bolus was detected.", "none",
+                        value=0.2, threshold="≥ 5", unit="% signal drop")
+    assert quality_status([])["status"] == "pass"
+    assert quality_status([info])["status"] == "pass"
+    assert quality_status([info, warning])["status"] == "warn"
+    status = quality_status([info, warning, error])
+    assert status["status"] == "fail" and status["errors"] == 1 and status["warnings"] == 1
+    assert [f["code"] for f in status["findings"]] == ["no_bolus", "short_scan", "motion"]
+    first = status["findings"][0]
+    assert {"code", "severity", "message", "explanation", "value", "threshold", "unit"} <= set(first)
+    assert first["value"] == 0.2 and first["threshold"] == "≥ 5"
+    assert "indeterminate" in status["meaning"]
+    json.dumps(status, allow_nan=False)
+    # dicts (as read back from summary.json) give the same status
+    assert quality_status([f.to_dict() for f in (info, warning, error)])["status"] == "fail"
+
+
+def test_flag_value_nan_becomes_null():
+    assert QualityFlag("x", "warning", "m", "e", value=float("nan")).to_dict()["value"] is None
+
+
+def test_metrics_from_masks_applies_the_quality_gate():
+    geometry = Geometry(np.diag([2.0, 2.0, 2.0, 1.0]), (10, 20, 20))
+    core = np.zeros(geometry.shape, bool)
+    hypo = np.zeros(geometry.shape, bool)
+    core[2:4, 2:10, 2:10] = True                      # 1.024 mL
+    hypo[2:8, 2:18, 2:18] = True                      # 12.3 mL
+    free = metrics_from_masks(core, hypo, geometry)
+    assert free.criteria[1].status == "eligible"
+    error = QualityFlag("core_deficit_opposite_sides", "error", "Core left, deficit right.", "why")
+    gated = metrics_from_masks(core, hypo, geometry, quality_flags=[error.to_dict()])
+    assert [r.status for r in gated.criteria] == ["indeterminate (quality)"] * 4
+    assert gated.metrics["core_ml"].value == free.metrics["core_ml"].value
+    assert gated.to_dict()["criteria"][1]["reasons"][0].startswith("Quality: core_deficit_opposite_sides")
+    warned = metrics_from_masks(core, hypo, geometry,
+                                quality_flags=[QualityFlag("motion", "warning", "m", "e")])
+    assert warned.criteria[1].status == "eligible" and warned.criteria[1].quality_status == "warn"
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo"], ["demo", "--modality", "ct"], ["demo", "--no-lesion"],
+    ["demo", "--modality", "ct", "--no-lesion"],
+], ids=["mr", "ct", "mr-healthy", "ct-healthy"])
+def test_demo_cases_pass_the_quality_gate(argv, tmp_path, capsys):
+    code = main(argv + ["--out", str(tmp_path / "out"), "--json", "--quiet", "--no-report"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out[out.index("{"):])
+    assert summary["quality"]["status"] == "pass", summary["quality"]["findings"]
+    assert all(r["status"] in ("eligible", "not eligible", "indeterminate")
+               for r in summary["criteria"])
+    assert all(r.get("quality_status") == "pass" for r in summary["criteria"])
+    if "--no-lesion" not in argv:
+        assert summary["criteria"][0]["status"] == "eligible"  # DEFUSE 3 on the demo lesion
