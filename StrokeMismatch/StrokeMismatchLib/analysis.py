@@ -145,8 +145,11 @@ class LesionSettings:
             raise InputDataError("tmax_median_size_voxels must be at least 1 (1 = no filtering).")
         for name in ("age", "nihss", "collateral_score"):
             value = getattr(self, name)
-            if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
-                raise InputDataError(f"{name} must be a non-negative number or left empty.")
+            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_))
+            if value is not None and not (number and np.isfinite(value) and value >= 0):
+                raise InputDataError(f"{name} must be a non-negative number or left empty, "
+                                     f"not {value!r}.")
 
     def median_filter(self, modality: str) -> bool:
         if self.tmax_median_filter is None:
@@ -162,6 +165,18 @@ class LesionSettings:
         out = asdict(self)
         out["tmax_report_thresholds"] = [float(t) for t in self.tmax_report_thresholds]
         return out
+
+
+def _lesion_settings(settings) -> LesionSettings:
+    """Validated LesionSettings (default when None); anything else is an InputDataError."""
+    if settings is None:
+        settings = LesionSettings()
+    if not isinstance(settings, LesionSettings):
+        raise InputDataError(
+            f"settings must be a LesionSettings, not {type(settings).__name__}: e.g. "
+            "LesionSettings(tmax_threshold=6.0, age=75).")
+    settings.validate()
+    return settings
 
 
 def _tmax_key(threshold: float) -> str:
@@ -287,8 +302,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     clock as the TTP map) and ``frame_interval_s`` the sampling interval (s), both for the
     arterial-timing part of the vessel exclusion.
     """
-    settings = settings or LesionSettings()
-    settings.validate()
+    settings = _lesion_settings(settings)
     if modality not in MODALITIES:
         raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
     shape = geometry.shape
@@ -584,8 +598,7 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     (QualityFlag or dicts; still true of the edited masks' source data): the quality gate is
     applied to the criteria, so an error keeps every verdict indeterminate (quality).
     """
-    settings = settings or LesionSettings()
-    settings.validate()
+    settings = _lesion_settings(settings)
     if geometry is None:
         raise InputDataError("metrics_from_masks needs the masks' geometry.")
     shape = geometry.shape

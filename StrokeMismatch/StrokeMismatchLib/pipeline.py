@@ -312,6 +312,13 @@ def run_case(
     from .analysis import analyze_lesion
 
     settings = settings if settings is not None else CaseSettings()
+    if not isinstance(settings, CaseSettings):
+        raise InputDataError(
+            f"settings must be a CaseSettings, not {type(settings).__name__}: e.g. "
+            "CaseSettings(method='oSVD', lesion=LesionSettings(age=75)).")
+    from .analysis import _lesion_settings
+
+    _lesion_settings(settings.lesion)  # a wrong type or value fails now, not after the maps
     if not isinstance(series, PerfusionSeries):
         raise InputDataError("run_case needs a PerfusionSeries (see fileio.read_perfusion).")
     bar = _Progress(progress)
@@ -438,6 +445,7 @@ def run_case(
         if no_bolus:
             raise InputDataError(f"{no_bolus[0].message} (The analysis stopped at: {error})") from error
         raise
+    warnings.extend(getattr(maps, "warnings", []) or [])
     lap("maps")
 
     # 7. lesion ------------------------------------------------------------------------------------
