@@ -1,20 +1,53 @@
-"""Quality-control flags for one analysed case (summary.json, report, Slicer table).
+"""Quality-control flags for one analysed case, the quality status and the verdict gate.
 
-Each :class:`QualityFlag` has a ``code``, a ``severity`` ("info", "warning", "error"), a
-``message`` with the measured numbers, and an ``explanation`` of what it means for trusting
-the core/penumbra mismatch. Checks (PERFUSION.md §2.3, §6, §12):
+Each :class:`QualityFlag` has a ``code``, a ``severity``, a ``message`` with the measured
+numbers, an ``explanation`` of what it means for trusting the core/penumbra mismatch, and when
+it rests on one number its ``value``, ``threshold`` and ``unit``. :func:`quality_status` turns
+the flags into ``pass`` / ``warn`` / ``fail``; :func:`criteria.apply_quality_gate` makes every
+trial verdict "indeterminate (quality)" on any error (issue 9). docs/QUALITY.md has the table.
 
-- ``short_scan``: acquisition shorter than 60 s (60–70 s recommended; median optimal CTP
-  duration ≈ 33 s, 90th percentile ≈ 53 s).
-- ``bolus_truncated``: the brain tissue curve or the venous outflow curve is not back near
-  baseline (≤ 30 % of its peak) at the end, or peaks in the last frames; or the AIF does not
-  return. Truncation biases CBV and CBF low.
-- ``aif_low``, ``aif_late``, ``aif_noisy``, ``aif_warning``: a weak, late or noisy AIF.
-- ``motion``, ``motion_failed_frames``, ``motion_not_corrected``.
-- ``few_baseline_frames`` (< 3 pre-bolus frames), ``baseline_warning``.
-- ``implausible_values``: brain medians of MTT, Tmax or (CT) CBF outside physiological ranges,
-  or many undefined voxels.
-- ``variable_frame_rate`` (info).
+Severity, our rule: **error** when the input or the result cannot support a verdict (the
+numbers would be wrong in an unknown direction, or the images do not describe one stroke);
+**warning** when the verdict stands but a known bias or risk needs a look; **info** otherwise.
+None of these fires on the demo phantoms (MR, CT, with and without lesion; tested).
+
+Errors (block every verdict):
+- ``no_bolus`` (PERFUSION.md §2.6, issue 17): brain-average enhancement below 5 % signal drop
+  (MR; DSC first passes drop the brain average 15–40 %, demo 19 %; BOLD/drift ≤ 2–3 %) or 2 HU
+  (CT; real brain averages 5–20 HU, demo 5 HU, a CT without contrast 0), or below 10 × the
+  noise of that curve, or rising from 10 % to 90 % over more than 30 s (drift; a first pass
+  rises in ≈ 5–15 s).
+- ``baseline_during_bolus``: after the peak the brain-average curve falls below the frames
+  used as baseline by more than the bolus threshold and 20 % of the peak (real curves stay at
+  or above baseline: recirculation); the scan started during the bolus.
+- ``bolus_truncated`` (error part): the brain tissue curve peaks in the last frames or still
+  stands above 50 % of its peak at the end: the first pass was cut (a 30 s MR scan found 0 of
+  73 mL Tmax > 6 s). 30–50 % stays a warning (CBV/CBF biased low, PERFUSION.md §2.3).
+- ``aif_missing``; ``aif_low`` below 1.0 × the brain tissue peak (not arterial blood; 1.0–1.5
+  warns); ``aif_late``: the AIF peaks after the brain tissue average (a vein or a downstream
+  artery: every Tmax is shifted, the deficit hidden).
+- ``implausible_values``: brain median MTT outside 1–20 s (healthy 3–6 s), median Tmax above
+  6 s (more than half the brain "hypoperfused"), CT median CBF outside 5–150 mL/100 g/min:
+  a wrong AIF, frame times or brain mask.
+- ``adc_coverage`` below 80 % of the analysed brain (95–80 % warns): the ADC is not of this
+  brain or slab; ``adc_values``: parenchyma (ADC < 2000) median outside 550–1100 ×10⁻⁶ mm²/s
+  (normal 600–1000 plus margin) or less than half the brain below 2000 (a DWI image, a wrong
+  unit or scale).
+- ``core_fraction``: core above 50 % of the analysed brain (larger than a hemisphere).
+- ``core_deficit_opposite_sides``: a core ≥ 5 mL with ≥ 80 % of it in the hemisphere opposite
+  the Tmax deficit (flipped header, another patient's ADC); ``core_outside_deficit``: a core
+  ≥ 5 mL with < 10 % of it inside a deficit ≥ 5 mL (Tmax above the hypoperfusion threshold or
+  the lower reported thresholds).
+- ``hypoperfusion_scattered``: a deficit ≥ 5 mL whose largest connected part holds < 50 % of
+  it (noise specks, not a territory; healthy CT at 10 HU 27–31 %, real lesions ≥ 94 %);
+  ``hypoperfusion_not_lateralised``: a deficit ≥ 10 mL (the smallest EXTEND-IA mismatch) with
+  no affected side.
+
+Warnings: ``short_scan`` (< 60 s; 60–70 s recommended), ``bolus_truncated`` (30–50 %, or the
+venous curve or the AIF not returning), ``aif_noisy`` (baseline noise > 20 % of the AIF peak),
+``aif_warning``, ``motion`` (> 2 mm corrected), ``motion_failed_frames``,
+``few_baseline_frames`` (< 3), ``baseline_warning``, ``undefined_values`` (> 10 % of brain
+voxels without values). Info: ``variable_frame_rate``, ``motion_not_corrected``, small motion.
 """
 
 from __future__ import annotations
