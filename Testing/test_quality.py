@@ -186,6 +186,14 @@ def test_unlateralised_deficit_of_10_ml_is_an_error():
     assert codes == {"hypoperfusion_not_lateralised"}
     codes = {f.code for f in quality.lesion_flags(_lesion(np.zeros(shape, bool), hypo, side="left"))}
     assert codes == set()
+    # No side from the raw Tmax, but the cleaned deficit is one-sided: one territory, no error.
+    left = np.zeros(shape, bool)
+    left[:, :, :20] = True
+    halves = SimpleNamespace(side_masks=lambda: {"left": left, "right": ~left})
+    assert not quality.lesion_flags(_lesion(np.zeros(shape, bool), hypo, hemispheres=halves))
+    both = hypo | hypo[:, :, ::-1]                           # mirrored: 21.6 mL, symmetric
+    flag, = quality.lesion_flags(_lesion(np.zeros(shape, bool), both, hemispheres=halves))
+    assert flag.code == "hypoperfusion_not_lateralised" and "+0.00" in flag.message
 
 
 def _curve_case(curve, modality="mr", baseline=(2, 12)):
