@@ -125,9 +125,10 @@ def test_faulty_case_gives_no_confident_verdict(name, build, expected):
     assert expected <= errors, [(f.code, f.severity, f.message) for f in result.quality]
     summary = result.summary()
     assert summary["quality"]["status"] == "fail"
-    for rule in summary["criteria"]:
-        assert rule["status"] == "indeterminate (quality)" and rule["eligible"] is None
+    for rule in summary["criteria"].values():
+        assert rule["verdict"] == "indeterminate (quality)" and rule["eligible"] is None
         assert any(code in rule["reasons"][0] for code in expected)
+        assert rule["quality_status"] == "fail" and rule["ungated_status"]
     finding = next(f for f in summary["quality"]["findings"] if f["code"] in expected)
     assert finding["threshold"] and finding["explanation"]
 
