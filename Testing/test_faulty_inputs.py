@@ -80,6 +80,12 @@ def mr_case(series=None, adc=None, adc_geometry=None):
                 adc_geometry=mr.adc_geometry if adc_geometry is None else adc_geometry)
 
 
+def other_patients_adc():
+    """The ADC of another patient, whose stroke is on the right (this one's is on the left)."""
+    other = phantom("mr", 1, lesion_side="right")
+    return mr_case(adc=other.adc, adc_geometry=other.adc_geometry)
+
+
 def ct_case(series):
     return dict(series=series)
 
@@ -90,9 +96,7 @@ CASES = [
      {"adc_values", "core_fraction"}),
     ("adc_times_0.5", lambda: mr_case(adc=phantom("mr").adc * 0.5), {"adc_values", "core_fraction"}),
     ("adc_times_3", lambda: mr_case(adc=phantom("mr").adc * 3.0), {"adc_values"}),
-    ("adc_of_another_patient", lambda: mr_case(adc=phantom("mr", 1, lesion_side="right").adc,
-                                               adc_geometry=phantom("mr", 1, lesion_side="right").adc_geometry),
-     {"core_deficit_opposite_sides"}),
+    ("adc_of_another_patient", lambda: other_patients_adc(), {"core_deficit_opposite_sides"}),
     ("left_right_flipped_header", lambda: mr_case(series=flipped_header(phantom("mr").series)),
      {"core_deficit_opposite_sides"}),
     ("mr_no_baseline", lambda: mr_case(series=frames(phantom("mr").series, start_s=21.0)),

@@ -659,8 +659,9 @@ def adc_flags(adc, brain_mask) -> list[QualityFlag]:
 
 # --- Is the deficit a territory? (issue 9: speckle at high CT noise) -----------------------
 #: The largest connected part (26-neighbours) of a hypoperfusion of at least LESION_MIN_ML
-#: must hold this fraction of it. An occluded artery leaves one territory (phantom lesions ≥ 0.94 even at 10 HU); noise leaves 1–3 mL specks
-#: spread over the brain (healthy CT at 10 HU: 0.27–0.31).
+#: must hold this fraction of it. An occluded artery leaves one territory (phantom lesions
+#: ≥ 0.94 even at 10 HU); noise leaves 1–3 mL specks spread over the brain (healthy CT at
+#: 10 HU: 0.27–0.31).
 HYPO_MIN_LARGEST_FRACTION = 0.5
 #: A hypoperfusion at least this large (the smallest mismatch that passes EXTEND-IA) with no
 #: affected side (no Tmax asymmetry between the hemispheres) is not one artery's territory.
