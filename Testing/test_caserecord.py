@@ -239,3 +239,13 @@ def test_record_has_no_arrays_and_null_numbers_carry_a_reason():
             if value is None:
                 assert summary["notes"][key], key
     assert np.isfinite(summary["core_ml"])
+
+
+def test_settings_doc_is_generated_from_the_schema():
+    """docs/SETTINGS.md is the schema's own table (rerun scripts/write_settings_doc.py after a change)."""
+    import pathlib
+
+    from StrokeMismatchLib.settings import settings_markdown
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "SETTINGS.md"
+    assert doc.read_text(encoding="utf-8") == settings_markdown() + "\n"

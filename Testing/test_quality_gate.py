@@ -70,3 +70,33 @@ def test_demo_cases_pass_the_quality_gate(argv, tmp_path, capsys):
     assert all(r.get("quality_status") == "pass" for r in rules.values())
     if "--no-lesion" not in argv:
         assert rules["DEFUSE3"]["verdict"] == "eligible"  # the demo lesion
+
+
+# --- Re-threshold and recompute keep the gate (rethreshold.py) --------------------------------
+def _healthy_noisy_ct():
+    from StrokeMismatchLib.phantom.volume import make_volume_phantom
+    from StrokeMismatchLib.pipeline import CaseSettings, run_case
+
+    phantom = make_volume_phantom("ct", seed=1, lesion=False, noise_hu=10.0)
+    return run_case(phantom.series, settings=CaseSettings(motion_correction=False))
+
+
+def test_rethreshold_and_recompute_keep_the_quality_gate():
+    from StrokeMismatchLib.rethreshold import CaseMaps, recomputed_result, rethresholded_result
+
+    result = _healthy_noisy_ct()                      # 10 mL of Tmax speckle: gated
+    assert "hypoperfusion_scattered" in {f.code for f in result.quality if f.severity == "error"}
+    case = CaseMaps.from_result(result)
+    same = rethresholded_result(case, {}).record().to_dict()
+    assert same["quality"]["status"] == "fail"
+    assert {r["verdict"] for r in same["criteria"].values()} == {"indeterminate (quality)"}
+    # A stricter Tmax threshold leaves no speckle: the mask findings are recomputed, not copied.
+    strict = rethresholded_result(case, {"tmax_threshold": 10.0}).record().to_dict()
+    codes = {f["code"] for f in strict["quality"]["findings"]}
+    assert not codes & {"hypoperfusion_scattered", "hypoperfusion_not_lateralised"}
+    assert "indeterminate (quality)" not in {r["verdict"] for r in strict["criteria"].values()}
+    # Hand-corrected masks keep the analysis' findings (re-run the analysis to clear them).
+    edited = recomputed_result(case, hypoperfusion=result.lesion.masks["hypoperfusion"] & False)
+    record = edited.record().to_dict()
+    assert record["quality"]["status"] == "fail"
+    assert {r["verdict"] for r in record["criteria"].values()} == {"indeterminate (quality)"}

@@ -359,18 +359,22 @@ class MaskMetrics:
 
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
                        penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
-                       settings: LesionSettings | None = None, quality_flags=None) -> MaskMetrics:
+                       settings: LesionSettings | None = None, tmax_masks: dict | None = None,
+                       brain=None, quality_flags=None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
     Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
     - with ``hypoperfusion``: penumbra = hypoperfusion − core (a given ``penumbra`` is then
       ignored, with a warning when it differs);
     - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
-    ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
-    removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
-    ``cbv`` + ``hemispheres`` give the CBV index. ``quality_flags``: the analysis' quality flags
-    (QualityFlag or dicts; still true of the edited masks' source data): the quality gate is
-    applied to the criteria, so an error keeps every verdict indeterminate (quality).
+    ``tmax_masks`` (name "tmax_gt_4" … -> bool, the analysis' cleaned masks) are used as they
+    are: pass them when the hypoperfusion mask was not edited, so the numbers equal the
+    analysis'. Otherwise ``tmax`` (s) gives Tmax > 8/10 s inside the hypoperfusion mask (edits
+    removing false hypoperfusion also remove them) and Tmax > 4 s as (Tmax > 4 s within
+    ``brain``) ∪ hypoperfusion; ``cbv`` + ``hemispheres`` give the CBV index.
+    ``quality_flags``: the analysis' quality flags (QualityFlag or dicts; still true of the
+    edited masks' source data): the quality gate is applied to the criteria, so an error keeps
+    every verdict indeterminate (quality).
     """
     settings = _lesion_settings(settings)
     if geometry is None:
@@ -393,11 +397,20 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     pen = penumbra_mask(core, hypo)
     masks = {"core": core, "hypoperfusion": hypo, "penumbra": pen}
     extra = {}
-    if tmax is not None:
+    brain = _as_mask(brain, shape, "brain mask")
+    if tmax_masks is not None:
+        for threshold in settings.tmax_report_thresholds:
+            t = float(threshold)
+            mask = _as_mask(tmax_masks.get(_tmax_key(t)), shape, f"Tmax > {t:g} s mask")
+            if mask is not None:
+                masks[_tmax_key(t)] = extra[t] = mask
+    elif tmax is not None:
         tmax = _map({"tmax": tmax}, "tmax", shape)
         for threshold in settings.tmax_report_thresholds:
             t = float(threshold)
             mask = tmax_mask(tmax, t)
+            if brain is not None:
+                mask &= brain
             mask = (mask | hypo) if t < settings.tmax_threshold else (mask & hypo)
             masks[_tmax_key(t)] = mask
             extra[t] = mask

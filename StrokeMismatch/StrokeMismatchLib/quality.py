@@ -808,3 +808,16 @@ def lesion_flags(lesion, brain_mask=None) -> list[QualityFlag]:
                 value=100 * inside, threshold=f"≥ {100 * CORE_MIN_OVERLAP:.0f}",
                 unit="% of the core"))
     return flags
+
+
+#: Findings that describe the lesion masks (they follow new thresholds); the others describe the
+#: input, the AIF and the maps and stay with a case whatever its thresholds.
+LESION_CODES = frozenset({"core_fraction", "core_deficit_opposite_sides", "core_outside_deficit",
+                          "hypoperfusion_scattered", "hypoperfusion_not_lateralised"})
+
+
+def refresh_lesion_flags(flags, lesion, brain_mask=None) -> list[QualityFlag]:
+    """``flags`` (QualityFlag or dicts) with the lesion findings (LESION_CODES) recomputed for
+    ``lesion`` (a LesionAnalysis, e.g. re-thresholded from the same maps)."""
+    kept = [_as_flag(f) for f in (flags or ()) if _as_flag(f).code not in LESION_CODES]
+    return kept + lesion_flags(lesion, brain_mask)

@@ -61,6 +61,10 @@ def make_report_images(result, *, include_3d=True, info=None) -> tuple[dict, lis
                                      brain_mask=brain),
             "aif": lambda: _aif_png_for(result, brain, masks, geometry),
         }
+        if getattr(result, "concentration", None) is None:
+            del jobs["aif"]
+            notes.append("No AIF curves in this report: it was derived from saved maps (the original "
+                         "analysis' report shows them).")
         for name, job in jobs.items():
             try:
                 images[name] = job()
@@ -136,6 +140,9 @@ def _background(result, brain):
     if result.series.modality == "ct":
         signal = getattr(result, "signal", None)
         signal = result.series.signal if signal is None else signal
+        if signal is None:  # a re-thresholded or recomputed case: no series, the pre-bolus image
+            image = np.asarray(result.baseline_image, dtype=np.float32)
+            return image, "pre-contrast CT image (HU)", (0.0, 80.0)
         image = np.mean(signal, axis=-1, dtype=np.float64).astype(np.float32)
         return image, "mean CT perfusion image (HU)", (0.0, 80.0)
     image = getattr(result, "baseline_image", None)
