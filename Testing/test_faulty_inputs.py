@@ -111,6 +111,7 @@ CASES = [
     ("mr_fmri_like_drift", lambda: mr_case(series=no_bolus(phantom("mr").series, "drift")), {"no_bolus"}),
     ("ct_pure_noise", lambda: ct_case(no_bolus(phantom("ct").series, "noise")), {"no_bolus"}),
     ("ct_drift_no_bolus", lambda: ct_case(no_bolus(phantom("ct").series, "drift")), {"no_bolus"}),
+    ("mr_manual_aif_on_background", lambda: dict(mr_case(), settings_aif=[[8, 0, 0]]), {"aif_late"}),
     ("healthy_ct_10hu_seed1", lambda: ct_case(phantom("ct", 1, lesion=False, noise_hu=10.0).series),
      {"hypoperfusion_scattered"}),
 ]
@@ -119,7 +120,7 @@ CASES = [
 @pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
 def test_faulty_case_gives_no_confident_verdict(name, build, expected):
     kwargs = build()
-    settings = CaseSettings(motion_correction=False)
+    settings = CaseSettings(motion_correction=False, aif_voxels=kwargs.pop("settings_aif", None))
     if isinstance(expected, tuple):
         with pytest.raises(InputDataError, match=expected[1]):
             run_case(settings=settings, **kwargs)
