@@ -128,15 +128,20 @@ def _get(obj, name, default=None):
 
 
 def _brain_curve(concentration, mask):
+    """Mean curve [T] over the mask (all voxels without one), summed chunk by chunk so that a
+    large series is never copied whole; None when it is not finite."""
     if concentration is None:
         return None
+    from .concentration import mean_curve
+
     concentration = np.asarray(concentration)
-    if mask is not None and np.any(mask):
-        curves = concentration[np.asarray(mask, dtype=bool)]
-    else:
-        curves = concentration.reshape(-1, concentration.shape[-1])
+    use = np.asarray(mask, dtype=bool) if mask is not None and np.any(mask) else None
     with np.errstate(all="ignore"):
-        curve = np.nanmean(curves, axis=0)
+        curve = mean_curve(concentration, use)
+        if not np.all(np.isfinite(curve)):  # a few NaN voxels (library use): ignore them
+            curves = concentration[use] if use is not None else concentration.reshape(
+                -1, concentration.shape[-1])
+            curve = np.nanmean(curves, axis=0)
     return curve if np.all(np.isfinite(curve)) else None
 
 
