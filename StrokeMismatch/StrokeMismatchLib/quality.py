@@ -43,6 +43,9 @@ Errors (block every verdict):
   ``hypoperfusion_not_lateralised``: a deficit ≥ 10 mL (the smallest EXTEND-IA mismatch) with
   no affected side and a cleaned deficit whose asymmetry index |R − L|/(R + L) is below 0.5.
 
+The mask findings (LESION_CODES) are recomputed when a case is re-thresholded
+(:func:`refresh_lesion_flags`); the others describe the input and stay with the case.
+
 Warnings: ``short_scan`` (< 60 s; 60–70 s recommended), ``bolus_truncated`` (30–50 %, or the
 venous curve or the AIF not returning), ``aif_noisy`` (baseline noise > 20 % of the AIF peak),
 ``aif_warning``, ``motion`` (> 2 mm corrected), ``motion_failed_frames``,
