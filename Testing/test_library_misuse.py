@@ -98,3 +98,14 @@ def test_settings_of_the_wrong_type_are_refused():
         run_case(None, settings=CaseSettings(lesion="defaults"))
     with pytest.raises(InputDataError, match=r"age \(--age\)"):
         run_case(None, settings=CaseSettings(lesion={"age": "eighty"}))
+
+
+def test_an_aif_whose_baseline_holds_the_bolus_is_refused_with_that_reason():
+    aif, tissue = curves()
+    late = aif - aif[24]                      # "baseline" taken at the AIF's peak
+    with pytest.raises(InputDataError, match="baseline already contain the arterial bolus"):
+        compute_maps(tissue, late, TIMES)
+    spike = np.full(TIMES.size, -0.1)
+    spike[20] = 1.0                           # a noise spike on a slightly negative curve
+    with pytest.raises(InputDataError, match="no bolus in the chosen voxels"):
+        compute_maps(tissue, spike, TIMES)

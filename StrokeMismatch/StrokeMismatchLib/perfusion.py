@@ -265,7 +265,16 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
     wt = trapezoid_weights(times)
     aif_auc = float(a @ wt)
     if aif_auc <= 0:
-        raise InputDataError("The AIF has no positive area: select the AIF again.")
+        peak, trough = float(np.max(a)), float(np.min(a))
+        if peak > 0 and trough < -0.2 * peak:
+            raise InputDataError(
+                f"The AIF has no positive area: after its peak ({peak:.3g}) it falls to {trough:.3g}, "
+                "far below its pre-contrast baseline. The frames used as baseline already contain "
+                "the arterial bolus (the scan started too late, or too few frames before the "
+                "injection): give a baseline range that ends before the arteries fill, or start the "
+                "scan earlier.")
+        raise InputDataError("The AIF has no positive area (no bolus in the chosen voxels): select "
+                             "the AIF again.")
     wt_d = wt.astype(dtype)
     w_d = None if weights is None else weights.astype(dtype)
 
