@@ -156,3 +156,20 @@ def test_noisy_ct_with_a_real_lesion_keeps_its_verdict(noise_hu):
         [(f.code, f.message) for f in result.quality]
     statuses = {rule.rule: rule.status for rule in result.lesion.criteria}
     assert statuses["DEFUSE 3"] == statuses["EXTEND-IA"] == "eligible"
+
+
+@pytest.mark.parametrize("modality", ["mr", "ct"])
+@pytest.mark.parametrize("start_s", [16.0, 18.0, 19.5, 24.0, 30.0])
+def test_a_scan_starting_during_the_bolus_never_gets_a_definite_verdict(modality, start_s):
+    """Whatever the frame the scan starts at around the bolus arrival (≈ 17–21 s in the
+    phantom), the case is refused with a reason about the baseline, or every verdict is
+    indeterminate (quality)."""
+    series = frames(phantom(modality).series, start_s=start_s)
+    kwargs = mr_case(series=series) if modality == "mr" else ct_case(series)
+    try:
+        result = run_case(settings=CaseSettings(motion_correction=False), **kwargs)
+    except InputDataError as error:
+        assert "baseline" in str(error) or "during the bolus" in str(error), str(error)
+        return
+    assert {rule.status for rule in result.lesion.criteria} == {"indeterminate (quality)"}
+    assert "baseline_during_bolus" in {f.code for f in result.quality if f.severity == "error"}
