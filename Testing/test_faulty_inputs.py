@@ -173,3 +173,20 @@ def test_a_scan_starting_during_the_bolus_never_gets_a_definite_verdict(modality
         return
     assert {rule.status for rule in result.lesion.criteria} == {"indeterminate (quality)"}
     assert "baseline_during_bolus" in {f.code for f in result.quality if f.severity == "error"}
+
+
+@pytest.mark.parametrize("stop_s, gated", [(33.0, True), (36.0, False), (40.0, False)])
+def test_truncation_gate_sits_where_the_numbers_go_wrong(stop_s, gated):
+    """CT stopped at 33 s: core 37 mL for a true 20 (brain curve still at 59 % of its peak):
+    error. At 36 s (36 %) and later the volumes are right: a warning at most."""
+    result = run_case(ct_case(frames(phantom("ct").series, stop_s=stop_s))["series"],
+                      settings=CaseSettings(motion_correction=False))
+    errors = {f.code for f in result.quality if f.severity == "error"}
+    statuses = {rule.rule: rule.status for rule in result.lesion.criteria}
+    if gated:
+        assert errors == {"bolus_truncated"}
+        assert statuses["DEFUSE 3"] == "indeterminate (quality)"
+    else:
+        assert not errors
+        assert abs(result.lesion.metrics["core_ml"].value - 20.0) < 3.0
+        assert statuses["DEFUSE 3"] == statuses["EXTEND-IA"] == "eligible"
