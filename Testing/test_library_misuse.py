@@ -70,11 +70,11 @@ def test_complex_boolean_or_text_arrays_are_refused(make, words):
 
 def test_times_in_milliseconds_are_refused():
     aif, tissue = curves()
-    with pytest.raises(InputDataError, match="not in seconds"):
+    with pytest.raises(InputDataError, match="look like ms"):
         compute_maps(tissue, aif, TIMES * 1000.0)
-    with pytest.raises(InputDataError, match="not in seconds"):
+    with pytest.raises(InputDataError, match="look like ms"):
         deconvolve_curve(tissue[0], aif, TIMES * 1000.0)
-    with pytest.raises(InputDataError, match="not in seconds"):
+    with pytest.raises(InputDataError, match="look like ms"):
         signal_to_concentration(100.0 + tissue, TIMES * 1000.0, modality="ct")
 
 

@@ -20,8 +20,8 @@ from .concentration import (  # noqa: F401
     BaselineInfo,
     check_times,
     detect_baseline,
+    signal_to_concentration,
 )
-from .concentration import signal_to_concentration as _signal_to_concentration
 from .deconvolution import (  # noqa: F401
     METHODS,
     OSVD_OI_TARGET,
@@ -40,10 +40,6 @@ __all__ = [
 
 CHUNK_VOXELS = 8192
 
-#: A median frame interval above this many seconds means the times are not in seconds (DSC and
-#: CT perfusion sample every 0.5–3 s; a slow variable-rate CT tail reaches 3–6 s).
-MAX_FRAME_INTERVAL_S = 20.0
-
 
 def _real_array(values, what):
     """``values`` as an array of real numbers, or InputDataError (complex, boolean, text)."""
@@ -57,27 +53,6 @@ def _real_array(values, what):
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise InputDataError(f"The {what} must be an array of numbers, not {array.dtype} values.")
     return array
-
-
-def _check_seconds(times):
-    """Refuse frame times that are evidently not seconds (e.g. milliseconds)."""
-    steps = np.diff(np.asarray(times, dtype=float))
-    if steps.size and float(np.median(steps)) > MAX_FRAME_INTERVAL_S:
-        raise InputDataError(
-            f"The frame times step by {float(np.median(steps)):g} (median): perfusion frames are "
-            f"0.5–3 s apart, so these times are not in seconds (milliseconds?). Give the times in "
-            "seconds.")
-
-
-def signal_to_concentration(signal, times, *, modality, te=None, baseline=None, **kwargs):
-    """Concentration-like curves [..., T] from the signal [..., T] (see
-    :func:`concentration.signal_to_concentration`); real-valued input and times in seconds
-    are checked first."""
-    signal = _real_array(signal, "perfusion signal")
-    times = np.asarray(times, dtype=float) if not isinstance(times, np.ndarray) else times
-    _check_seconds(times)
-    return _signal_to_concentration(signal, times, modality=modality, te=te, baseline=baseline,
-                                    **kwargs)
 
 
 def uniform_grid(times, grid_dt=None):
@@ -136,7 +111,6 @@ def deconvolve_curve(curve, aif, times, *, method="oSVD", grid_dt=None, **kwargs
     curve = _real_array(curve, "tissue curve").astype(float)
     a = _real_array(_aif_curve(aif), "AIF").astype(float)
     times = check_times(times, a.size)
-    _check_seconds(times)
     if curve.shape != a.shape:
         raise InputDataError(f"Curve length {curve.shape} and AIF length {a.shape} differ.")
     grid, weights = uniform_grid(times, grid_dt)
@@ -232,7 +206,6 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
         raise InputDataError("concentration must be an array with time on its last axis.")
     a = _real_array(_aif_curve(aif), "AIF").astype(float)
     times = check_times(times, conc.shape[-1])
-    _check_seconds(times)
     if a.shape != (conc.shape[-1],):
         raise InputDataError(f"The AIF has {a.size} points but the series has {conc.shape[-1]} frames.")
     if not np.all(np.isfinite(a)):
