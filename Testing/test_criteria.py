@@ -139,3 +139,63 @@ def test_evaluate_all_is_json_ready_with_disclaimer_and_reasons():
 def test_plain_numbers_accepted():
     rule = defuse3({"core_ml": 10.0, "mismatch_ratio": float("inf"), "mismatch_ml": 30.0})
     assert rule.eligible is True
+
+
+# --- Quality gate (issue 9) ------------------------------------------------------------------
+from StrokeMismatchLib.criteria import INDETERMINATE_QUALITY, apply_quality_gate  # noqa: E402
+from StrokeMismatchLib.quality import QualityFlag  # noqa: E402
+
+_ERROR = QualityFlag("adc_values", "error", "The ADC map does not look like an ADC.", "why",
+                     value=463.0, threshold="550–1100", unit="×10⁻⁶ mm²/s")
+_WARNING = QualityFlag("motion", "warning", "Head motion up to 3 mm.", "why")
+
+
+def test_quality_error_makes_every_rule_indeterminate_and_keeps_the_numbers():
+    rules = evaluate_criteria(metrics(10.0, 80.0), age=70, nihss=12, collateral_score=3)
+    assert [r.eligible for r in rules] == [True, True, True, True]
+    gated = apply_quality_gate(rules, [_WARNING, _ERROR])
+    for before, after in zip(rules, gated):
+        assert after.eligible is None
+        assert after.status == INDETERMINATE_QUALITY
+        assert after.reasons[0] == "Quality: adc_values: The ADC map does not look like an ADC."
+        assert [c.value for c in after.criteria] == [c.value for c in before.criteria]
+        data = after.to_dict()
+        assert data["status"] == "indeterminate (quality)" and data["eligible"] is None
+        assert data["ungated_status"] == "eligible" and data["quality_codes"] == ["adc_values"]
+        json.dumps(data, allow_nan=False)
+    dawn_rule = gated[2]
+    assert dawn_rule.matched_group is None
+    assert all(g.eligible is None for g in dawn_rule.groups)
+    assert rules[0].eligible is True and rules[0].quality_status is None  # inputs untouched
+
+
+def test_quality_gate_names_each_error_and_also_gates_not_eligible():
+    second = QualityFlag("no_bolus", "error", "No contrast bolus was detected.", "why")
+    rules = evaluate_criteria(metrics(100.0, 120.0))
+    assert rules[0].eligible is False
+    gated = apply_quality_gate(rules, [_ERROR.to_dict(), second])  # dicts work too
+    assert gated[0].eligible is None
+    assert gated[0].reasons[:2] == ["Quality: adc_values: The ADC map does not look like an ADC.",
+                                    "Quality: no_bolus: No contrast bolus was detected."]
+    assert gated[0].to_dict()["ungated_status"] == "not eligible"
+
+
+def test_quality_warnings_leave_verdicts_and_mark_them():
+    rules = evaluate_criteria(metrics(10.0, 80.0))
+    gated = apply_quality_gate(rules, [_WARNING, QualityFlag("x", "info", "m", "e")])
+    assert [g.eligible for g in gated] == [r.eligible for r in rules]
+    assert gated[0].status == "eligible"
+    assert gated[0].to_dict()["quality_status"] == "warn"
+    assert gated[0].quality_codes == ["motion"]
+    clean = apply_quality_gate(rules, [])
+    assert clean[0].to_dict()["quality_status"] == "pass" and clean[0].status == "eligible"
+
+
+def test_quality_gate_applied_again_starts_from_the_ungated_verdict():
+    rules = evaluate_criteria(metrics(10.0, 80.0), age=70, nihss=12)
+    once = apply_quality_gate(rules, [_ERROR])
+    twice = apply_quality_gate(once, [_ERROR])
+    assert twice[0].reasons == once[0].reasons  # no duplicated quality reasons
+    released = apply_quality_gate(once, [])
+    assert [r.eligible for r in released] == [r.eligible for r in rules]
+    assert released[2].matched_group == rules[2].matched_group == "DAWN group B"

@@ -312,6 +312,12 @@ def test_edited_segment_read_back_gives_recomputed_metrics_and_segments_stay(sce
     assert any(r["Key"] == "criterion" and r["Verdict"] for r in rows)
     # the edit is kept: recomputing never writes the segments
     np.testing.assert_array_equal(mrmlio.masks_from_segmentation(seg, reference)["core"], edited)
+    # a quality error of the analysis keeps the edited case's verdicts indeterminate (issue 9)
+    from StrokeMismatchLib.quality import QualityFlag
+
+    error = QualityFlag("no_bolus", "error", "No contrast bolus was detected.", "why")
+    _, gated = mrmlio.recompute_from_segmentation(seg, reference, table=table, quality=[error])
+    assert [r.status for r in gated.criteria] == ["indeterminate (quality)"] * len(gated.criteria)
 
 
 def test_inspector_curves_are_peak_normalised_with_units_in_legends():

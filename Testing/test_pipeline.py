@@ -251,7 +251,10 @@ def test_adc_covering_part_of_the_brain_is_flagged(mr_phantom):
                       settings=CaseSettings(motion_correction=False))
     coverage = result.lesion.adc_coverage
     assert 0.0 < coverage < 0.95
-    assert [f for f in result.quality if f.code == "adc_coverage" and f.severity == "warning"]
+    # Below 80 % coverage the ADC does not describe this brain: an error, no verdict (issue 9).
+    assert coverage < 0.8
+    assert [f for f in result.quality if f.code == "adc_coverage" and f.severity == "error"]
+    assert all(rule.status == "indeterminate (quality)" for rule in result.lesion.criteria)
     summary = result.summary()
     assert summary["analysis"]["adc_brain_coverage"] == pytest.approx(coverage)
     assert any("covers only" in w for w in summary["warnings"])

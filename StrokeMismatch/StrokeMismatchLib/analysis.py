@@ -27,7 +27,7 @@ from . import DISCLAIMER
 from . import cleanup
 from .adc import AdcUnitInfo, adc_to_micro
 from .cleanup_chain import CleanupInputs, run_cleanup
-from .criteria import criteria_to_dicts, evaluate_criteria
+from .criteria import apply_quality_gate, criteria_to_dicts, evaluate_criteria
 from .errors import InputDataError
 from .geometry import Geometry
 from .hemispheres import Hemispheres, affected_side, estimate_midplane
@@ -39,6 +39,18 @@ from .thresholds import (core_from_adc, core_from_rcbf,
                          smooth_in_plane, tmax_mask)
 
 MODALITIES = ("mr", "ct")
+
+
+def _lesion_settings(settings) -> LesionSettings:
+    """Validated LesionSettings (default when None); anything else is an InputDataError."""
+    if settings is None:
+        settings = LesionSettings()
+    if not isinstance(settings, LesionSettings):
+        raise InputDataError(
+            f"settings must be a LesionSettings, not {type(settings).__name__}: e.g. "
+            "LesionSettings(tmax_threshold=6.0, age=75).")
+    settings.validate()
+    return settings
 
 
 def _tmax_key(threshold: float) -> str:
@@ -169,8 +181,7 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     before on the same images and brain (re-thresholding reuses it; the search is most of the
     time of this function); None finds it.
     """
-    settings = settings or LesionSettings()
-    settings.validate()
+    settings = _lesion_settings(settings)
     if modality not in MODALITIES:
         raise InputDataError(f"Unknown modality {modality!r}: use 'mr' or 'ct'.")
     shape = geometry.shape
@@ -376,7 +387,7 @@ class MaskMetrics:
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
                        penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
                        settings: LesionSettings | None = None, tmax_masks: dict | None = None,
-                       brain=None) -> MaskMetrics:
+                       brain=None, quality_flags=None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
     Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
@@ -388,9 +399,11 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     analysis'. Otherwise ``tmax`` (s) gives Tmax > 8/10 s inside the hypoperfusion mask (edits
     removing false hypoperfusion also remove them) and Tmax > 4 s as (Tmax > 4 s within
     ``brain``) ∪ hypoperfusion; ``cbv`` + ``hemispheres`` give the CBV index.
+    ``quality_flags``: the analysis' quality flags (QualityFlag or dicts; still true of the
+    edited masks' source data): the quality gate is applied to the criteria, so an error keeps
+    every verdict indeterminate (quality).
     """
-    settings = settings or LesionSettings()
-    settings.validate()
+    settings = _lesion_settings(settings)
     if geometry is None:
         raise InputDataError("metrics_from_masks needs the masks' geometry.")
     shape = geometry.shape
@@ -435,4 +448,6 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
                               hemispheres=hemispheres)
     criteria = evaluate_criteria(metrics, age=settings.age, nihss=settings.nihss,
                                  collateral_score=settings.collateral_score)
+    if quality_flags is not None:
+        criteria = apply_quality_gate(criteria, quality_flags)
     return MaskMetrics(masks, metrics, criteria, warnings)

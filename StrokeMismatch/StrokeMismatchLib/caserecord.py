@@ -241,6 +241,9 @@ def criteria_block(rules) -> dict:
         if "groups" in data:
             entry["groups"] = [{k: v for k, v in group.items() if k != "disclaimer"} for group in data["groups"]]
             entry["matched_group"] = data.get("matched_group")
+        for mark in ("quality_status", "quality_codes", "ungated_status"):  # the quality gate (issue 9)
+            if mark in data:
+                entry[mark] = data[mark]
         out[key] = entry
     return out
 

@@ -13,6 +13,7 @@ DAWN (Nogueira et al., NEJM 2018). The tissue rule is illustrative, not a trial.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from . import DISCLAIMER
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+INDETERMINATE_QUALITY = "indeterminate (quality)"
+_VERDICTS = {True: "eligible", False: "not eligible", None: "indeterminate"}
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _WORDS = {"<": "below", "<=": "at most", ">": "above", ">=": "at least"}
 
@@ -57,9 +60,21 @@ class RuleResult:
     note: str = ""
     groups: list = field(default_factory=list)
     matched_group: str | None = None
+    #: Set by :func:`apply_quality_gate`: "pass" | "warn" | "fail", the codes behind it, and the
+    #: verdict the imaging numbers alone would give (kept visible, never acted on when "fail").
+    quality_status: str | None = None
+    quality_codes: list = field(default_factory=list)
+    ungated_eligible: bool | None = None
+
+    @property
+    def gated(self) -> bool:
+        """True when a quality error made this rule indeterminate."""
+        return self.quality_status == "fail"
 
     @property
     def status(self) -> str:
+        if self.gated:
+            return INDETERMINATE_QUALITY
         return {True: "eligible", False: "not eligible", None: "indeterminate"}[self.eligible]
 
     def to_dict(self) -> dict:
@@ -70,6 +85,11 @@ class RuleResult:
         if self.groups:
             out["groups"] = [g.to_dict() for g in self.groups]
             out["matched_group"] = self.matched_group
+        if self.quality_status is not None:
+            out["quality_status"] = self.quality_status
+            out["quality_codes"] = list(self.quality_codes)
+            if self.gated:
+                out["ungated_status"] = _VERDICTS[self.ungated_eligible]
         return out
 
 
@@ -209,6 +229,54 @@ def evaluate_criteria(metrics: dict, *, age=None, nihss=None, collateral_score=N
     """All rules, in a fixed order: DEFUSE 3, EXTEND-IA, DAWN, tissue rule."""
     return [defuse3(metrics), extend_ia(metrics), dawn(metrics, age, nihss),
             tissue_rule(metrics, collateral_score)]
+
+
+def _ungated(rule: RuleResult) -> RuleResult:
+    """The rule as its criteria alone decide it (undoes an earlier gate)."""
+    if rule.quality_status is None:
+        return rule
+    prefix = "Quality: "
+    groups = [_ungated(g) for g in rule.groups]
+    matched = next((g.rule for g in groups if g.eligible), None) if groups else rule.matched_group
+    return dataclasses.replace(
+        rule, eligible=rule.ungated_eligible if rule.gated else rule.eligible,
+        reasons=[r for r in rule.reasons if not str(r).startswith(prefix)], groups=groups,
+        matched_group=matched, quality_status=None, quality_codes=[], ungated_eligible=None)
+
+
+def apply_quality_gate(rules: list, flags) -> list:
+    """Trial rules after the quality gate (issue 9), as new RuleResult objects.
+
+    Any flag of severity "error" makes every rule indeterminate: ``eligible`` None, status
+    "indeterminate (quality)", and a reason "Quality: <code>: <message>" per failing finding in
+    front of the rule's own reasons. The criteria and their values stay as they were, and the
+    verdict the numbers alone give is kept in ``ungated_eligible`` (summary: ``ungated_status``)
+    for review. Warnings leave the verdict standing and mark it (``quality_status`` "warn",
+    ``quality_codes``). ``flags``: QualityFlag objects or their dicts. Applying the gate again
+    (e.g. with new flags) starts from the ungated verdicts.
+    """
+    from .quality import _as_flag
+
+    items = [_as_flag(f) for f in (flags or ())]
+    errors = [f for f in items if f.severity == "error"]
+    warnings = [f for f in items if f.severity == "warning"]
+    gated = []
+    for rule in rules:
+        rule = _ungated(rule)
+        if errors:
+            reasons = [f"Quality: {f.code}: {f.message}" for f in errors]
+            groups = [dataclasses.replace(g, eligible=None, quality_status="fail",
+                                          quality_codes=[f.code for f in errors],
+                                          ungated_eligible=g.eligible) for g in rule.groups]
+            gated.append(dataclasses.replace(
+                rule, eligible=None, reasons=reasons + list(rule.reasons), groups=groups,
+                matched_group=None, quality_status="fail",
+                quality_codes=[f.code for f in errors], ungated_eligible=rule.eligible))
+        else:
+            gated.append(dataclasses.replace(
+                rule, quality_status="warn" if warnings else "pass",
+                quality_codes=[f.code for f in warnings]))
+    return gated
 
 
 def criteria_to_dicts(rules: list) -> list:

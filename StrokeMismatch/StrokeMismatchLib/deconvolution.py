@@ -138,6 +138,33 @@ class ChunkResult:
     extra: dict = field(default_factory=dict)
 
 
+def _number(value, what):
+    """``value`` as a finite float, or InputDataError naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputDataError(f"{what} must be a number, not {value!r}.")
+    value = float(value)
+    if not np.isfinite(value):
+        raise InputDataError(f"{what} must be finite, not {value!r}.")
+    return value
+
+
+def _fraction(value, what):
+    """An SVD truncation threshold: a fraction of the largest singular value, 0 < P < 1."""
+    value = _number(value, what)
+    if not 0.0 < value < 1.0:
+        raise InputDataError(
+            f"{what} must lie between 0 and 1 (a fraction of the largest singular value; "
+            f"e.g. sSVD 0.2, cSVD 0.1), not {value:g}.")
+    return value
+
+
+def _positive(value, what):
+    value = _number(value, what)
+    if value <= 0:
+        raise InputDataError(f"{what} must be positive, not {value:g}.")
+    return value
+
+
 class DeconvolutionPlan:
     """Everything that depends only on the AIF and the method, computed once per volume.
 
@@ -163,9 +190,16 @@ class DeconvolutionPlan:
         self.length = 2 * self.n
         self.dtype = np.dtype(dtype)
         self.cdtype = np.result_type(self.dtype, np.complex64)
-        self.threshold = DEFAULT_THRESHOLDS.get(self.method) if threshold is None else float(threshold)
-        self.thresholds = tuple(float(p) for p in thresholds)
-        self.oi_target = float(oi_target)
+        self.threshold = (DEFAULT_THRESHOLDS.get(self.method) if threshold is None
+                          else _fraction(threshold, "threshold"))
+        try:
+            self.thresholds = tuple(_fraction(p, "oSVD thresholds") for p in thresholds)
+        except TypeError:
+            raise InputDataError("oSVD thresholds must be a sequence of fractions in (0, 1), e.g. "
+                                 "0.05 … 0.95.") from None
+        self.oi_target = _positive(oi_target, "oi_target (oscillation-index target, e.g. 0.035)")
+        if tikhonov_alpha is not None:
+            tikhonov_alpha = _positive(tikhonov_alpha, "tikhonov_alpha (relative to max|λ|)")
         self.tikhonov_criterion = str(tikhonov_criterion).lower()
         if self.tikhonov_criterion not in ("gcv", "lcurve"):
             raise InputDataError("tikhonov_criterion must be 'gcv' or 'lcurve'.")

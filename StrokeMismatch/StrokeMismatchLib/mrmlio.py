@@ -812,8 +812,8 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
 
     Hypoperfusion = core ∪ penumbra (``analysis.metrics_from_masks``); ``tmax_volume`` /
     ``cbv_volume`` (map nodes on the reference grid) add the Tmax > 8/10 s volumes and the CBV
-    index. ``quality``: the analysis' QC flags, still true of the edited masks' source data.
-    The segmentation is only read, never changed. Writes ``table`` (or a new table node) and
+    index. ``quality``: the analysis' QC flags, still true of the edited masks' source data: an
+    error keeps every verdict indeterminate (quality), as in the analysis. The segmentation is only read, never changed. Writes ``table`` (or a new table node) and
     returns ``(table, MaskMetrics)``.
     """
     from .analysis import metrics_from_masks
@@ -831,7 +831,7 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
     tmax = None if tmax_volume is None else np.array(slicer.util.arrayFromVolume(tmax_volume), dtype=np.float32)
     cbv = None if cbv_volume is None else np.array(slicer.util.arrayFromVolume(cbv_volume), dtype=np.float32)
     result = metrics_from_masks(core, core | penumbra, geometry, tmax=tmax, cbv=cbv, hemispheres=hemispheres,
-                                settings=settings)
+                                settings=settings, quality_flags=list(quality or ()))
     table = table_from_metrics(result.metrics, result.criteria, quality=quality, table=table,
                                name=f"{segmentation.GetName()} summary (edited)",
                                scene=segmentation.GetScene())

@@ -41,6 +41,20 @@ __all__ = [
 CHUNK_VOXELS = 8192
 
 
+def _real_array(values, what):
+    """``values`` as an array of real numbers, or InputDataError (complex, boolean, text)."""
+    array = np.asarray(values)
+    if array.dtype == bool:
+        raise InputDataError(f"The {what} is a boolean array: give the image values (real numbers), "
+                             "not a mask.")
+    if np.iscomplexobj(array):
+        raise InputDataError(f"The {what} is complex-valued: give the magnitude (np.abs) or the "
+                             "real-valued image.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputDataError(f"The {what} must be an array of numbers, not {array.dtype} values.")
+    return array
+
+
 def uniform_grid(times, grid_dt=None):
     """Uniform deconvolution grid for frame ``times`` (s).
 
@@ -84,7 +98,7 @@ class ResidueCurve(NamedTuple):
 
 def _aif_curve(aif):
     curve = getattr(aif, "curve", aif)
-    return np.asarray(curve, dtype=float)
+    return np.asarray(curve)  # dtype checked by _real_array before use
 
 
 def deconvolve_curve(curve, aif, times, *, method="oSVD", grid_dt=None, **kwargs) -> ResidueCurve:
@@ -94,8 +108,8 @@ def deconvolve_curve(curve, aif, times, *, method="oSVD", grid_dt=None, **kwargs
     lags from −(N−1)·Δt to N·Δt (negative: tissue leading the AIF), sSVD 0…(N−1)·Δt.
     CBF = 6000·κ·max k with κ = hematocrit_factor/tissue_density.
     """
-    curve = np.asarray(curve, dtype=float)
-    a = _aif_curve(aif)
+    curve = _real_array(curve, "tissue curve").astype(float)
+    a = _real_array(_aif_curve(aif), "AIF").astype(float)
     times = check_times(times, a.size)
     if curve.shape != a.shape:
         raise InputDataError(f"Curve length {curve.shape} and AIF length {a.shape} differ.")
@@ -118,7 +132,9 @@ class PerfusionMaps:
     tissue_density, ``extra`` optional maps: oSVD ``osvd_threshold`` (chosen P),
     ``oscillation_index``, ``osvd_no_threshold`` (bool, True where no P met the OI target,
     False outside the mask); Tikhonov ``tikhonov_lambda`` (α, relative units); every method
-    ``no_positive_residue`` (bool: max k ≤ 0, there MTT and Tmax are set to 0).
+    ``no_positive_residue`` (bool: max k ≤ 0, there MTT and Tmax are set to 0),
+    ``nonfinite_input`` (bool: a NaN/inf sample, maps NaN there); ``nonfinite_voxels`` their
+    count and ``warnings`` sentences about them.
     """
 
     cbf: np.ndarray
@@ -133,6 +149,8 @@ class PerfusionMaps:
     extra: dict = field(default_factory=dict)
     aif: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
+    nonfinite_voxels: int = 0
+    warnings: list = field(default_factory=list)
     _concentration: np.ndarray | None = field(default=None, repr=False)
     _times: np.ndarray | None = field(default=None, repr=False)
 
@@ -183,10 +201,10 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
     2, the CPU count). ``progress(fraction, message)`` returning False
     raises :class:`errors.AnalysisCancelled`. The input is not modified.
     """
-    conc = np.asarray(concentration)
+    conc = _real_array(concentration, "concentration")
     if conc.ndim < 1:
         raise InputDataError("concentration must be an array with time on its last axis.")
-    a = _aif_curve(aif)
+    a = _real_array(_aif_curve(aif), "AIF").astype(float)
     times = check_times(times, conc.shape[-1])
     if a.shape != (conc.shape[-1],):
         raise InputDataError(f"The AIF has {a.size} points but the series has {conc.shape[-1]} frames.")
@@ -220,7 +238,16 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
     wt = trapezoid_weights(times)
     aif_auc = float(a @ wt)
     if aif_auc <= 0:
-        raise InputDataError("The AIF has no positive area: select the AIF again.")
+        peak, trough = float(np.max(a)), float(np.min(a))
+        if peak > 0 and trough < -0.2 * peak:
+            raise InputDataError(
+                f"The AIF has no positive area: after its peak ({peak:.3g}) it falls to {trough:.3g}, "
+                "far below its pre-contrast baseline. The frames used as baseline already contain "
+                "the arterial bolus (the scan started too late, or too few frames before the "
+                "injection): give a baseline range that ends before the arteries fill, or start the "
+                "scan earlier.")
+        raise InputDataError("The AIF has no positive area (no bolus in the chosen voxels): select "
+                             "the AIF again.")
     wt_d = wt.astype(dtype)
     w_d = None if weights is None else weights.astype(dtype)
 
@@ -234,7 +261,11 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
         """Maps of voxels lo … lo + chunk_size (runs in a worker thread; numpy releases the GIL)."""
         hi = min(lo + chunk_size, n_vox)
         rows = flat[lo:hi] if index is None else flat[index[lo:hi]]
-        work = np.nan_to_num(rows.astype(dtype, copy=True), copy=False)
+        # A voxel with a missing (NaN/inf) sample has no curve to deconvolve: its maps are NaN
+        # and it is counted (``extra["nonfinite_input"]``), never silently read as zero.
+        bad = ~np.all(np.isfinite(rows), axis=-1)
+        work = rows.astype(dtype, copy=True)
+        work[bad] = 0.0  # deconvolved harmlessly, then set to NaN below
         auc = work @ wt_d
         on_grid = work if w_d is None else work @ w_d
         del work
@@ -248,9 +279,12 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
             mtt = np.where(positive, 60.0 * cbv / np.where(positive, cbf, 1.0), 0.0)
         values = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": np.where(positive, res.tmax, 0.0),
                   "ttp": (grid[0] - times[0]) + (pidx + poff) * dt}
+        if bad.any():
+            values = {key: np.where(bad, np.nan, value) for key, value in values.items()}
         chunk_extra = dict(res.extra) if keep_extra else {}
+        chunk_extra["nonfinite_input"] = bad
         if keep_extra:
-            chunk_extra["no_positive_residue"] = ~positive
+            chunk_extra["no_positive_residue"] = ~positive & ~bad
         return lo, hi, values, chunk_extra
 
     n_threads = _default_threads() if n_threads is None else max(int(n_threads), 1)
@@ -276,10 +310,18 @@ def compute_maps(concentration, aif, times, *, method="oSVD", mask=None, hematoc
             executor.shutdown(wait=True, cancel_futures=True)
     maps = {key: value.reshape(lead) for key, value in out.items()}
     extra = {key: value.reshape(lead) for key, value in extra.items()}
+    warnings = []
+    n_bad = int(np.count_nonzero(extra["nonfinite_input"])) if "nonfinite_input" in extra else 0
+    if n_bad:
+        warnings.append(f"{n_bad} voxel(s) inside the mask have NaN or infinite samples: their maps "
+                        "are NaN (not analysed).")
+    if not keep_extra:
+        extra.pop("nonfinite_input", None)
     settings = {"threshold": threshold, "oi_target": oi_target, "thresholds": thresholds,
                 "tikhonov_criterion": tikhonov_criterion, "tikhonov_alpha": tikhonov_alpha, "grid_dt": grid_dt}
     return PerfusionMaps(method=method, grid_dt=dt, kappa=kappa, mask=mask, extra=extra, aif=a,
-                         settings=settings, _concentration=conc, _times=times, **maps)
+                         settings=settings, _concentration=conc, _times=times,
+                         nonfinite_voxels=n_bad, warnings=warnings, **maps)
 
 
 def _default_threads():

@@ -148,6 +148,13 @@ def run_case(
     from .analysis import analyze_lesion
 
     settings = settings if settings is not None else CaseSettings()
+    if not isinstance(settings, CaseSettings):
+        raise InputDataError(
+            f"settings must be a CaseSettings, not {type(settings).__name__}: e.g. "
+            "CaseSettings(method='oSVD', lesion=LesionSettings(age=75)).")
+    from .analysis import _lesion_settings
+
+    _lesion_settings(settings.lesion)  # a wrong type or value fails now, not after the maps
     if not isinstance(series, PerfusionSeries):
         raise InputDataError("run_case needs a PerfusionSeries (see fileio.read_perfusion).")
     bar = _Progress(progress)
@@ -269,6 +276,11 @@ def run_case(
     concentration = perfusion.signal_to_concentration(
         signal, times, modality=modality, te=series.te, baseline=(start, stop)
     )
+    from .quality import bolus_flags
+
+    # Without a bolus (or with a baseline inside it) the AIF and deconvolution steps fail for
+    # reasons that hide the real one; keep it to say it (PERFUSION.md §2.6).
+    no_bolus = bolus_flags(concentration, times, baseline, mask, modality=modality, te=series.te)
     lap("brain_mask")
 
     # 5. AIF ------------------------------------------------------------------------------------------
@@ -278,35 +290,41 @@ def run_case(
         voxels = np.argwhere(aif_mask)
     # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
     aif_signal = signal if modality == "mr" else None
-    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
-    warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
-    lap("aif")
+    try:
+        aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
+        warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
+        lap("aif")
 
-    # --- issue 15 hook: denoise the concentration before deconvolution (AIF from unsmoothed) ---
-    denoise_method = settings.denoise_method(modality)
-    conc_for_maps, denoise_info = concentration, None
-    if denoise_method != "none":
-        from .denoise import baseline_noise_sd, denoise_concentration
+        # --- issue 15 hook: denoise the concentration before deconvolution (AIF from unsmoothed) ---
+        denoise_method = settings.denoise_method(modality)
+        conc_for_maps, denoise_info = concentration, None
+        if denoise_method != "none":
+            from .denoise import baseline_noise_sd, denoise_concentration
 
-        conc_for_maps, denoise_info = denoise_concentration(
-            concentration, geometry, mask, method=denoise_method,
-            sigma_mm=settings.denoise_sigma_mm,
-            noise_sd=baseline_noise_sd(concentration, mask, (start, stop)))
-        lap("denoise")
+            conc_for_maps, denoise_info = denoise_concentration(
+                concentration, geometry, mask, method=denoise_method,
+                sigma_mm=settings.denoise_sigma_mm,
+                noise_sd=baseline_noise_sd(concentration, mask, (start, stop)))
+            lap("denoise")
 
-    # 6. maps ----------------------------------------------------------------------------------------
-    sub = bar.step("maps", f"Deconvolution ({settings.method})")
-    maps = perfusion.compute_maps(
-        conc_for_maps,
-        aif,
-        times,
-        method=settings.method,
-        mask=mask,
-        hematocrit_factor=settings.hematocrit_factor,
-        tissue_density=settings.tissue_density,
-        progress=sub,
-    )
-    del conc_for_maps
+        # 6. maps ------------------------------------------------------------------------------------
+        sub = bar.step("maps", f"Deconvolution ({settings.method})")
+        maps = perfusion.compute_maps(
+            conc_for_maps,
+            aif,
+            times,
+            method=settings.method,
+            mask=mask,
+            hematocrit_factor=settings.hematocrit_factor,
+            tissue_density=settings.tissue_density,
+            progress=sub,
+        )
+        del conc_for_maps
+    except InputDataError as error:
+        if no_bolus:
+            raise InputDataError(f"{no_bolus[0].message} (The analysis stopped at: {error})") from error
+        raise
+    warnings.extend(getattr(maps, "warnings", []) or [])
     lap("maps")
 
     # 7. lesion ------------------------------------------------------------------------------------
@@ -330,10 +348,17 @@ def run_case(
 
     # 8. quality -------------------------------------------------------------------------------------
     bar.step("quality", "Quality checks")
-    from .quality import adc_coverage_flags, assess_quality
+    from .criteria import apply_quality_gate
+    from .quality import adc_coverage_flags, adc_flags, assess_quality, lesion_flags
 
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
+    if modality == "mr":
+        flags += adc_flags(getattr(lesion, "adc", None), mask)
+    flags += lesion_flags(lesion, mask)
+    # The quality gate (issue 9): an error makes every trial verdict indeterminate (quality).
+    ungated_criteria = lesion.criteria
+    lesion.criteria = apply_quality_gate(lesion.criteria, flags)
     lap("quality")
 
     adc_info = getattr(lesion, "adc_unit", None)
@@ -370,7 +395,7 @@ def run_case(
         from .stability import fill_current_volumes, verdict_stability
 
         bar.step("stability", "Verdict stability around the thresholds")
-        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, lesion.criteria)
+        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, ungated_criteria)
         result.stability = fill_current_volumes(block, lesion.metrics)
         lap("stability")
     bar.report(1.0, "Done")

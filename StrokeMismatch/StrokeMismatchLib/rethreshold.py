@@ -211,7 +211,8 @@ def recompute(case: CaseMaps, core=None, hypoperfusion=None, *, settings=None):
     tmax_masks = case.tmax_masks() if not edits["hypoperfusion"]["edited"] else None
     result = metrics_from_masks(final["core"], final["hypoperfusion"], case.geometry,
                                 tmax=case.maps["tmax"], cbv=case.maps.get("cbv"), settings=settings,
-                                tmax_masks=tmax_masks, brain=case.brain_mask)
+                                tmax_masks=tmax_masks, brain=case.brain_mask,
+                                quality_flags=case.quality_flags)
     return result, edits
 
 
@@ -240,12 +241,12 @@ def _lesion_settings(case: CaseMaps):
 
 
 def _flags_from_summary(summary: dict) -> list:
-    from .quality import QualityFlag
+    from .quality import _as_flag
 
     flags = []
     for finding in (summary.get("quality") or {}).get("findings") or []:
         try:
-            flags.append(QualityFlag(**{k: finding[k] for k in ("code", "severity", "message", "explanation")}))
+            flags.append(_as_flag(finding))  # keeps value, threshold and unit
         except (KeyError, TypeError, ValueError):
             continue
     return flags
@@ -314,10 +315,16 @@ def rethresholded_result(case: CaseMaps, overrides: dict) -> DerivedResult:
         from .stability import fill_current_volumes, verdict_stability
 
         stability = fill_current_volumes(verdict_stability(case, settings, lesion.criteria), lesion.metrics)
+    # The quality gate (issue 9): the case's findings, with those about the masks recomputed.
+    from .criteria import apply_quality_gate
+    from .quality import refresh_lesion_flags
+
+    flags = refresh_lesion_flags(case.quality_flags, lesion, case.brain_mask)
     record = derive_record(
-        case.summary, metrics=lesion.metrics, criteria=lesion.criteria, settings=all_settings,
-        affected_side=lesion.affected_side, cleanup_steps=data["steps"], hemispheres=data["hemispheres"],
-        rcbf_reference=data["reference"], quality_flags=case.quality_flags, warnings=lesion.warnings,
+        case.summary, metrics=lesion.metrics, criteria=apply_quality_gate(lesion.criteria, flags),
+        settings=all_settings, affected_side=lesion.affected_side, cleanup_steps=data["steps"],
+        hemispheres=data["hemispheres"], rcbf_reference=data["reference"], quality_flags=flags,
+        warnings=lesion.warnings,
         stability=stability,
         derived_from={"kind": "rethreshold", "source": case.source, "changed_settings": changed})
     return DerivedResult(case, dict(lesion.masks), record)
