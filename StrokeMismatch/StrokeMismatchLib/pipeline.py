@@ -158,6 +158,7 @@ class CaseResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
+    screen: Any = None  # issue 20: pseudomismatch.PseudoMismatchScreen (the lead re-homes it)
 
     @property
     def geometry(self) -> Geometry:
@@ -234,6 +235,7 @@ class CaseResult:
                 else {"applied": False}
             ),
             "quality_flags": [_to_dict(flag) for flag in self.quality],
+            "pseudo_mismatch_screen": None if self.screen is None else self.screen.to_dict(),
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
         }
@@ -410,7 +412,16 @@ def run_case(
         voxels = np.argwhere(aif_mask)
     # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
     aif_signal = signal if modality == "mr" else None
-    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
+    # issue 20: artery rules (CT blood-like baseline needs the pre-bolus HU image)
+    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal,
+                               modality=modality, baseline_frames=(start, stop),
+                               baseline_image=baseline_image if modality == "ct" else None)
+    # issue 20: second baseline pass from the AIF's own arrival; AIF pre-bolus check
+    from .pseudomismatch import second_baseline_pass
+
+    baseline, concentration, aif, baseline_image = second_baseline_pass(
+        baseline, signal, times, aif, concentration, modality=modality, te=series.te, mask=mask,
+        baseline_image=baseline_image)
     warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
@@ -453,6 +464,13 @@ def run_case(
 
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
+    # issue 20: pseudo-mismatch screen; failing items are "error" flags (verdicts indeterminate)
+    from .pseudomismatch import screen_case
+
+    screen = screen_case(modality=modality, times=times, signal=signal, concentration=concentration,
+                         baseline=baseline, aif=aif, brain_mask=mask, geometry=geometry, lesion=lesion,
+                         motion=motion, baseline_image=baseline_image)
+    flags += screen.flags
     lap("quality")
     bar.report(1.0, "Done")
 
@@ -472,6 +490,7 @@ def run_case(
         quality=flags,
         motion=motion,
         settings=settings,
+        screen=screen,
         adc_provided=adc is not None,
         adc_unit=adc_unit or detected_unit,
         warnings=_unique(warnings),
@@ -516,8 +535,9 @@ def _check_mask(mask, geometry, what):
 def _override_baseline(detected, frames):
     """The detected ``BaselineInfo`` with the user's (start, stop) frame range."""
     start, stop = frames
-    return dataclasses.replace(detected, start=start, stop=stop, warnings=list(detected.warnings) + [
-        f"Baseline frames {start}–{stop - 1} set by the user."])
+    return dataclasses.replace(detected, start=start, stop=stop, user_given=True, arrival_source="user",
+                               warnings=list(detected.warnings) + [
+                                   f"Baseline frames {start}–{stop - 1} set by the user."])
 
 
 def _baseline_dict(baseline) -> dict:
