@@ -164,7 +164,6 @@ def test_logic_settings_names_exist_in_the_lib():
 #: LesionSettings fields the panel leaves at the Lib default (console/CLI only), and why:
 #: report list, secondary reference options, kernel sizes and midline/side-detection tuning.
 NOT_IN_PANEL = {
-    "tmax_report_thresholds",  # the extra Tmax > 4/8/10 s volumes: reporting, not a threshold of a mask shown
     "rcbf_statistic",  # mean vs median of the rCBF reference: secondary to the reference choice
     "reference_normal_tmax", "mirror_sigma_mm",  # parameters of the non-default rCBF references
     "bone_hu",  # CT brain mask: bone limit of the baseline image (fixed anatomy, not a lesion threshold)
