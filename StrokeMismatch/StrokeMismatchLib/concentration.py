@@ -49,6 +49,9 @@ MR_CLAMP_FRACTION = 1e-3
 EARLIEST_FRACTION = 0.01
 #: Frames of margin between the last baseline frame and the frame before bolus arrival.
 MARGIN_FRAMES = 1
+#: The second pass cuts the window back by at most this many frames before the provisional
+#: arrival (arteries lead the earliest-enhancing voxels by 0–2 frames).
+MAX_RECUT_FRAMES = 3
 #: Floor of the AIF pre-bolus offset tolerance, as a fraction of the AIF peak (noise-free data
 #: have a zero noise SD); 0.5 % of the peak over a 60 s scan is already ≈ 5 % of the AIF area.
 AIF_OFFSET_FLOOR_FRACTION = 0.005
@@ -239,14 +242,24 @@ def curve_arrival_index(curve, *, start=0, n_initial=3, sd_factor=3.0, peak_frac
     return info.bolus_arrival_index
 
 
-def recut_baseline(baseline: BaselineInfo, aif_curve, *, margin_frames=MARGIN_FRAMES) -> BaselineInfo:
+def recut_baseline(baseline: BaselineInfo, aif_curve, *, margin_frames=MARGIN_FRAMES,
+                   max_recut_frames=MAX_RECUT_FRAMES) -> BaselineInfo:
     """Second pass of the baseline (PERFUSION.md §2.2 step 3): the AIF's own arrival, and a
     window cut back to ``AIF arrival − margin_frames`` when it reached later than that. A
-    user-given window is never changed. Returns a new :class:`BaselineInfo` (``recut`` says
-    whether ``stop`` moved); convert the signal again when it did."""
+    user-given window is never changed, nor one the AIF would cut by more than
+    ``max_recut_frames`` before the provisional arrival (an "AIF" rising that early is motion or
+    noise, not an artery: the window is kept, a warning says so, and the pre-bolus check and
+    the screen then report it). Returns a new :class:`BaselineInfo` (``recut`` says whether
+    ``stop`` moved); convert the signal again when it did."""
     arrival = curve_arrival_index(aif_curve, start=baseline.start)
     out = dataclasses.replace(baseline, warnings=list(baseline.warnings), aif_arrival_index=arrival)
     if arrival is None or baseline.user_given:
+        return out
+    provisional = baseline.provisional_arrival_index
+    if provisional is not None and provisional - arrival > int(max_recut_frames):
+        out.warnings.append(
+            f"The AIF rises at frame {arrival}, {provisional - arrival} frames before the earliest-enhancing "
+            f"voxels (frame {provisional}): the baseline was not cut back to it (motion or noise, not blood?).")
         return out
     stop = max(baseline.start + 1, arrival - int(margin_frames))
     if stop < baseline.stop:
