@@ -170,3 +170,15 @@ def test_second_pass_leaves_a_good_window_alone():
     again = recut_baseline(info, aif)
     assert (again.start, again.stop, again.recut) == (info.start, info.stop, False)
     assert again.aif_arrival_index is not None and again.aif_arrival_index > info.stop
+
+
+def test_mr_background_noise_is_not_taken_for_the_earliest_enhancing_voxels():
+    """Without a mask the MR background (Rician noise near zero) has the largest relative
+    'drops'; it must not set the bolus arrival."""
+    from StrokeMismatchLib.phantom.volume import make_volume_phantom
+
+    ph = make_volume_phantom("mr")
+    whole = detect_baseline(ph.series.signal, ph.times, modality="mr")
+    brain = detect_baseline(ph.series.signal, ph.times, modality="mr", mask=ph.brain_mask)
+    assert (whole.start, whole.stop) == (brain.start, brain.stop)
+    assert whole.bolus_arrival_index == brain.bolus_arrival_index

@@ -47,6 +47,9 @@ MR_CLAMP_FRACTION = 1e-3
 #: Fraction of the mask's voxels (largest signal change) whose mean curve gives the provisional
 #: bolus arrival: the arteries and veins, which arrive first (PERFUSION.md §2.2 step 2).
 EARLIEST_FRACTION = 0.01
+#: MR voxels whose initial signal is below this fraction of the 99th percentile are background
+#: and never count as earliest-enhancing.
+MR_BACKGROUND_FRACTION = 0.2
 #: Frames of margin between the last baseline frame and the frame before bolus arrival.
 MARGIN_FRAMES = 1
 #: The second pass cuts the window back by at most this many frames before the provisional
@@ -157,11 +160,17 @@ def earliest_enhancing_curve(signal, *, modality, mask=None, skip_frames=None, n
     else:
         index = np.arange(flat.shape[0])
     change = np.empty(index.size)
+    floor = 0.0
+    if modality == "mr":  # background (noise around zero) has huge relative changes: leave it out
+        init_all = np.concatenate([
+            np.nan_to_num(flat[index[lo:lo + chunk], skip:skip + n_initial].astype(np.float64)).mean(axis=1)
+            for lo in range(0, index.size, chunk)])
+        floor = MR_BACKGROUND_FRACTION * float(np.percentile(init_all, 99.0))
     for lo in range(0, index.size, chunk):
         rows = np.nan_to_num(flat[index[lo:lo + chunk]].astype(np.float64))
         init = rows[:, skip:skip + n_initial].mean(axis=1, keepdims=True)
         if modality == "mr":
-            ok = init[:, 0] > 0
+            ok = init[:, 0] > floor
             safe = np.where(init > 0, init, 1.0)
             rel = np.log(safe / np.maximum(rows, MR_CLAMP_FRACTION * safe))
             change[lo:lo + chunk] = np.where(ok, rel[:, skip:].max(axis=1), -np.inf)
