@@ -37,16 +37,17 @@ def measure(modality, lesion=True, **options):
     metrics = result.lesion.metrics
     verdicts = {c.rule: c.eligible for c in result.lesion.criteria}
     errors = [f.code for f in result.quality if f.severity == "error"]
+    unit_peak = float(truth.max())
     return {
         "case": f"{modality}{'' if lesion else ' no-lesion'}" + (f" {options}" if options else ""),
         "baseline": (result.baseline.start, result.baseline.stop),
         "true_aif_arrival_frame": arrival,
-        "aif_prebolus_mean": float(pre.mean()) if pre.size else float("nan"),
-        "aif_peak": float(curve.max()),
-        "aif_area_vs_truth": _trapz(curve, times) / _trapz(truth, times),
+        "aif_prebolus_mean": round(float(pre.mean()), 3) if pre.size else float("nan"),
+        "aif_prebolus_pct_peak": round(100 * float(pre.mean()) / unit_peak, 2) if pre.size else float("nan"),
+        "aif_area_vs_truth": round(_trapz(curve, times) / _trapz(truth, times), 3),
         "aif_labels": {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
-        "core_ml": metrics["core_ml"].value,
-        "hypo_ml": metrics["hypoperfusion_ml"].value,
+        "core_ml": round(metrics["core_ml"].value, 2),
+        "hypo_ml": round(metrics["hypoperfusion_ml"].value, 2),
         "verdicts": verdicts,
         "errors": errors,
         "seconds": round(elapsed, 1),
@@ -61,7 +62,9 @@ def main(argv=None):
     if not args.quick:
         cases += [("ct", True, {"unaffected_delay_s": 3.0}), ("ct", True, {"unaffected_delay_s": 4.0}),
                   ("mr", True, {"unaffected_delay_s": 3.0}), ("mr", True, {"unaffected_delay_s": 4.0}),
-                  ("ct", True, {"artery": False})]
+                  ("ct", True, {"noise_hu": 0.0, "unaffected_delay_s": 3.0}),
+                  ("mr", True, {"snr": None}), ("mr", True, {"snr": None, "unaffected_delay_s": 3.0}),
+                  ("ct", True, {"artery": False}), ("mr", True, {"artery": False})]
     for modality, lesion, options in cases:
         row = measure(modality, lesion, **options)
         print(row, flush=True)
