@@ -154,7 +154,8 @@ def _midline(geometry, baseline_image, tissue, settings, warnings):
 def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geometry=None,
                    adc_unit: str | None = None, brain_mask=None, baseline_image=None,
                    settings: LesionSettings | None = None, aif_ttp: float | None = None,
-                   frame_interval_s: float | None = None) -> LesionAnalysis:
+                   frame_interval_s: float | None = None,
+                   hemispheres: Hemispheres | None = None) -> LesionAnalysis:
     """Core, hypoperfusion, penumbra, metrics and criteria from perfusion maps.
 
     ``maps``: object (or dict) with cbf, cbv, tmax float arrays [K,J,I] (NaN outside the
@@ -163,7 +164,9 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     ``brain_mask`` optional bool [K,J,I]; ``baseline_image`` pre-contrast mean (CT HU, MR S0)
     used for the midline and CT bone/CSF exclusion; ``aif_ttp`` the AIF's time to peak (s, same
     clock as the TTP map) and ``frame_interval_s`` the sampling interval (s), both for the
-    arterial-timing part of the vessel exclusion.
+    arterial-timing part of the vessel exclusion. ``hemispheres``: a mid-sagittal plane found
+    before on the same images and brain (re-thresholding reuses it; the search is most of the
+    time of this function); None finds it.
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -257,7 +260,8 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         tissue &= ~csf
 
     # 2. midline and affected side ---------------------------------------------------------
-    hemispheres = _midline(geometry, baseline_image, brain, settings, warnings)
+    if hemispheres is None:
+        hemispheres = _midline(geometry, baseline_image, brain, settings, warnings)
     if hemispheres is not None:
         side = affected_side(tmax, hemispheres, brain=tissue, threshold_s=settings.tmax_threshold,
                              min_volume_ml=settings.side_min_ml,
@@ -348,16 +352,19 @@ class MaskMetrics:
 
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
                        penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
-                       settings: LesionSettings | None = None) -> MaskMetrics:
+                       settings: LesionSettings | None = None, tmax_masks: dict | None = None,
+                       brain=None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
     Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
     - with ``hypoperfusion``: penumbra = hypoperfusion − core (a given ``penumbra`` is then
       ignored, with a warning when it differs);
     - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
-    ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
-    removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
-    ``cbv`` + ``hemispheres`` give the CBV index.
+    ``tmax_masks`` (name "tmax_gt_4" … -> bool, the analysis' cleaned masks) are used as they
+    are: pass them when the hypoperfusion mask was not edited, so the numbers equal the
+    analysis'. Otherwise ``tmax`` (s) gives Tmax > 8/10 s inside the hypoperfusion mask (edits
+    removing false hypoperfusion also remove them) and Tmax > 4 s as (Tmax > 4 s within
+    ``brain``) ∪ hypoperfusion; ``cbv`` + ``hemispheres`` give the CBV index.
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -381,11 +388,20 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     pen = penumbra_mask(core, hypo)
     masks = {"core": core, "hypoperfusion": hypo, "penumbra": pen}
     extra = {}
-    if tmax is not None:
+    brain = _as_mask(brain, shape, "brain mask")
+    if tmax_masks is not None:
+        for threshold in settings.tmax_report_thresholds:
+            t = float(threshold)
+            mask = _as_mask(tmax_masks.get(_tmax_key(t)), shape, f"Tmax > {t:g} s mask")
+            if mask is not None:
+                masks[_tmax_key(t)] = extra[t] = mask
+    elif tmax is not None:
         tmax = _map({"tmax": tmax}, "tmax", shape)
         for threshold in settings.tmax_report_thresholds:
             t = float(threshold)
             mask = tmax_mask(tmax, t)
+            if brain is not None:
+                mask &= brain
             mask = (mask | hypo) if t < settings.tmax_threshold else (mask & hypo)
             masks[_tmax_key(t)] = mask
             extra[t] = mask

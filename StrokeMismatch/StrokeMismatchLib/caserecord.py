@@ -20,6 +20,7 @@ Decision support for research and teaching, not a medical device.
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class CaseRecord:
     metrics: dict
     analysis: dict
     software: dict
+    stability: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def verdicts(self) -> dict:
@@ -81,7 +83,7 @@ class CaseRecord:
         """The summary.json object (``json.dumps(..., allow_nan=False)`` succeeds)."""
         out = {"schema_version": SCHEMA_VERSION, "subject": self.subject, "modality": self.modality,
                "affected_side": self.affected_side, **self.headline, "notes": self.notes,
-               "quality": self.quality, "criteria": self.criteria, "warnings": self.warnings,
+               "quality": self.quality, "stability": self.stability, "criteria": self.criteria, "warnings": self.warnings,
                "settings": self.settings, "inputs": self.inputs, "aif": self.aif,
                "metrics": self.metrics, "analysis": self.analysis, "software": self.software}
         out.update(self.extra)
@@ -164,7 +166,45 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
         },
         software={"name": "StrokeMismatch", "version": __version__, "created": result.created,
                   "disclaimer": DISCLAIMER},
+        stability=getattr(result, "stability", None),
     )
+
+
+def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected_side=None,
+                  cleanup_steps=None, hemispheres=None, rcbf_reference=None, quality_flags=(),
+                  derived_from: dict, warnings=(), stability=None) -> CaseRecord:
+    """The record of a case derived from a previous one (re-thresholded maps or hand-corrected
+    masks): inputs, AIF and the analysis facts are the previous record's; volumes, verdicts,
+    settings and clean-up are new; ``derived_from`` says what changed. The previous quality
+    findings still hold (and still gate the verdicts)."""
+    from .metrics import metrics_to_dict
+
+    metrics_dict = jsonable(metrics_to_dict(metrics))
+    headline, notes = headline_numbers(metrics_dict)
+    analysis = dict(previous.get("analysis") or {})
+    for key, value in (("cleanup_steps", cleanup_steps), ("hemispheres", hemispheres),
+                       ("rcbf_reference", rcbf_reference)):
+        if value is not None:
+            analysis[key] = value
+    software = dict(previous.get("software") or {}, version=__version__,
+                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    side = affected_side if affected_side is not None else previous.get("affected_side")
+    return CaseRecord(
+        subject=previous.get("subject") or "unnamed", modality=previous.get("modality"),
+        affected_side=side if side in ("left", "right") else None, headline=headline, notes=notes,
+        criteria=criteria_block(gate_verdicts(criteria, quality_flags)), quality=quality_block(quality_flags),
+        warnings=_unique(list(previous.get("warnings") or []) + [str(w) for w in warnings]),
+        settings=settings, inputs=previous.get("inputs") or {}, aif=previous.get("aif") or {},
+        metrics=metrics_dict, analysis=analysis, software=software, stability=stability,
+        extra={"derived_from": jsonable(derived_from)})
+
+
+def gate_verdicts(rules, flags) -> list:
+    """Trial rules after the quality gate (a failing finding makes every verdict indeterminate)."""
+    from . import criteria as criteria_module
+
+    gate = getattr(criteria_module, "apply_quality_gate", None)
+    return list(gate(rules, flags)) if gate is not None else list(rules)
 
 
 def headline_numbers(metrics: dict) -> tuple[dict, dict]:
@@ -235,7 +275,8 @@ def csv_row(record: dict) -> dict:
     the same columns for every case of a modality-mixed cohort."""
     row = {"subject": record.get("subject"), "modality": record.get("modality"),
            "affected_side": record.get("affected_side"),
-           "quality_status": (record.get("quality") or {}).get("status")}
+           "quality_status": (record.get("quality") or {}).get("status"),
+           "stability_status": (record.get("stability") or {}).get("status")}
     for key, unit in HEADLINE.items():
         row[key] = record.get(key)
         row[f"{key}_note"] = (record.get("notes") or {}).get(key)

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,rethreshold,recompute}")
 
     common = _ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", help="output folder")
@@ -68,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="baseline frames (0-based, STOP excluded) instead of automatic detection")
     add_setting_options(analysis)
 
+    rethreshold = sub.add_parser(
+        "rethreshold", parents=[common],
+        help="apply new thresholds / clean-up settings to a result folder's saved maps (no deconvolution)",
+        description="Re-threshold a previous result: new lesion settings applied to its saved maps; the "
+        "settings you do not give keep the values of the original analysis.")
+    rethreshold.add_argument("result", metavar="RESULT_DIR", help="folder written by analyze or demo")
+    add_setting_options(rethreshold)
+    recompute = sub.add_parser(
+        "recompute", parents=[common],
+        help="volumes and verdicts of hand-corrected core / hypoperfusion masks of a result folder",
+        description="Recompute every volume, ratio and criterion of a previous result from edited masks "
+        "(any format SimpleITK reads; resampled by physical position when on another grid), with the "
+        "original settings; summary.json records which masks were edited and by how many mL.")
+    recompute.add_argument("result", metavar="RESULT_DIR", help="folder written by analyze or demo")
+    recompute.add_argument("--core", metavar="PATH", help="edited core mask (default: as analysed)")
+    recompute.add_argument("--hypoperfusion", metavar="PATH",
+                           help="edited hypoperfusion mask (default: as analysed)")
+
     demo = sub.add_parser("demo", parents=[common, analysis],
                           help="run the whole analysis on a built-in digital phantom (no input needed)",
                           description="Build a digital brain phantom with a known lesion, analyse it and "
@@ -91,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="unit of the ADC values (default: detected from the brain median)")
     analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
     analyze.add_argument("--modality", choices=["mr", "ct"], type=str.lower,
-                         help="MR (DSC) or CT perfusion, when the file does not say")
+                         help="MR (DSC) or CT perfusion, when the file does not say (a contradiction "
+                         "with the file's modality is refused unless --force-modality)")
+    analyze.add_argument("--force-modality", action="store_true",
+                         help="analyse as --modality even though the file records another modality "
+                         "(only when the file's label is known to be wrong; reported as a warning)")
     analyze.add_argument("--tr", type=_positive, metavar="S",
                          help="repetition time / frame interval in seconds, for files that record no frame "
                          "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
@@ -261,18 +283,19 @@ def _case_settings(args):
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
                    default_out, subject, annotate=None):
     """Run the case and write its outputs; ``annotate(result) -> dict`` adds summary entries."""
-    from .outputs import check_output_dir, write_case_outputs
+    from .outputs import claim_output_dir, write_case_outputs
     from .pipeline import run_case
 
-    out_dir = check_output_dir(args.out or default_out, overwrite=args.overwrite)  # fail before the analysis
-    settings = _case_settings(args)
-    display = ProgressDisplay(enabled=not args.quiet)
-    result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
-                      settings=settings, progress=display.scaled(0.0, 0.9))
-    summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 save_series=args.save_series, subject=args.subject or subject,
-                                 extra_summary=annotate(result) if annotate else None,
-                                 progress=display.scaled(0.9, 1.0))
+    # Checked and claimed before the analysis (a second run into the same folder fails at once).
+    with claim_output_dir(args.out or default_out, overwrite=args.overwrite) as out_dir:
+        settings = _case_settings(args)
+        display = ProgressDisplay(enabled=not args.quiet)
+        result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
+                          settings=settings, progress=display.scaled(0.0, 0.9))
+        summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
+                                     save_series=args.save_series, subject=args.subject or subject,
+                                     extra_summary=annotate(result) if annotate else None,
+                                     progress=display.scaled(0.9, 1.0))
     display.finish()
     return result, summary, out_dir
 
@@ -346,7 +369,10 @@ def _cmd_analyze(args):
             f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
             "remove --series, or give the DICOM folder with --perfusion."
         )
-    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
+    if args.force_modality and args.modality is None:
+        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
+    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series,
+                            force_modality=args.force_modality)
     adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None
     if args.brain_mask:
@@ -364,6 +390,39 @@ def _cmd_analyze(args):
         args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
         default_out=f"stroke-mismatch-{stem}", subject=subject_from_path(path.resolve()),
     )
+    if args.json:
+        print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    elif args.quiet:
+        print(format_one_line(summary))
+    else:
+        print(format_summary(summary, out_dir))
+    return 0
+
+
+def _cmd_derived(args):
+    """``rethreshold`` and ``recompute``: a previous result folder, derived without deconvolving."""
+    from .outputs import check_output_dir, write_case_outputs
+    from .rethreshold import load_case_maps, read_edited_mask, recomputed_result, rethresholded_result
+    from .settings import all_settings
+
+    source = Path(args.result)
+    out_dir = check_output_dir(args.out or f"{source.as_posix().rstrip('/')}-{args.command}",
+                               overwrite=args.overwrite)
+    if out_dir.resolve() == source.resolve():
+        raise InputDataError("--out must differ from the result folder: the original result is kept as it is.")
+    case = load_case_maps(source)
+    if args.command == "rethreshold":
+        overrides = {spec.name: getattr(args, spec.name) for spec in all_settings()
+                     if getattr(args, spec.name, None) is not None}
+        derived = rethresholded_result(case, overrides)
+    else:
+        if not (args.core or args.hypoperfusion):
+            raise InputDataError("Give the edited masks: --core PATH and/or --hypoperfusion PATH.")
+        core = read_edited_mask(args.core, case, "core") if args.core else None
+        hypo = read_edited_mask(args.hypoperfusion, case, "hypoperfusion") if args.hypoperfusion else None
+        derived = recomputed_result(case, core, hypo)
+    summary = write_case_outputs(derived, out_dir, overwrite=args.overwrite, report=args.report,
+                                 subject=args.subject)
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
     elif args.quiet:
@@ -463,6 +522,14 @@ def format_summary(summary: dict, out_dir=None) -> str:
                 and f.get("severity") in ("warning", "error")]
     for finding in findings:
         lines.append(f"  [{finding.get('severity')}] {finding.get('message')}")
+    stability = summary.get("stability") or {}
+    if stability.get("status") == "near_cutoff":
+        lines.append("Verdict stability: NEAR A CUT-OFF (a small change of threshold or volume flips a verdict)")
+        for finding in stability.get("findings") or []:
+            lines.append(f"  - {finding.get('message')}")
+    elif stability:
+        lines.append("Verdict stability: stable (no verdict changes within ±1 s Tmax, ±50 ADC / ±5 points "
+                     "rCBF, or ±10 % of a limit)")
     settings = summary.get("settings") or {}
     lines.append(f"StrokeMismatch {summary.get('software', {}).get('version', '')} — "
                  f"{str(summary.get('modality', '')).upper()} perfusion, {settings.get('method')}; "
@@ -516,7 +583,9 @@ def format_summary(summary: dict, out_dir=None) -> str:
 def format_one_line(summary: dict) -> str:
     """One line per case (``--quiet``): subject, quality, side, core/hypoperfusion/mismatch, verdicts."""
     verdicts = ", ".join(f"{key} {rule.get('verdict')}" for key, rule in (summary.get("criteria") or {}).items())
-    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}; "
+    near = (summary.get("stability") or {}).get("status") == "near_cutoff"
+    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}"
+            f"{', NEAR A CUT-OFF' if near else ''}; "
             f"side {summary.get('affected_side') or '—'}; core {_fmt(summary.get('core_ml'), 'mL')}, "
             f"Tmax>6 s {_fmt(summary.get('hypoperfusion_ml'), 'mL')}, mismatch ratio "
             f"{_fmt(summary.get('mismatch_ratio'), '', 2)}; {verdicts}")
@@ -548,6 +617,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command in ("rethreshold", "recompute"):
+            return _cmd_derived(args)
         return _cmd_analyze(args)
     except AnalysisCancelled as exc:
         if sys.stderr.isatty():

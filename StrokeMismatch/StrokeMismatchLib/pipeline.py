@@ -42,8 +42,9 @@ _STEPS = {
     "brain_mask": (0.30, 0.35),
     "aif": (0.35, 0.45),
     "maps": (0.45, 0.85),
-    "lesion": (0.85, 0.97),
-    "quality": (0.97, 1.00),
+    "lesion": (0.85, 0.92),
+    "quality": (0.92, 0.94),
+    "stability": (0.94, 1.00),
 }
 
 
@@ -66,6 +67,9 @@ class CaseResult:
     settings: CaseSettings
     adc_provided: bool = False
     adc_unit: str | None = None
+    adc: np.ndarray | None = None  # the ADC as given, on ``adc_geometry`` (for re-thresholding)
+    adc_geometry: Geometry | None = None
+    stability: dict | None = None  # stability.verdict_stability block (None when switched off)
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
@@ -305,11 +309,10 @@ def run_case(
                          motion=motion, baseline_image=baseline_image)
     flags += screen.flags
     lap("quality")
-    bar.report(1.0, "Done")
 
     adc_info = getattr(lesion, "adc_unit", None)
     detected_unit = getattr(adc_info, "unit", None) if adc_info is not None else None
-    return CaseResult(
+    result = CaseResult(
         series=series,
         signal=signal,
         concentration=concentration,
@@ -326,10 +329,24 @@ def run_case(
         screen=screen,
         adc_provided=adc is not None,
         adc_unit=adc_unit or detected_unit,
+        adc=None if adc is None else np.asarray(adc),
+        adc_geometry=adc_geometry,
         warnings=_unique(warnings),
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+    # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
+    if settings.verdict_stability:
+        from .rethreshold import CaseMaps
+        from .stability import fill_current_volumes, verdict_stability
+
+        bar.step("stability", "Verdict stability around the thresholds")
+        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, lesion.criteria)
+        result.stability = fill_current_volumes(block, lesion.metrics)
+        lap("stability")
+    bar.report(1.0, "Done")
+    return result
 
 
 # --------------------------------------------------------------------------------------------
