@@ -251,3 +251,18 @@ def test_inflated_ct_cbv_does_not_let_the_vessel_rule_erase_the_hypoperfusion():
     # what an absolute cap (CBV > 8 mL/100 g) would have taken out of the hypoperfusion
     capped = normal.masks["hypoperfusion"] & (inflated["cbv"] > 8.0)
     assert capped.sum() * phantom.geometry.voxel_volume_ml > 15.0
+
+
+def test_bolus_cnr_separates_a_bolus_from_noise():
+    from StrokeMismatchLib.concentration import BaselineInfo
+    from StrokeMismatchLib.pseudomismatch import MIN_BOLUS_CNR, bolus_cnr
+
+    rng = np.random.default_rng(0)
+    times = np.arange(40.0)
+    mask = np.ones((4, 10, 10), bool)
+    noise = rng.normal(0.0, 3.0, mask.shape + (times.size,))
+    bolus = noise + 8.0 * np.exp(-0.5 * ((times - 20.0) / 3.0) ** 2)
+    baseline = BaselineInfo(0, 12, 13)
+    assert bolus_cnr(bolus, mask, baseline)["brain_cnr"] > 10 * MIN_BOLUS_CNR
+    assert bolus_cnr(noise, mask, baseline)["brain_cnr"] < MIN_BOLUS_CNR
+    assert bolus_cnr(bolus, mask, baseline)["voxel_cnr"] == pytest.approx(8.0 / 3.0, rel=0.15)

@@ -7,15 +7,25 @@ a map is inflated — produce an apparent core or penumbra that is not there, or
 threshold and what it means; a failing item becomes a :class:`quality.QualityFlag` of severity
 "error", so every trial verdict becomes indeterminate (quality gate, issue 9).
 
-| item | passes when | why |
-| --- | --- | --- |
-| ``aif_prebolus_offset`` | \\|AIF mean before its arrival\\| ≤ one noise SD (≥ 0.5 % of its peak) | an offset distorts the AIF's area and shape: CBV, CBF and Tmax shift |
-| ``aif_is_artery`` | the AIF passes every artery rule (``aif.artery_checks``) | tissue, noise, a vein or a skull edge as "AIF" gives a confident wrong verdict |
-| ``aif_location`` | ≤ 50 % of the AIF voxels outside the brain or on its in-plane edge | edge/outside voxels are partial-volume skull or background, not arteries |
-| ``aif_arrival_vs_baseline`` | the baseline window ends before the AIF arrives | otherwise the AIF's upslope is in its own baseline |
-| ``residual_motion`` | displacement seen at the head's edge ≤ ``MAX_RESIDUAL_MOTION_MM`` (90th percentile of frames) | moving edges mix tissue with skull/CSF curves and fake Tmax/CBF lesions, or make skull look like an artery |
-| ``bolus_cnr`` | brain-average bolus peak ≥ ``MIN_BOLUS_CNR`` × its pre-bolus noise | without a clear brain-wide bolus the maps are noise (PERFUSION.md §2.6) |
-| ``lesion_removed_by_step`` | no clean-up step removes > 50 % of a lesion mask it receives (≥ ``MIN_REMOVED_ML`` mL, including most of its largest cluster of ≥ that size) | a step erasing most of a lesion usually means an inflated map, not a cleaner mask |
+Items (each: passes when …; why):
+
+- ``aif_prebolus_offset``: |AIF mean before its arrival| ≤ one noise SD (at least 0.5 % of its
+  peak); an offset distorts the AIF's area and shape, so CBV, CBF and Tmax shift.
+- ``aif_is_artery``: the AIF passes every artery rule (:func:`aif.artery_checks`); tissue,
+  noise, a vein or a skull edge as "AIF" gives a confident wrong verdict.
+- ``aif_location``: ≤ 50 % of the AIF voxels outside the brain or on its in-plane edge; such
+  voxels are partial-volume skull or background, not arteries.
+- ``aif_arrival_vs_baseline``: the baseline window ends before the AIF arrives; otherwise the
+  AIF's upslope is in its own baseline.
+- ``residual_motion``: displacement seen at the head's edge ≤ ``MAX_RESIDUAL_MOTION_MM`` (90th
+  percentile of frames); moving edges mix tissue with skull/CSF curves, fake CBF/Tmax lesions
+  and make skull look like an artery.
+- ``bolus_cnr``: brain-average bolus peak ≥ ``MIN_BOLUS_CNR`` × its pre-bolus noise; without a
+  clear brain-wide bolus the maps are noise (PERFUSION.md §2.6).
+- ``lesion_removed_by_step``: no clean-up step (other than the anatomical brain-mask and CSF
+  steps) removes > 50 % of a core or hypoperfusion it receives, ≥ ``MIN_REMOVED_ML`` mL and
+  most of its largest cluster of at least that size; a step erasing a lesion usually acts on an
+  inflated map (CBV read ×4 by a bad AIF), not on speckle.
 """
 
 from __future__ import annotations
