@@ -195,7 +195,7 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "mean CT perfusion image (HU)" in html.unescape(text) or "mean CT perfusion image" in text
     images = _images(text)
-    assert set(images) == {"montage", "maps", "aif"}
+    assert set(images) == {"montage", "tmax_row", "maps", "aif"}
     montage = _decode(images["montage"])
     assert _red(montage).mean() > 0.002 and _green(montage).mean() > 0.005
 
