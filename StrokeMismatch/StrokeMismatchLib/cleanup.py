@@ -26,8 +26,9 @@ class StepReport:
     parameters: dict
     volumes_ml: dict = field(default_factory=dict)
     note: str = ""
-    #: Per lesion mask (core, hypoperfusion): the largest connected cluster the step received
-    #: (mL, face-connected) and the fraction of it the step kept (:func:`lesion_cluster_kept`).
+    #: Per lesion mask (core, hypoperfusion) that lost more than half its volume (≥ 5 mL): the
+    #: largest face-connected cluster the step received (mL) and the fraction of it kept
+    #: (:func:`lesion_cluster_kept`).
     lesion_clusters: dict = field(default_factory=dict)
 
     def removed_ml(self, mask: str) -> float:
@@ -40,8 +41,12 @@ class StepReport:
                 "lesion_clusters": {k: dict(v) for k, v in self.lesion_clusters.items()}}
 
 
-#: Masks whose largest cluster each step follows (a step erasing most of it is a finding).
+#: Masks whose largest cluster a step is checked on (a step erasing most of it is a finding,
+#: issue 20) when it removed more than ``MAX_REMOVED_FRACTION`` of the mask and at least
+#: ``MIN_REMOVED_ML`` mL (smaller removals are speckle, which the steps are for).
 LESION_MASKS = ("core", "hypoperfusion")
+MAX_REMOVED_FRACTION = 0.5
+MIN_REMOVED_ML = 5.0
 
 
 def lesion_cluster_kept(before: np.ndarray, after: np.ndarray, voxel_ml: float) -> dict:
@@ -74,10 +79,14 @@ def _copy(masks: dict) -> dict:
 
 
 def _report(name, enabled, applied, parameters, before, after, voxel_ml, note=""):
-    clusters = {k: lesion_cluster_kept(before[k], after[k], voxel_ml)
-                for k in LESION_MASKS if applied and k in before and k in after}
-    return after, StepReport(name, enabled, applied, parameters,
-                             _volumes(before, after, voxel_ml), note, clusters)
+    volumes = _volumes(before, after, voxel_ml)
+    clusters = {}
+    for k in LESION_MASKS:  # the cluster check only where the volume already looks like erasure
+        v = volumes.get(k)
+        if applied and k in after and v and v["removed"] > MAX_REMOVED_FRACTION * v["before"] \
+                and v["removed"] >= MIN_REMOVED_ML:
+            clusters[k] = lesion_cluster_kept(before[k], after[k], voxel_ml)
+    return after, StepReport(name, enabled, applied, parameters, volumes, note, clusters)
 
 
 def restrict(masks: dict, region: np.ndarray | None, *, name: str, enabled: bool,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from .cleanup import LESION_MASKS, MAX_REMOVED_FRACTION, MIN_REMOVED_ML
 from .concentration import aif_prebolus_check, curve_arrival_index, mean_curve, recut_baseline
 from .quality import QualityFlag
 
@@ -45,13 +46,6 @@ MAX_RESIDUAL_MOTION_MM = 1.0
 EDGE_CALIBRATION = 3.0
 #: Brain-average bolus peak ÷ the SD of the brain-average curve before arrival.
 MIN_BOLUS_CNR = 5.0
-#: A clean-up step that removes more than this fraction of a lesion mask it receives …
-MAX_REMOVED_FRACTION = 0.5
-#: … and at least this volume (mL), and most of its largest cluster of at least this volume
-#: (scattered speckle, which the steps are for, forms no such cluster).
-MIN_REMOVED_ML = 5.0
-#: Lesion masks watched for removal.
-LESION_MASKS = ("core", "hypoperfusion")
 #: Steps that remove what is not brain tissue by definition, from the baseline image or the ADC
 #: (never from perfusion maps, so an inflated map cannot drive them): reported, not judged.
 #: On CT the CSF step always removes most of the raw rCBF "core" (CSF has no flow).
