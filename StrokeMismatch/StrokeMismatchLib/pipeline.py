@@ -73,6 +73,7 @@ class CaseResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
+    slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
     screen: Any = None  # issue 20: pseudomismatch.PseudoMismatchScreen (the lead re-homes it)
 
     @property
@@ -196,14 +197,25 @@ def run_case(
     times = np.asarray(series.times, dtype=float)
     lap("validate")
 
-    # 2. motion correction ----------------------------------------------------------------------
+    # 2. slice timing (issue 17 hook): each slice's curves on the frame times, on the data as
+    # acquired (slice k is the slice acquired at slice_times[k]), before motion correction.
     signal = series.signal
+    slice_timing = None
+    if settings.slice_timing_correction:
+        from .slicetiming import correct_slice_timing, slice_times_of
+
+        slice_times, slice_source = slice_times_of(series)
+        signal, slice_timing = correct_slice_timing(signal, times, slice_times, source=slice_source)
+        if slice_timing.reason.startswith("not applied"):
+            warnings.append(f"Slice timing ({slice_source}) {slice_timing.reason}.")
+
+    # 2b. motion correction ---------------------------------------------------------------------
     motion = None
     if settings.motion_correction:
         from .motion import correct_motion
 
         sub = bar.step("motion", "Correcting motion")
-        signal, motion = correct_motion(series.signal, geometry, times, progress=sub)
+        signal, motion = correct_motion(signal, geometry, times, progress=sub)
         warnings.extend(getattr(motion, "warnings", []) or [])
     lap("motion")
 
@@ -334,6 +346,7 @@ def run_case(
         warnings=_unique(warnings),
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        slice_timing=slice_timing,
     )
 
     # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
