@@ -130,3 +130,76 @@ def test_automatic_aif_on_ct_volume_phantom():
     aif = select_aif(conc, s.times, mask=ph.brain_mask)
     assert ph.artery_mask[tuple(aif.voxels.T)].mean() >= 0.8
     assert aif.quality["peak_height"] == pytest.approx(ph.true_aif.max(), rel=0.15)
+
+
+# --- issue 20: an AIF must be an artery, or there is none -------------------------------------
+def test_automatic_aif_in_an_artery_passes_the_artery_rules():
+    conc, artery, _, _ = small_volume()
+    result = select_aif(conc, TIMES, modality="mr")
+    assert result.artery["found"] is True and result.artery["reason"] == ""
+    assert result.artery["gated_candidates"] >= 4
+    names = {c["name"] for c in result.artery["checks"]}
+    assert {"peak_to_noise", "peak_vs_tissue", "arrival_s", "time_to_peak_s", "returns_toward_baseline"} <= names
+    assert all(c["passed"] for c in result.artery["checks"])
+    assert np.all(artery[tuple(result.voxels.T)])
+
+
+def test_no_artery_in_the_slab_is_said_not_hidden():
+    """Clustering always returns something: without an artery it used to return tissue with no
+    word of doubt. Now the result says 'no artery found' and why."""
+    conc, artery, _, _ = small_volume()
+    mask = np.ones(SHAPE, bool)
+    mask[:, 3:5, 3:5] = False  # the slab holds no artery
+    result = select_aif(conc, TIMES, mask=mask, modality="mr")
+    assert result.artery["found"] is False
+    assert "no artery found" in result.artery["reason"]
+    assert not np.any(artery[tuple(result.voxels.T)])
+    # gate=False keeps the old selection but still checks the curve it returns
+    ungated = select_aif(conc, TIMES, mask=mask, modality="mr", gate=False)
+    assert ungated.artery["found"] is False and "fails" in ungated.artery["reason"]
+
+
+def test_manual_aif_gets_the_same_checks():
+    conc, artery, vein, _ = small_volume()
+    good = select_aif(conc, TIMES, manual_mask=artery, modality="mr")
+    assert good.method == "manual" and good.artery["found"] is True
+    tissue = select_aif(conc, TIMES, voxels=[[1, 8, 8], [1, 8, 9]], modality="mr")
+    assert tissue.artery["found"] is False
+    failed = {c["name"] for c in tissue.artery["checks"] if c["passed"] is False}
+    assert "peak_vs_tissue" in failed
+    late = select_aif(conc, TIMES, manual_mask=vein, modality="mr")
+    assert late.artery["found"] is False
+    assert "time_to_peak_s" in {c["name"] for c in late.artery["checks"] if c["passed"] is False}
+
+
+def test_ct_candidates_need_a_blood_like_baseline():
+    """A partial-volume skull edge that moved reaches arterial HU changes; its baseline is bone."""
+    conc, artery, _, cs = small_volume()
+    conc = conc * 400.0  # HU (noise 4 HU)
+    baseline = np.full(SHAPE, 35.0)
+    baseline[artery] = 40.0
+    found = select_aif(conc, TIMES, modality="ct", baseline_image=baseline)
+    assert found.artery["found"] is True and np.all(artery[tuple(found.voxels.T)])
+    check = next(c for c in found.artery["checks"] if c["name"] == "blood_like_baseline_hu")
+    assert check["value"] == pytest.approx(40.0) and check["passed"] is True
+    bone = baseline.copy()
+    bone[artery] = 400.0
+    rejected = select_aif(conc, TIMES, modality="ct", baseline_image=bone)
+    assert rejected.artery["found"] is False and "no artery found" in rejected.artery["reason"]
+    csf = baseline.copy()
+    csf[artery] = 8.0
+    assert select_aif(conc, TIMES, modality="ct", baseline_image=csf).artery["found"] is False
+
+
+def test_a_step_that_stays_up_is_not_an_artery():
+    """Motion at a bone edge gives a step, not a bolus: the return-toward-baseline rule."""
+    from StrokeMismatchLib.aif import artery_checks
+
+    tissue = gamma_variate_aif(TIMES, t0=22.0, b=2.5, peak=0.1)
+    step = np.where(TIMES >= 20.0, 1.0, 0.0)
+    checks = {c["name"]: c for c in artery_checks(step, TIMES, tissue_curve=tissue, modality="mr",
+                                                  voxel_noise_sd=0.01)}
+    assert checks["returns_toward_baseline"]["passed"] is False
+    bolus = gamma_variate_aif(TIMES, peak=1.0)
+    ok = artery_checks(bolus, TIMES, tissue_curve=tissue, modality="mr", voxel_noise_sd=0.01)
+    assert all(c["passed"] for c in ok)

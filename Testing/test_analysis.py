@@ -434,7 +434,9 @@ def test_vessel_tube_inside_hypoperfusion_is_removed_and_reported():
                          settings=LesionSettings(vessel_exclusion=False))
     vessel_on, vessel_off = step(on, "vessel_exclusion"), step(off, "vessel_exclusion")
     assert vessel_on.applied and not vessel_off.applied and vessel_off.note == "switched off"
-    assert vessel_on.parameters["cbv_limit_used"] == 8.0
+    # CT: max(8 mL/100 g, 2.5 × the brain's own median CBV) (issue 20)
+    assert vessel_on.parameters["cbv_limit_used"] == pytest.approx(
+        max(8.0, 2.5 * vessel_on.parameters["tissue_median_cbv"]))
     assert vessel_on.parameters["high_cbv_ml"] == pytest.approx(truth["tube"].sum() * VOXEL_ML)
     tube = truth["tube"]
     for name in ("core", "hypoperfusion"):
@@ -496,7 +498,7 @@ def test_vessel_arterial_timing_uses_aif_ttp_and_frame_interval():
     early[2:6, 15, 30] = True                      # inside the hypoperfused block
     assert truth["hypoperfusion"][early].all()
     cbv = maps.cbv.copy()
-    cbv[early] = 7.0                               # > 0.75 × 8, < 8
+    cbv[early] = 9.0                               # > 0.75 × limit, < limit (10 = 2.5 × median 4)
     ttp = np.where(np.isfinite(maps.tmax), 30.0, np.nan)
     ttp[early] = 21.8
     maps = SimpleNamespace(cbf=maps.cbf, cbv=cbv, tmax=maps.tmax, ttp=ttp)

@@ -125,35 +125,43 @@ def test_vessel_region_finds_the_tube_with_absolute_or_relative_limit(modality, 
     assert parameters["high_cbv_ml"] == pytest.approx(tube.sum() * VOXEL_ML)
     median = float(np.median(cbv[tissue]))
     assert parameters["tissue_median_cbv"] == pytest.approx(median)
-    if modality == "ct":
-        assert parameters["cbv_limit_used"] == 8.0
+    if modality == "ct":  # max(8 mL/100 g, 2.5 × the brain's own median CBV)
+        assert parameters["cbv_limit_used"] == pytest.approx(max(8.0, 2.5 * median))
+        assert "relative" in parameters["cbv_limit_rule"]
     else:
         assert parameters["cbv_limit_used"] == pytest.approx(4.0 * median)
         assert "relative" in parameters["cbv_limit_rule"]
     assert "arterial-timing" in note  # no AIF TTP given
 
 
-def test_vessel_region_absolute_limit_would_wipe_scaled_mr_brain():
-    """Why MR uses a relative limit: with the CT rule every voxel of a scaled MR map is a
-    'vessel'."""
-    cbv, ttp, tube = _vessel_maps(25.0)
-    region, _, _ = cleanup.vessel_region(cbv, tissue=np.isfinite(cbv), modality="ct")
-    assert region.sum() == np.isfinite(cbv).sum()
+@pytest.mark.parametrize("inflation", [1.0, 2.0, 4.0, 25.0])
+def test_ct_vessel_rule_follows_an_inflated_cbv_map(inflation):
+    """Issue 20: an AIF error that inflates every CT CBV (×4 measured) must not turn the brain
+    into 'vessels'. The old absolute rule (CBV > 8 mL/100 g) took the whole grey matter at ×4
+    (and everything at ×25); the rule relative to the brain's own median keeps only the tube."""
+    cbv, ttp, tube = _vessel_maps(inflation)
+    tissue = np.isfinite(cbv)
+    region, parameters, _ = cleanup.vessel_region(cbv, tissue=tissue, modality="ct")
+    np.testing.assert_array_equal(region, tube)
+    old_rule = tissue & (cbv > 8.0)
+    if inflation >= 4.0:
+        assert old_rule.sum() > 10 * tube.sum()  # what the absolute cap alone removed
 
 
 def test_vessel_region_arterial_timing():
     cbv, ttp, tube = _vessel_maps()
+    limit = max(8.0, 2.5 * float(np.nanmedian(cbv)))  # the CT limit (10 here)
     early = np.zeros(cbv.shape, bool)
     early[3, 15, 12:16] = True
-    cbv[early] = 7.0              # above 0.75 × 8 but below 8
+    cbv[early] = 0.8 * limit      # above 0.75 × the limit but below it
     ttp[early] = 21.4             # within 1 s of the AIF TTP (20.5 s)
     late = np.zeros(cbv.shape, bool)
     late[4, 15, 12:16] = True
-    cbv[late] = 7.0
+    cbv[late] = 0.8 * limit
     ttp[late] = 21.6              # 1.1 s after the AIF TTP: tissue
     low = np.zeros(cbv.shape, bool)
     low[5, 15, 12:16] = True
-    cbv[low] = 5.9                # early but CBV below 0.75 × 8
+    cbv[low] = 0.7 * limit        # early but CBV below 0.75 × the limit
     ttp[low] = 20.5
     tissue = np.isfinite(cbv)
     region, parameters, note = cleanup.vessel_region(

@@ -102,3 +102,83 @@ def test_non_uniform_mr_times_convert():
     signal = concentration_to_mr_signal(cs.tissue, te=0.025, k=20.0)
     conc = signal_to_concentration(signal, times, modality="mr", te=0.025)
     np.testing.assert_allclose(conc, 20.0 * cs.tissue, atol=2e-3)
+
+
+# --- issue 20: the baseline ends before the earliest arrival ---------------------------------
+def _artery_and_late_tissue(aif_peak=400.0, tissue_delay=3.0, n_artery=8, n_tissue=800, noise=0.0, seed=0):
+    """CT HU curves [N, T] at 1 s frames: a few arteries (bolus at t0 = 20 s) and much tissue
+    fed 3 s later (as when the other hemisphere is delayed): the brain mean departs late."""
+    times = np.arange(0.0, 60.0, 1.0)
+    cs = simulate_curves(np.array([60.0]), 4.0, delay=np.array([tissue_delay]), times=times,
+                         aif_peak=aif_peak)
+    hu = np.concatenate([np.tile(40.0 + cs.aif, (n_artery, 1)), np.tile(35.0 + cs.tissue[0], (n_tissue, 1))])
+    if noise:
+        hu = hu + np.random.default_rng(seed).normal(0.0, noise, hu.shape)
+    return hu, times, cs
+
+
+def _arrival(curve, fraction=0.01):
+    return int(np.flatnonzero(curve > fraction * curve.max())[0])
+
+
+def test_baseline_ends_before_the_arteries_arrive_not_the_brain_mean():
+    hu, times, cs = _artery_and_late_tissue()
+    artery_arrival = _arrival(cs.aif)
+    info = detect_baseline(hu, times, modality="ct")
+    assert "earliest-enhancing" in info.arrival_source and info.margin_frames == 1
+    assert info.stop <= artery_arrival - 1  # last baseline frame ≤ arrival − 2 (one frame of margin)
+    assert info.stop - info.start >= 3 and not info.warnings
+    # the old rule (brain mean) cuts after the arteries have risen: the AIF's upslope in its baseline
+    old = detect_baseline(hu, times, modality="ct", reference="mean")
+    assert old.stop > artery_arrival
+    conc_old = signal_to_concentration(hu, times, modality="ct", baseline=old)
+    conc_new = signal_to_concentration(hu, times, modality="ct")
+    pre = slice(0, artery_arrival)
+    assert conc_old[0, pre].mean() < -1.0  # HU below zero before the bolus
+    assert abs(conc_new[0, pre].mean()) < 0.05  # noise-free: at zero
+
+
+def test_second_pass_recuts_from_the_aif_arrival_and_reports_the_check():
+    from StrokeMismatchLib.concentration import BaselineInfo, aif_prebolus_check, recut_baseline
+
+    hu, times, cs = _artery_and_late_tissue(noise=3.0)
+    late = BaselineInfo(0, 24, 24)  # a window reaching 4 frames into the AIF's bolus
+    conc = signal_to_concentration(hu, times, modality="ct", baseline=late)
+    aif = conc[:8].mean(axis=0)
+    check = aif_prebolus_check(aif, late)
+    assert check["passed"] is False and check["prebolus_mean"] < -check["threshold"] < 0
+    new = recut_baseline(late, aif)
+    assert new.recut and new.arrival_source == "AIF (second pass)"
+    assert new.stop == new.aif_arrival_index - 1 <= _arrival(cs.aif)
+    conc2 = signal_to_concentration(hu, times, modality="ct", baseline=new)
+    check2 = aif_prebolus_check(conc2[:8].mean(axis=0), new)
+    assert check2["passed"] is True and abs(check2["prebolus_mean"]) <= check2["threshold"]
+    assert check2["threshold"] >= 0.005 * check2["aif_peak"]
+    # a user-given window is used verbatim (never re-cut), but checked the same way
+    user = BaselineInfo(0, 24, 24, user_given=True)
+    kept = recut_baseline(user, aif)
+    assert (kept.start, kept.stop, kept.recut) == (0, 24, False)
+    assert aif_prebolus_check(aif, kept)["passed"] is False
+
+
+def test_second_pass_leaves_a_good_window_alone():
+    from StrokeMismatchLib.concentration import recut_baseline
+
+    hu, times, _ = _artery_and_late_tissue(noise=3.0)
+    info = detect_baseline(hu, times, modality="ct")
+    aif = signal_to_concentration(hu, times, modality="ct", baseline=info)[:8].mean(axis=0)
+    again = recut_baseline(info, aif)
+    assert (again.start, again.stop, again.recut) == (info.start, info.stop, False)
+    assert again.aif_arrival_index is not None and again.aif_arrival_index > info.stop
+
+
+def test_mr_background_noise_is_not_taken_for_the_earliest_enhancing_voxels():
+    """Without a mask the MR background (Rician noise near zero) has the largest relative
+    'drops'; it must not set the bolus arrival."""
+    from StrokeMismatchLib.phantom.volume import make_volume_phantom
+
+    ph = make_volume_phantom("mr")
+    whole = detect_baseline(ph.series.signal, ph.times, modality="mr")
+    brain = detect_baseline(ph.series.signal, ph.times, modality="mr", mask=ph.brain_mask)
+    assert (whole.start, whole.stop) == (brain.start, brain.stop)
+    assert whole.bolus_arrival_index == brain.bolus_arrival_index

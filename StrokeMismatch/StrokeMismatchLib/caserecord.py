@@ -172,6 +172,7 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
         software={"name": "StrokeMismatch", "version": __version__, "created": result.created,
                   "disclaimer": DISCLAIMER},
         stability=getattr(result, "stability", None),
+        extra={"pseudo_mismatch_screen": result.screen.to_dict()} if getattr(result, "screen", None) else {},
     )
 
 

@@ -26,6 +26,10 @@ class StepReport:
     parameters: dict
     volumes_ml: dict = field(default_factory=dict)
     note: str = ""
+    #: Per lesion mask (core, hypoperfusion) that lost more than half its volume (≥ 5 mL): the
+    #: largest face-connected cluster the step received (mL) and the fraction of it kept
+    #: (:func:`lesion_cluster_kept`).
+    lesion_clusters: dict = field(default_factory=dict)
 
     def removed_ml(self, mask: str) -> float:
         return self.volumes_ml[mask]["removed"]
@@ -33,7 +37,32 @@ class StepReport:
     def to_dict(self) -> dict:
         return {"name": self.name, "enabled": self.enabled, "applied": self.applied,
                 "parameters": dict(self.parameters), "volumes_ml": {
-                    k: dict(v) for k, v in self.volumes_ml.items()}, "note": self.note}
+                    k: dict(v) for k, v in self.volumes_ml.items()}, "note": self.note,
+                "lesion_clusters": {k: dict(v) for k, v in self.lesion_clusters.items()}}
+
+
+#: Masks whose largest cluster a step is checked on (a step erasing most of it is a finding,
+#: issue 20) when it removed more than ``MAX_REMOVED_FRACTION`` of the mask and at least
+#: ``MIN_REMOVED_ML`` mL (smaller removals are speckle, which the steps are for).
+LESION_MASKS = ("core", "hypoperfusion")
+MAX_REMOVED_FRACTION = 0.5
+MIN_REMOVED_ML = 5.0
+
+
+def lesion_cluster_kept(before: np.ndarray, after: np.ndarray, voxel_ml: float) -> dict:
+    """Largest face-connected cluster of ``before`` (mL) and the fraction of its voxels still
+    in ``after``: a step that keeps < 50 % of a lesion-sized cluster erased a lesion, not
+    speckle (issue 20)."""
+    before = np.asarray(before, dtype=bool)
+    if not before.any():
+        return {"largest_ml": 0.0, "kept_fraction": None}
+    labels, n = ndimage.label(before)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    biggest = labels == int(np.argmax(counts))
+    size = int(counts.max())
+    kept = int(np.count_nonzero(np.asarray(after, dtype=bool) & biggest))
+    return {"largest_ml": float(size * voxel_ml), "kept_fraction": kept / size}
 
 
 def _volumes(before: dict, after: dict, voxel_ml: float) -> dict:
@@ -50,8 +79,14 @@ def _copy(masks: dict) -> dict:
 
 
 def _report(name, enabled, applied, parameters, before, after, voxel_ml, note=""):
-    return after, StepReport(name, enabled, applied, parameters,
-                             _volumes(before, after, voxel_ml), note)
+    volumes = _volumes(before, after, voxel_ml)
+    clusters = {}
+    for k in LESION_MASKS:  # the cluster check only where the volume already looks like erasure
+        v = volumes.get(k)
+        if applied and k in after and v and v["removed"] > MAX_REMOVED_FRACTION * v["before"] \
+                and v["removed"] >= MIN_REMOVED_ML:
+            clusters[k] = lesion_cluster_kept(before[k], after[k], voxel_ml)
+    return after, StepReport(name, enabled, applied, parameters, volumes, note, clusters)
 
 
 def restrict(masks: dict, region: np.ndarray | None, *, name: str, enabled: bool,
@@ -225,18 +260,28 @@ def minimum_cluster_size(masks: dict, *, enabled: bool, min_ml: dict, voxel_ml: 
 EARLY_PEAK_CBV_FRACTION = 0.75
 
 
+#: CT vessel rule: CBV above this multiple of the brain's own median CBV (one open CT tool uses
+#: 2.5×; PERFUSION.md §9), and above the absolute ``cbv_threshold``.
+CT_CBV_MULTIPLE = 2.5
+
+
 def vessel_region(cbv, *, tissue, modality: str, cbv_threshold: float = 8.0,
                   cbv_multiple: float = 4.0, ttp=None, aif_ttp: float | None = None,
-                  ttp_window_s: float | None = 1.0, voxel_ml: float = 1.0):
+                  ttp_window_s: float | None = 1.0, voxel_ml: float = 1.0,
+                  ct_cbv_multiple: float = CT_CBV_MULTIPLE):
     """Large-vessel voxels (PERFUSION.md §9 "vessel exclusion"): ``(region, parameters, note)``.
 
     Our rule (not RAPID's, which is not public):
 
-    - *very high CBV*: CT CBV (mL/100 g, absolute because the AIF area normalises it) >
-      ``cbv_threshold`` (default 8: grey matter is ≈ 4–6, vessels tens to hundreds). MR CBV is
-      relative (ΔR2* ≠ concentration: it carries the tissue/artery relaxivity ratio κ_t/κ_a), so
-      on MR the limit is ``cbv_multiple`` × the median CBV of ``tissue`` (the brain without CSF;
-      default 4×, i.e. roughly 8 mL/100 g against a typical ≈ 2 mL/100 g brain median);
+    - *very high CBV, relative to the brain's own*: on CT, CBV (mL/100 g) > max(``cbv_threshold``
+      (default 8: grey matter is ≈ 4–6, vessels tens to hundreds), ``ct_cbv_multiple`` (2.5) × the
+      median CBV of ``tissue``). An absolute cap alone deletes real tissue whenever an AIF error
+      inflates every CBV (issue 20: CBV read ×4 and a CBV > 8 rule removed a 100 mL
+      hypoperfusion); the relative part follows the inflation, the absolute part keeps the
+      rule as before on plausible maps. MR CBV is relative (ΔR2* ≠ concentration: it carries
+      the tissue/artery relaxivity ratio κ_t/κ_a), so on MR the limit is ``cbv_multiple`` × the
+      median CBV of ``tissue`` (the brain without CSF; default 4×, i.e. roughly 8 mL/100 g
+      against a typical ≈ 2 mL/100 g brain median);
     - *arterial timing*: TTP no later than ``ttp_window_s`` (≈ one frame) after the AIF's TTP
       ``aif_ttp`` **and** CBV above ``EARLY_PEAK_CBV_FRACTION`` × that limit (needs ``ttp`` and
       ``aif_ttp``; skipped, and said so, otherwise). Hypoperfused tissue cannot peak with the
@@ -268,8 +313,12 @@ def vessel_region(cbv, *, tissue, modality: str, cbv_threshold: float = 8.0,
         parameters["cbv_limit_rule"] = (f"CBV > {cbv_multiple:g} × brain median CBV "
                                         f"({median:.3g}) — MR CBV is relative")
     else:
-        limit = float(cbv_threshold)
-        parameters["cbv_limit_rule"] = f"CBV > {cbv_threshold:g} mL/100 g (absolute, CT)"
+        relative = float(ct_cbv_multiple) * median if np.isfinite(median) else float("-inf")
+        limit = max(float(cbv_threshold), relative)
+        parameters["cbv_multiple_ct"] = float(ct_cbv_multiple)
+        parameters["cbv_limit_rule"] = (
+            f"CBV > max({cbv_threshold:g} mL/100 g, {ct_cbv_multiple:g} × brain median CBV "
+            f"{median:.3g}) — relative to the brain's own CBV (CT)")
     parameters["cbv_limit_used"] = limit
     with np.errstate(invalid="ignore"):
         high = finite & (cbv > limit)

@@ -76,6 +76,7 @@ class CaseResult:
     analysis_grid: dict | None = None  # issue 15: CT analysis resolution (denoise.to_analysis_grid)
     denoising: dict | None = None  # issue 15: denoising before deconvolution
     slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
+    screen: Any = None  # pseudomismatch.PseudoMismatchScreen (summary.json: pseudo_mismatch_screen)
 
     @property
     def geometry(self) -> Geometry:
@@ -291,7 +292,17 @@ def run_case(
     # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
     aif_signal = signal if modality == "mr" else None
     try:
-        aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
+        # issue 20: artery rules (CT blood-like baseline needs the pre-bolus HU image)
+        aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal,
+                                   modality=modality, baseline_frames=(start, stop),
+                                   baseline_image=baseline_image if modality == "ct" else None)
+        # issue 20: second baseline pass from the AIF's own arrival; AIF pre-bolus check
+        from .pseudomismatch import second_baseline_pass
+
+        baseline, concentration, aif, baseline_image = second_baseline_pass(
+            baseline, signal, times, aif, concentration, modality=modality, te=series.te, mask=mask,
+            baseline_image=baseline_image)
+        start, stop = baseline.start, baseline.stop
         warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
         lap("aif")
 
@@ -353,6 +364,13 @@ def run_case(
 
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
+    # issue 20: pseudo-mismatch screen; failing items are "error" flags (verdicts indeterminate)
+    from .pseudomismatch import screen_case
+
+    screen = screen_case(modality=modality, times=times, signal=signal, concentration=concentration,
+                         baseline=baseline, aif=aif, brain_mask=mask, geometry=geometry, lesion=lesion,
+                         motion=motion, baseline_image=baseline_image)
+    flags += screen.flags
     if modality == "mr":
         flags += adc_flags(getattr(lesion, "adc", None), mask)
     flags += lesion_flags(lesion, mask)
@@ -377,6 +395,7 @@ def run_case(
         quality=flags,
         motion=motion,
         settings=settings,
+        screen=screen,
         adc_provided=adc is not None,
         adc_unit=adc_unit or detected_unit,
         adc=None if adc is None else np.asarray(adc),
@@ -438,8 +457,9 @@ def _check_mask(mask, geometry, what):
 def _override_baseline(detected, frames):
     """The detected ``BaselineInfo`` with the user's (start, stop) frame range."""
     start, stop = frames
-    return dataclasses.replace(detected, start=start, stop=stop, warnings=list(detected.warnings) + [
-        f"Baseline frames {start}–{stop - 1} set by the user."])
+    return dataclasses.replace(detected, start=start, stop=stop, user_given=True, arrival_source="user",
+                               warnings=list(detected.warnings) + [
+                                   f"Baseline frames {start}–{stop - 1} set by the user."])
 
 
 def _unique(items):

@@ -198,7 +198,8 @@ def _anatomy(ras, radii, vessels, lesion_sign, skull, core_scale=1.0):
     y_sinus = -radii[1] * np.sqrt(1.0 - w_clip**2) * 0.955 + vessels["vein_dy"]
     vein = inside & (w > -0.6) & (np.abs(x - vessels["vein_x"]) <= vessels["radius"]) & (
         np.abs(y - y_sinus) <= vessels["radius"])
-    labels[artery] = ARTERY
+    if vessels.get("artery", True):
+        labels[artery] = ARTERY
     labels[vein] = VEIN
 
     zones = np.zeros(x.shape, dtype=np.int16)
@@ -238,6 +239,8 @@ def make_volume_phantom(
     vessel_radius_mm=1.9,
     brain_radii_mm=None,
     core_scale=1.0,
+    artery=True,
+    unaffected_delay_s=0.0,
 ) -> VolumePhantom:
     """Simulate a brain perfusion exam with known truth (see the module docstring).
 
@@ -257,6 +260,10 @@ def make_volume_phantom(
     reaches the hemisphere's edge). Clinical CTP: ``shape=(32, 512, 512)``,
     ``spacing=(0.45, 0.45, 5.0)``, ``noise_hu=15``, ``times=np.arange(40.0)`` (see
     benchmarks/bench_ct_accuracy.py).
+    ``artery`` False leaves out the artery (its tube becomes the surrounding tissue: a slab the
+    scan covers without any artery); ``unaffected_delay_s`` delays (s, no dispersion) the normal
+    tissue of the hemisphere opposite ``lesion_side`` relative to the AIF (e.g. an old stenosis
+    on that side; its true Tmax is the delay, so < 6 s is not hypoperfused).
     """
     if modality not in ("mr", "ct"):
         raise InputDataError(f"Unknown phantom modality {modality!r}: use 'mr' or 'ct'.")
@@ -294,6 +301,7 @@ def make_volume_phantom(
         "vein_x": snap(0.0, 0),
         "vein_dy": 0.0,
         "radius": float(vessel_radius_mm),
+        "artery": bool(artery),
     }
     labels, zones, skull_mask = _anatomy(_centres_ras(geometry), radii, vessels, lesion_sign,
                                          skull and modality == "ct", core_scale=core_scale)
@@ -301,12 +309,14 @@ def make_volume_phantom(
     times = default_times(modality, variable_rate=variable_rate) if times is None else np.asarray(times, float)
     aif_peak = 400.0 if modality == "ct" else 1.0
 
-    # One curve per (tissue class, zone): index = 2 + (class − 1) · 4 + zone.
-    classes = np.repeat([GM, WM], 4)
-    zone_ids = np.tile([NORMAL, OLIGEMIA, HYPOPERFUSED, CORE], 2)
+    # One curve per (tissue class, zone): index = 3 + (class − 1) · 4 + zone; then, with
+    # ``unaffected_delay_s``, the delayed normal GM and WM of the unaffected hemisphere (11, 12).
+    classes = np.concatenate([np.repeat([GM, WM], 4), [GM, WM]])
+    zone_ids = np.concatenate([np.tile([NORMAL, OLIGEMIA, HYPOPERFUSED, CORE], 2), [NORMAL, NORMAL]])
     cbf = np.array([NORMAL_TISSUE[c]["cbf"] * ZONES[z]["cbf"] for c, z in zip(classes, zone_ids)])
     cbv = np.array([NORMAL_TISSUE[c]["cbv"] * ZONES[z]["cbv"] for c, z in zip(classes, zone_ids)])
     delay = np.array([ZONES[z]["delay"] for z in zone_ids])
+    delay[-2:] = float(unaffected_delay_s)
     dispersion = np.array([ZONES[z]["dispersion"] for z in zone_ids])
     mtt = 60.0 * cbv / cbf
     curves = simulate_curves(cbf, mtt, residue=residue, delay=delay, dispersion=dispersion,
@@ -322,6 +332,10 @@ def make_volume_phantom(
     curve_index[labels == ARTERY] = 1
     curve_index[labels == VEIN] = 2
     curve_index[tissue] = 3 + (labels[tissue] - GM) * 4 + zones[tissue]
+    if unaffected_delay_s:
+        x_ras = _centres_ras(geometry)[..., 0]
+        unaffected = tissue & (zones == NORMAL) & (artery_side * x_ras > 0)
+        curve_index[unaffected] = 11 + (labels[unaffected] - GM)
     concentration = library.astype(np.float32)[curve_index]  # [K, J, I, T]
 
     # True maps.
@@ -340,7 +354,8 @@ def make_volume_phantom(
     mr_scale = None
     info = {"modality": modality, "seed": seed, "brain_radii_mm": radii.tolist(),
             "bolus_t0_s": BOLUS_T0, "residue": residue, "zones": ZONES,
-            "normal_tissue": NORMAL_TISSUE}
+            "normal_tissue": NORMAL_TISSUE, "artery": bool(artery),
+            "unaffected_delay_s": float(unaffected_delay_s)}
     if modality == "mr":
         kappa_a = mr_scale_for_drop(aif.max() if aif.max() > 0 else 1.0, te=te, drop=0.6)
         gm_normal = curves.tissue[0]
