@@ -97,7 +97,11 @@ def test_delay_in_the_unaffected_hemisphere_changes_neither_aif_core_nor_verdict
     base = _run(make_volume_phantom(modality))
     phantom = make_volume_phantom(modality, unaffected_delay_s=3.0)
     delayed = _run(phantom)
-    assert not _errors(delayed) and delayed.screen.passed
+    assert delayed.screen.passed  # the pipeline's own steps (baseline, AIF) are not fooled
+    # Noisy MR: the delayed hemisphere partly reads Tmax > 6 s, the deficit is no longer one-sided
+    # and the quality gate (issue 9) says so: indeterminate, never a confident different verdict.
+    errors = {f.code for f in _errors(delayed)}
+    assert errors <= {"hypoperfusion_not_lateralised"}, errors
     assert (delayed.baseline.start, delayed.baseline.stop) == (base.baseline.start, base.baseline.stop)
     times = phantom.times
     assert _area(delayed.aif.curve, times) == pytest.approx(_area(base.aif.curve, times), rel=0.05)
@@ -107,7 +111,10 @@ def test_delay_in_the_unaffected_hemisphere_changes_neither_aif_core_nor_verdict
     ml = phantom.geometry.voxel_volume_ml
     hypo0, hypo1 = ((r.lesion.masks["hypoperfusion"] & side).sum() * ml for r in (base, delayed))
     assert hypo1 == pytest.approx(hypo0, rel=0.05)
-    assert _verdicts(delayed) == _verdicts(base)
+    if errors:
+        assert {r.status for r in delayed.lesion.criteria} == {"indeterminate (quality)"}
+    else:
+        assert _verdicts(delayed) == _verdicts(base)
 
 
 def test_noise_free_delay_in_the_unaffected_hemisphere_keeps_tmax_volume_and_verdicts():
