@@ -1,6 +1,8 @@
 """Command line: exit codes, one-line errors, --debug, --version, progress display, option parsing."""
 
 import io
+import sys
+from pathlib import Path
 import json
 
 import numpy as np
@@ -275,3 +277,20 @@ def test_format_summary_does_not_repeat_quality_warnings_as_notes():
     text = cli.format_summary(summary)
     assert text.count("The AIF rests on only 1 voxel(s).") == 1
     assert "Frame intervals vary from 1 s to 3 s." in text
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """`stroke-mismatch demo | head -1`: the reader went away; no traceback, exit 0, and the
+    results are complete. (In process: stdout is a pipe whose reading end is closed.)"""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    broken = open(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", broken)
+    code = cli.main(["demo", "--modality", "ct", "--out", str(tmp_path / "o"), "--no-report",
+                     "--no-motion-correction"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 0 and "unexpected" not in err and "Traceback" not in err, err
+    assert (tmp_path / "o" / "summary.json").is_file()

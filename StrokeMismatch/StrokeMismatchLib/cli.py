@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -825,6 +826,18 @@ def _error(message, stream=None):
     stream.flush()
 
 
+def _run_command(args) -> int:
+    if args.command == "demo":
+        return _cmd_demo(args)
+    if args.command == "listen":
+        return _cmd_listen(args)
+    if args.command == "cohort":
+        return _cmd_cohort(args)
+    if args.command in ("rethreshold", "recompute"):
+        return _cmd_derived(args)
+    return _cmd_analyze(args)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``stroke-mismatch`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -841,15 +854,15 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "listen":
-            return _cmd_listen(args)
-        if args.command == "cohort":
-            return _cmd_cohort(args)
-        if args.command in ("rethreshold", "recompute"):
-            return _cmd_derived(args)
-        return _cmd_analyze(args)
+        code = _run_command(args)
+        sys.stdout.flush()  # here, so that a reader that went away is handled below
+        return code
+    except BrokenPipeError:
+        # The reader of stdout closed it (e.g. "| head"): the results are written; stop quietly,
+        # with stdout pointed at /dev/null so that Python's exit-time flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except AnalysisCancelled as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
