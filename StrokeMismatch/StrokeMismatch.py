@@ -575,7 +575,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         from StrokeMismatchLib.analysis import LesionSettings
 
         known = {field.name for field in dataclasses.fields(LesionSettings)}
-        values = {"core_adc": float(coreAdcThreshold), "core_rcbf": float(coreRcbfPercent) / 100.0,
+        values = {"core_adc": float(coreAdcThreshold), "core_rcbf_percent": float(coreRcbfPercent),
                   "tmax_threshold": float(tmaxThreshold), "rcbf_reference": str(rcbfReference),
                   "vessel_cbv": float(vesselCbv), "vessel_cbv_multiple": float(vesselCbvMultiple),
                   "csf_hu": float(csfHu), "csf_adc": float(csfAdc), "cbf_smoothing_fwhm_mm": float(cbfSmoothingFwhmMm),

@@ -9,7 +9,7 @@ Order of work in :func:`analyze_lesion`:
    from the Tmax asymmetry;
 3. core: MR ADC < ``core_adc`` on the ADC grid (unit detected or given), the mask resampled to
    the perfusion grid by nearest neighbour (volume on both grids reported);
-   CT rCBF < ``core_rcbf`` against the chosen reference;
+   CT rCBF < ``core_rcbf_percent`` % against the chosen reference;
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
 5. clean-up steps in this order, each switchable and reported: tmax_median_filter,
    cbf_smoothing, brain_mask, csf_exclusion, vessel_exclusion, hemisphere_restriction,
@@ -21,7 +21,7 @@ Decision support for research and teaching, not a medical device.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,134 +34,12 @@ from .geometry import Geometry
 from .hemispheres import Hemispheres, affected_side, estimate_midplane
 from .metrics import compute_metrics, metrics_to_dict, volume_ml
 from .resample import resample_array, resample_mask
-from .thresholds import (RCBF_REFERENCES, STATISTICS, core_from_adc, core_from_rcbf,
+from .settings import LesionSettings  # noqa: F401  (re-exported: the public home is settings.py)
+from .thresholds import (core_from_adc, core_from_rcbf,
                          median_in_plane, penumbra as penumbra_mask, rcbf_reference,
                          smooth_in_plane, tmax_mask)
 
 MODALITIES = ("mr", "ct")
-
-
-@dataclass
-class LesionSettings:
-    """Every threshold and clean-up switch, with its default (units in the names/comments).
-
-    Thresholds: ``core_adc`` 10⁻⁶ mm²/s (ADC < it is core, MR); ``core_rcbf`` fraction (rCBF <
-    it is core, CT); ``tmax_threshold`` s (Tmax > it is hypoperfused); ``tmax_report_thresholds``
-    extra Tmax volumes (s).
-    rCBF reference (CT): ``rcbf_reference`` "contralateral" | "tmax_lt_4" | "mirror";
-    ``rcbf_statistic`` "mean" | "median"; ``reference_normal_tmax`` s (for "tmax_lt_4");
-    ``mirror_sigma_mm`` smoothing of the mirror reference.
-    Clean-up: ``brain_mask`` (+ ``bone_hu`` CT bone limit on the baseline image);
-    ``csf_exclusion`` (CT baseline < ``csf_hu``; MR ADC > ``csf_adc``);
-    ``vessel_exclusion`` (CT CBV > ``vessel_cbv`` mL/100 g; MR CBV > ``vessel_cbv_multiple`` ×
-    brain median, MR CBV being relative; or TTP ≤ AIF TTP + ``vessel_ttp_window_s`` (None → one
-    frame interval) with CBV above 0.75 × that limit; see :func:`cleanup.vessel_region`);
-    ``restrict_to_affected_hemisphere`` (off by default: keep lesion voxels on the side with
-    the Tmax deficit only; not applied when no side is found);
-    ``tmax_median_filter`` (None → on for CT, off for MR: Tmax masks from the in-plane
-    ``tmax_median_size_voxels`` NaN-aware median of the tissue Tmax; CT Tmax at 1 s frames and a
-    few HU of noise has many outliers, MR Tmax far fewer);
-    ``cbf_smoothing_fwhm_mm`` (CT core: in-plane Gaussian of the tissue CBF, normalised within
-    the tissue, before rCBF < ``core_rcbf``; 0 switches it off; default 4 mm);
-    ``opening`` (on: Tmax masks) and ``core_opening`` (off: the core), ball of
-    ``opening_radius_voxels`` × the finest spacing (in-plane only for thick slices);
-    ``fill_holes`` (on: 2D holes of the Tmax masks inside tissue);
-    ``core_within_hypoperfusion`` (None → on for CT, off for MR; the cleaned hypoperfusion);
-    ``cluster_removal`` (+ ``min_core_ml``, ``min_hypoperfusion_ml`` applied to every Tmax
-    mask).
-    Midline/side: ``max_yaw_deg``; ``side_min_ml``, ``side_min_asymmetry``,
-    ``side_min_median_difference_s``.
-    Clinical inputs for the criteria: ``age`` (years), ``nihss``, ``collateral_score``.
-    """
-
-    core_adc: float = 620.0
-    core_rcbf: float = 0.30
-    tmax_threshold: float = 6.0
-    tmax_report_thresholds: tuple = (4.0, 8.0, 10.0)
-    rcbf_reference: str = "contralateral"
-    rcbf_statistic: str = "mean"
-    reference_normal_tmax: float = 4.0
-    mirror_sigma_mm: float = 5.0
-    brain_mask: bool = True
-    bone_hu: float = 80.0
-    csf_exclusion: bool = True
-    csf_hu: float = 15.0
-    csf_adc: float = 2000.0
-    vessel_exclusion: bool = True
-    vessel_cbv: float = 8.0
-    vessel_cbv_multiple: float = 4.0
-    vessel_ttp_window_s: float | None = None
-    restrict_to_affected_hemisphere: bool = False
-    core_within_hypoperfusion: bool | None = None
-    tmax_median_filter: bool | None = None
-    tmax_median_size_voxels: int = 3
-    cbf_smoothing_fwhm_mm: float = 4.0
-    opening: bool = True
-    core_opening: bool = False
-    opening_radius_voxels: int = 1
-    fill_holes: bool = True
-    cluster_removal: bool = True
-    min_core_ml: float = 0.5
-    min_hypoperfusion_ml: float = 1.0
-    max_yaw_deg: float = 15.0
-    side_min_ml: float = 1.0
-    side_min_asymmetry: float = 0.2
-    side_min_median_difference_s: float = 1.0
-    age: float | None = None
-    nihss: float | None = None
-    collateral_score: float | None = None
-
-    def validate(self) -> None:
-        """Raise :class:`InputDataError` for settings that cannot work."""
-        positive = {"core_adc": self.core_adc, "core_rcbf": self.core_rcbf,
-                    "tmax_threshold": self.tmax_threshold}
-        for name, value in positive.items():
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise InputDataError(f"Setting {name} must be a positive number, got {value!r}.")
-        if self.rcbf_reference not in RCBF_REFERENCES:
-            raise InputDataError(
-                f"Unknown rcbf_reference {self.rcbf_reference!r}: use one of "
-                f"{', '.join(RCBF_REFERENCES)}.")
-        if self.rcbf_statistic not in STATISTICS:
-            raise InputDataError("rcbf_statistic must be 'mean' or 'median'.")
-        for name in ("vessel_cbv", "vessel_cbv_multiple"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise InputDataError(f"Setting {name} must be a positive number, got {value!r}.")
-        window = self.vessel_ttp_window_s
-        if window is not None and not (isinstance(window, (int, float)) and np.isfinite(window)
-                                       and window >= 0):
-            raise InputDataError("vessel_ttp_window_s must be a non-negative number of seconds "
-                                 "(0 switches the arterial-timing criterion off) or empty "
-                                 "(one frame interval).")
-        for name in ("min_core_ml", "min_hypoperfusion_ml", "mirror_sigma_mm",
-                     "cbf_smoothing_fwhm_mm"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value)) or value < 0:
-                raise InputDataError(f"Setting {name} must not be negative.")
-        if int(self.opening_radius_voxels) < 0:
-            raise InputDataError("opening_radius_voxels must not be negative.")
-        if int(self.tmax_median_size_voxels) < 1:
-            raise InputDataError("tmax_median_size_voxels must be at least 1 (1 = no filtering).")
-        for name in ("age", "nihss", "collateral_score"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
-                raise InputDataError(f"{name} must be a non-negative number or left empty.")
-
-    def median_filter(self, modality: str) -> bool:
-        if self.tmax_median_filter is None:
-            return modality == "ct"
-        return bool(self.tmax_median_filter)
-
-    def core_within(self, modality: str) -> bool:
-        if self.core_within_hypoperfusion is None:
-            return modality == "ct"
-        return bool(self.core_within_hypoperfusion)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["tmax_report_thresholds"] = [float(t) for t in self.tmax_report_thresholds]
-        return out
 
 
 def _tmax_key(threshold: float) -> str:

@@ -11,10 +11,8 @@ Progress goes to stderr (``--quiet`` silences it); ``--json`` prints summary.jso
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
-import os
 import sys
 import time
 import traceback
@@ -24,38 +22,6 @@ from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
 
 PROG = "stroke-mismatch"
-
-#: command-line option (dest) -> LesionSettings field(s).
-LESION_OPTIONS = {
-    "core_adc": ("core_adc",),
-    "core_rcbf": ("core_rcbf",),
-    "tmax": ("tmax_threshold",),
-    "rcbf_reference": ("rcbf_reference",),
-    "age": ("age",),
-    "nihss": ("nihss",),
-    "collateral_score": ("collateral_score",),
-    "min_cluster_ml": ("min_core_ml", "min_hypoperfusion_ml"),
-    "min_core_ml": ("min_core_ml",),
-    "min_hypoperfusion_ml": ("min_hypoperfusion_ml",),
-    "csf_exclusion": ("csf_exclusion",),
-    "cluster_removal": ("cluster_removal",),
-    "opening": ("opening",),
-    "core_opening": ("core_opening",),
-    "fill_holes": ("fill_holes",),
-    "tmax_median_filter": ("tmax_median_filter",),
-    "cbf_smoothing_fwhm": ("cbf_smoothing_fwhm_mm",),
-    "core_in_hypoperfusion": ("core_within_hypoperfusion",),
-    "vessel_exclusion": ("vessel_exclusion",),
-    "vessel_cbv": ("vessel_cbv",),
-    "vessel_cbv_multiple": ("vessel_cbv_multiple",),
-    "vessel_ttp_window": ("vessel_ttp_window_s",),
-    "restrict_to_affected_hemisphere": ("restrict_to_affected_hemisphere",),
-}
-
-#: --rcbf-reference choices -> LesionSettings.rcbf_reference values.
-RCBF_REFERENCE_CHOICES = {"contralateral": "contralateral", "tmax4": "tmax_lt_4", "tmax_lt_4": "tmax_lt_4",
-                          "mirror": "mirror"}
-
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line format (exit code 2)."""
@@ -82,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--out", metavar="DIR", help="output folder")
     common.add_argument("--overwrite", action="store_true",
                         help="replace our result files in an existing output folder (other files are kept)")
-    common.add_argument("--quiet", action="store_true", help="no progress display (for batch runs)")
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress display; print one line per case instead of the table (batch runs)")
+    common.add_argument("--subject", metavar="ID",
+                        help="subject identifier in summary.json/.csv and the report (default: the BIDS "
+                        "sub-XX of the input path, else the input file name)")
     common.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     common.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
     common.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
@@ -91,68 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "which 3D Slicer opens as a sequence")
 
     analysis = _ArgumentParser(add_help=False)
-    group = analysis.add_argument_group("analysis")
-    group.add_argument("--method", default="oSVD", choices=["oSVD", "cSVD", "sSVD", "Tikhonov"],
-                       type=_method, help="deconvolution method (default oSVD)")
-    group.add_argument("--no-motion-correction", dest="motion_correction", action="store_false",
-                       help="skip rigid motion correction")
-    group.add_argument("--hematocrit-factor", type=_positive, default=0.73, metavar="K",
-                       help="k_H (default 0.73)")
-    group.add_argument("--tissue-density", type=_positive, default=1.04, metavar="RHO",
-                       help="g/mL (default 1.04)")
+    group = analysis.add_argument_group("case inputs")
     group.add_argument("--aif-voxels", type=_voxels, metavar='"k,j,i;k,j,i"',
                        help="manual AIF voxels (0-based k,j,i indices), instead of automatic selection")
     group.add_argument("--baseline-frames", type=_frame_range, metavar="START:STOP",
                        help="baseline frames (0-based, STOP excluded) instead of automatic detection")
-    lesion = analysis.add_argument_group("core, hypoperfusion and criteria")
-    lesion.add_argument("--core-adc", type=_positive, metavar="ADC",
-                        help="MR core: ADC below this, in 10^-6 mm²/s (default 620)")
-    lesion.add_argument("--core-rcbf", type=_fraction, metavar="R",
-                        help="CT core: rCBF below this fraction (default 0.30)")
-    lesion.add_argument("--tmax", type=_positive, metavar="S", help="hypoperfusion: Tmax above S seconds (default 6)")
-    lesion.add_argument("--rcbf-reference", choices=["contralateral", "tmax4", "mirror"],
-                        help="reference CBF for rCBF: contralateral hemisphere, median where Tmax < 4 s, "
-                        "or local mirror normalisation (default contralateral)")
-    lesion.add_argument("--min-cluster-ml", type=_non_negative, metavar="ML",
-                        help="remove connected core and hypoperfusion clusters smaller than this (mL)")
-    lesion.add_argument("--min-core-ml", type=_non_negative, metavar="ML",
-                        help="minimum core cluster size (mL, default 0.5)")
-    lesion.add_argument("--min-hypoperfusion-ml", type=_non_negative, metavar="ML",
-                        help="minimum hypoperfusion cluster size (mL, default 1)")
-    lesion.add_argument("--no-csf-exclusion", dest="csf_exclusion", action="store_false", default=None,
-                        help="keep CSF voxels in the lesion masks")
-    lesion.add_argument("--no-cluster-removal", dest="cluster_removal", action="store_false", default=None,
-                        help="keep small clusters")
-    lesion.add_argument("--opening", action=argparse.BooleanOptionalAction, default=None,
-                        help="morphological opening (radius-1 ball, in-plane for thick slices) of the "
-                        "Tmax masks (default on)")
-    lesion.add_argument("--core-opening", action=argparse.BooleanOptionalAction, default=None,
-                        help="also open the core mask (default off)")
-    lesion.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
-                        help="fill holes enclosed in each slice of the Tmax masks (default on)")
-    lesion.add_argument("--tmax-median-filter", action=argparse.BooleanOptionalAction, default=None,
-                        help="3×3 in-plane median of the Tmax map before the Tmax thresholds "
-                        "(default on for CT, off for MR)")
-    lesion.add_argument("--cbf-smoothing-fwhm", type=_non_negative, metavar="MM",
-                        help="CT core: in-plane Gaussian FWHM (mm) of the CBF before rCBF < threshold "
-                        "(default 4, 0 = off)")
-    lesion.add_argument("--no-vessel-exclusion", dest="vessel_exclusion", action="store_false", default=None,
-                        help="keep large-vessel voxels (very high CBV, or peak with the AIF) in the lesion masks")
-    lesion.add_argument("--vessel-cbv", type=_positive, metavar="ML",
-                        help="CT vessel exclusion: CBV above this, mL/100 g (default 8)")
-    lesion.add_argument("--vessel-cbv-multiple", type=_positive, metavar="X",
-                        help="MR vessel exclusion (relative CBV): CBV above X times the brain median (default 4)")
-    lesion.add_argument("--vessel-ttp-window", type=_non_negative, metavar="S",
-                        help="vessel exclusion: also voxels whose TTP is at most S s after the AIF's "
-                        "(with high CBV; default one frame interval, 0 = off)")
-    lesion.add_argument("--restrict-to-affected-hemisphere", action="store_true", default=None,
-                        help="keep lesion voxels only on the side with the Tmax deficit (off by default)")
-    lesion.add_argument("--no-core-in-hypoperfusion", dest="core_in_hypoperfusion", action="store_false",
-                        default=None, help="do not restrict the core to Tmax > threshold (default: restricted for CT, not for MR)")
-    lesion.add_argument("--age", type=_non_negative_int, metavar="N", help="patient age (years), for trial criteria")
-    lesion.add_argument("--nihss", type=_non_negative_int, metavar="N", help="NIHSS, for trial criteria")
-    lesion.add_argument("--collateral-score", type=_non_negative_int, metavar="N",
-                        help="collateral grade (user entered), for the illustrative product rule")
+    add_setting_options(analysis)
 
     demo = sub.add_parser("demo", parents=[common, analysis],
                           help="run the whole analysis on a built-in digital phantom (no input needed)",
@@ -186,13 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _method(text):
-    for name in ("oSVD", "cSVD", "sSVD", "Tikhonov"):
-        if text.lower() == name.lower():
-            return name
-    return text
-
-
 def _number(text, what):
     try:
         value = float(text)
@@ -207,30 +114,6 @@ def _positive(text):
     value = _number(text, "expected a positive number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
-def _non_negative(text):
-    value = _number(text, "expected a number ≥ 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be ≥ 0")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be ≥ 0")
-    return value
-
-
-def _fraction(text):
-    value = _number(text, "expected a fraction such as 0.30")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction between 0 and 1 (e.g. 0.30 for 30 %)")
     return value
 
 
@@ -299,42 +182,84 @@ class ProgressDisplay:
 
 
 # --------------------------------------------------------------------------------------------
-def _case_settings(args):
-    from .analysis import LesionSettings
-    from .pipeline import CaseSettings
+def add_setting_options(parser) -> None:
+    """One option per setting of the schema (``settings.py``), grouped as on the panel.
 
-    lesion = LesionSettings()
-    fields = {f.name for f in dataclasses.fields(lesion)}
-    changes = {}
-    for option, field_names in LESION_OPTIONS.items():
-        value = getattr(args, option, None)
-        if value is None:
-            continue
-        if option == "rcbf_reference":
-            value = RCBF_REFERENCE_CHOICES[value]
-        for field_name in field_names:
-            if field_name not in fields:
-                raise InputDataError(
-                    f"--{option.replace('_', '-')} is not supported by this version's lesion analysis."
-                )
-            if option in ("min_core_ml", "min_hypoperfusion_ml") or field_name not in changes:
-                changes[field_name] = value
-    if changes:
-        lesion = dataclasses.replace(lesion, **changes)
-        lesion.validate()
-    return CaseSettings(
-        method=args.method,
-        hematocrit_factor=args.hematocrit_factor,
-        tissue_density=args.tissue_density,
-        motion_correction=args.motion_correction,
-        aif_voxels=args.aif_voxels,
-        baseline=args.baseline_frames,
-        lesion=lesion,
-    )
+    Numbers: ``--tmax 6`` (checked against the setting's range, exit 2 otherwise); switches:
+    ``--fill-holes`` / ``--no-fill-holes`` (absent: the default, "auto" for by-modality switches);
+    choices: ``--method oSVD``. Every default is None here, so only given options change a setting.
+    """
+    from .settings import settings_by_group
+
+    for group_name, specs in settings_by_group().items():
+        group = parser.add_argument_group(f"settings: {group_name.lower()}")
+        for spec in specs:
+            text = f"{spec.help} Default {spec.default_text()}; {spec.range_text()}."
+            text = text.replace("%", "%%")
+            if spec.kind in ("bool", "auto_bool"):
+                group.add_argument(spec.cli_flag, dest=spec.name, action=argparse.BooleanOptionalAction,
+                                   default=None, help=text)
+            elif spec.kind == "choice":
+                group.add_argument(spec.cli_flag, dest=spec.name, type=_choice(spec), default=None,
+                                   metavar="|".join(spec.choices), help=text)
+            else:
+                group.add_argument(spec.cli_flag, dest=spec.name, type=_setting_value(spec), default=None,
+                                   metavar=_METAVARS.get(spec.unit, "X"),
+                                   help=text)
+
+
+_METAVARS = {"%": "PERCENT", "s": "S", "mm": "MM", "mL": "ML", "HU": "HU", "years": "YEARS", "g/mL": "G_PER_ML",
+             "mL/100 g": "ML_PER_100G", "×10⁻⁶ mm²/s": "ADC", "voxels": "VOXELS", "°": "DEG", "": "N"}
+
+
+def _setting_value(spec):
+    def parse(text):
+        from .settings import SettingsError
+
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {spec.name} takes {spec.range_text()}") from None
+        if spec.kind in ("int", "optional_int") and number.is_integer():
+            number = int(number)
+        try:
+            return spec.validate(number)
+        except SettingsError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = spec.name
+    return parse
+
+
+#: Older spellings still accepted on the command line.
+_CHOICE_ALIASES = {"tmax4": "tmax_lt_4"}
+
+
+def _choice(spec):
+    def parse(text):
+        from .settings import SettingsError
+
+        try:
+            return spec.validate(_CHOICE_ALIASES.get(text.lower(), text))
+        except SettingsError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = spec.name
+    return parse
+
+
+def _case_settings(args):
+    """The :class:`CaseSettings` of the given options (only what the user gave changes a default)."""
+    from .settings import all_settings, case_settings_from_values
+
+    values = {spec.name: getattr(args, spec.name) for spec in all_settings()
+              if getattr(args, spec.name, None) is not None}
+    return case_settings_from_values(
+        {**values, "aif_voxels": args.aif_voxels, "baseline": args.baseline_frames})
 
 
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
-                   default_out, annotate=None):
+                   default_out, subject, annotate=None):
     """Run the case and write its outputs; ``annotate(result) -> dict`` adds summary entries."""
     from .outputs import check_output_dir, write_case_outputs
     from .pipeline import run_case
@@ -345,7 +270,7 @@ def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, 
     result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
                       settings=settings, progress=display.scaled(0.0, 0.9))
     summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 save_series=args.save_series,
+                                 save_series=args.save_series, subject=args.subject or subject,
                                  extra_summary=annotate(result) if annotate else None,
                                  progress=display.scaled(0.9, 1.0))
     display.finish()
@@ -372,10 +297,13 @@ def _cmd_demo(args):
 
     _, summary, out_dir = _run_and_write(
         args, phantom.series, adc=phantom.adc, adc_geometry=phantom.adc_geometry, default_out=default_out,
+        subject=f"phantom-{args.modality}{'' if args.lesion else '-healthy'}-seed{args.seed}",
         annotate=agreement_with_truth,
     )
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    elif args.quiet:
+        print(format_one_line(summary))
     else:
         print(format_summary(summary, out_dir))
         print(_format_agreement(summary["phantom_agreement"]))
@@ -429,13 +357,17 @@ def _cmd_analyze(args):
                 f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
             )
         mask = mask_array > 0
+    from .caserecord import subject_from_path
+
     stem = path.name.split(".")[0] or "case"
     result, summary, out_dir = _run_and_write(
         args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
-        default_out=f"stroke-mismatch-{stem}",
+        default_out=f"stroke-mismatch-{stem}", subject=subject_from_path(path.resolve()),
     )
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    elif args.quiet:
+        print(format_one_line(summary))
     else:
         print(format_summary(summary, out_dir))
     return 0
@@ -495,9 +427,9 @@ def _fmt(value, unit="", digits=1):
 
 def _describe_input(summary: dict) -> str:
     """Source, frames and their timing, TE/TR and voxel size, each with its unit."""
-    info = summary.get("input") or {}
+    info = summary.get("inputs") or {}
     parts = [str(info.get("source"))]
-    times = summary.get("frame_times_s") or []
+    times = info.get("frame_times_s") or []
     n_frames = info.get("n_frames") or len(times)
     if n_frames:
         timing = f"{n_frames} frames"
@@ -517,14 +449,27 @@ def _describe_input(summary: dict) -> str:
     return ", ".join(parts)
 
 
+_QUALITY_WORDS = {"pass": "PASS", "warn": "WARN (verdicts stand; read the findings)",
+                  "fail": "FAIL (verdicts indeterminate: the data cannot support them)"}
+
+
 def format_summary(summary: dict, out_dir=None) -> str:
-    """The human-readable table printed after a run."""
-    lines = []
+    """The human-readable table printed after a run, rendered from the case record (summary.json):
+    quality first, then the case, affected side, volumes and ratios, verdicts, notes."""
+    quality = summary.get("quality") or {}
+    status = str(quality.get("status") or "pass")
+    lines = [f"Quality: {_QUALITY_WORDS.get(status, status.upper())}"]
+    findings = [f for f in quality.get("findings") or [] if isinstance(f, dict)
+                and f.get("severity") in ("warning", "error")]
+    for finding in findings:
+        lines.append(f"  [{finding.get('severity')}] {finding.get('message')}")
+    settings = summary.get("settings") or {}
     lines.append(f"StrokeMismatch {summary.get('software', {}).get('version', '')} — "
-                 f"{str(summary.get('modality', '')).upper()} perfusion, {summary.get('method')}")
-    source = summary.get("input", {}).get("source")
-    if source:
+                 f"{str(summary.get('modality', '')).upper()} perfusion, {settings.get('method')}; "
+                 f"subject {summary.get('subject')}")
+    if (summary.get("inputs") or {}).get("source"):
         lines.append(f"Input: {_describe_input(summary)}")
+    lines.append(f"Affected side: {summary.get('affected_side') or 'not determined'}")
     lines.append("")
     metrics = summary.get("metrics") or {}
     if metrics:
@@ -541,32 +486,18 @@ def format_summary(summary: dict, out_dir=None) -> str:
                 if value is None and note:
                     text += f" ({note})"
                 rows.append((label, text))
-            elif isinstance(entry, (int, float)) or entry is None:
-                rows.append((name.replace("_", " "), _fmt(entry)))
         width = min(max(len(label) for label, _ in rows), 60) if rows else 0
         for label, text in rows:
             lines.append(f"  {label:<{width}}  {text}")
-    criteria = summary.get("criteria") or []
+    criteria = summary.get("criteria") or {}
     if criteria:
         lines.append("")
         lines.append("Trial criteria")
-        for rule in criteria:
-            if not isinstance(rule, dict):
-                continue
-            name = rule.get("label") or rule.get("rule") or rule.get("name")
-            eligible = rule.get("eligible", rule.get("status"))
-            verdict = {True: "eligible", False: "not eligible", None: "indeterminate"}.get(eligible, str(eligible))
-            lines.append(f"  {str(name):<38} {verdict}")
+        for rule in criteria.values():
+            lines.append(f"  {str(rule.get('name')):<38} {rule.get('verdict')}")
             for reason in rule.get("reasons") or []:
                 lines.append(f"      - {reason}")
-    flags = [f for f in summary.get("quality_flags") or [] if isinstance(f, dict)]
-    warn = [f for f in flags if f.get("severity") in ("warning", "error")]
-    if warn:
-        lines.append("")
-        lines.append("Quality warnings")
-        for flag in warn:
-            lines.append(f"  [{flag.get('severity')}] {flag.get('message')}")
-    shown = {str(flag.get("message")) for flag in warn}
+    shown = {str(f.get("message")) for f in findings}
     other = [text for text in summary.get("warnings") or []
              if str(text) not in shown and str(text).split(": ", 1)[-1] not in shown]
     if other:
@@ -578,8 +509,17 @@ def format_summary(summary: dict, out_dir=None) -> str:
         lines.append("")
         lines.append(f"Results written to {out_dir}")
     lines.append("")
-    lines.append(summary.get("disclaimer") or DISCLAIMER)
+    lines.append((summary.get("software") or {}).get("disclaimer") or DISCLAIMER)
     return "\n".join(lines)
+
+
+def format_one_line(summary: dict) -> str:
+    """One line per case (``--quiet``): subject, quality, side, core/hypoperfusion/mismatch, verdicts."""
+    verdicts = ", ".join(f"{key} {rule.get('verdict')}" for key, rule in (summary.get("criteria") or {}).items())
+    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}; "
+            f"side {summary.get('affected_side') or '—'}; core {_fmt(summary.get('core_ml'), 'mL')}, "
+            f"Tmax>6 s {_fmt(summary.get('hypoperfusion_ml'), 'mL')}, mismatch ratio "
+            f"{_fmt(summary.get('mismatch_ratio'), '', 2)}; {verdicts}")
 
 
 # --------------------------------------------------------------------------------------------

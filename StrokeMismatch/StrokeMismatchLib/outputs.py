@@ -4,7 +4,7 @@ Layout of ``out_dir``::
 
     maps/{cbf,cbv,mtt,tmax,ttp}.nii.gz        float32, perfusion grid, NaN outside the brain mask
     masks/{core,hypoperfusion,penumbra}.nii.gz uint8 (0/1), perfusion grid
-    summary.json                               CaseResult.summary() + the list of files written
+    summary.json                               the case record (caserecord.py) + the files written
     summary.csv                                one row with flat columns (units in the names); the
                                                same columns for every case (MR or CT, with or
                                                without notes), so cohort rows stack
@@ -29,9 +29,7 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
-import re
 import shutil
 import tempfile
 import warnings as _warnings
@@ -41,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import OutputError
+from .caserecord import MAP_UNITS, csv_row
 from .pipeline import MAP_NAMES
 
 MASK_NAMES = ("core", "hypoperfusion", "penumbra")
@@ -76,14 +75,18 @@ def write_case_outputs(
     report: bool = True,
     save_series: bool = False,
     extra_summary: dict | None = None,
+    subject: str | None = None,
+    record=None,
     progress: Callable | None = None,
 ) -> dict:
     """Write maps, masks, summary.json/.csv and report.html of ``result`` into ``out_dir``.
 
     ``save_series`` also writes the analysed (motion-corrected) signal as
     ``series/perfusion.seq.nrrd``, which Slicer opens as a sequence over the maps.
-    ``extra_summary``: JSON-ready entries added to summary.json/.csv (e.g. the demo's
-    agreement with the phantom's truth).
+    ``extra_summary``: JSON-ready entries added to summary.json (e.g. the demo's
+    agreement with the phantom's truth). ``record``: the case record (``result.record()``,
+    built here when not given, with ``subject``); summary.json, summary.csv and the report
+    all render it.
 
     Returns the summary dict that was written (with an ``outputs`` entry listing the files and
     whether the report was written). Raises :class:`errors.OutputError` when the folder exists
@@ -106,7 +109,8 @@ def write_case_outputs(
         ) from None
 
     try:
-        written, summary = _write_all(result, staging, report=report, save_series=save_series,
+        record = record if record is not None else result.record(subject=subject)
+        written, summary = _write_all(result, record, staging, report=report, save_series=save_series,
                                       extra_summary=extra_summary, tell=tell)
         tell(0.95, "Moving results into place")
         _move_into_place(staging, out_dir, written)
@@ -152,7 +156,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
             break
 
 
-def _write_all(result, folder: Path, *, report: bool, save_series: bool, extra_summary, tell) -> tuple[list[str], dict]:
+def _write_all(result, record, folder: Path, *, report: bool, save_series: bool, extra_summary, tell) -> tuple[list[str], dict]:
     from .fileio import write_seq_nrrd, write_volume
 
     geometry = result.geometry
@@ -189,7 +193,7 @@ def _write_all(result, folder: Path, *, report: bool, save_series: bool, extra_s
 
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore")
-                write_report(result, folder / REPORT_HTML)
+                write_report(result, folder / REPORT_HTML, record=record)
         except ImportError as exc:
             reason = f"the report needs optional packages that are missing ({exc}); install the 'report' extra"
             report_status = {"written": False, "path": None, "reason": reason}
@@ -203,15 +207,12 @@ def _write_all(result, folder: Path, *, report: bool, save_series: bool, extra_s
             report_status = {"written": True, "path": REPORT_HTML, "reason": None}
 
     tell(0.85, "Writing the summary")
-    summary = result.summary()
+    summary = record.to_dict()
     summary.update(extra_summary or {})
-    # What the file reader noticed (e.g. a sidecar EchoTime in ms converted to s) comes first.
-    reader_warnings = (getattr(result.series, "metadata", None) or {}).get("warnings") or []
-    merged = [str(w) for w in reader_warnings] + list(summary.get("warnings") or []) + extra_warnings
-    summary["warnings"] = list(dict.fromkeys(merged))
+    summary["warnings"] = list(dict.fromkeys(list(summary.get("warnings") or []) + extra_warnings))
     summary["outputs"] = {
         "files": written + [SUMMARY_JSON, SUMMARY_CSV],
-        "maps_units": {name: unit for name, unit in _map_units().items()},
+        "maps_units": dict(MAP_UNITS),
         "maps_outside_mask": "NaN",
         "masks_dtype": "uint8",
         "report": report_status,
@@ -223,11 +224,6 @@ def _write_all(result, folder: Path, *, report: bool, save_series: bool, extra_s
     written.append(SUMMARY_CSV)
     return written, summary
 
-
-def _map_units():
-    from .pipeline import MAP_UNITS
-
-    return MAP_UNITS
 
 
 def _move_into_place(staging: Path, out_dir: Path, written: list[str]) -> None:
@@ -266,87 +262,12 @@ def _reason(exc: OSError) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-_UNIT_SUFFIX = {
-    "ml": "ml",
-    "s": "s",
-    "ml/100 g/min": "ml_per_100g_min",
-    "ml/100 g": "ml_per_100g",
-    "mm": "mm",
-    "%": "percent",
-    "1e-6 mm2/s": "1e-6mm2_per_s",
-    "10⁻⁶ mm²/s": "1e-6mm2_per_s",
-}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_")
-
-
-def _unit_suffix(unit) -> str:
-    if not unit or str(unit).lower() in ("1", "ratio", "none", "dimensionless", "-", "count"):
-        return ""
-    unit = str(unit).strip()
-    return _UNIT_SUFFIX.get(unit.lower(), _slug(unit))
-
-
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
-    return value
-
-
-def flat_row(summary: dict) -> dict:
-    """One flat row (column → value) of a summary, for cohort tables."""
-    row = {
-        "software_version": summary.get("software", {}).get("version"),
-        "source": summary.get("input", {}).get("source"),
-        "modality": summary.get("modality"),
-        "method": summary.get("method"),
-        "n_frames": summary.get("input", {}).get("n_frames"),
-        "voxel_volume_ml": summary.get("input", {}).get("voxel_volume_ml"),
-        "brain_ml": summary.get("brain_mask", {}).get("volume_ml"),
-        "aif_method": summary.get("aif", {}).get("method"),
-        "aif_n_voxels": summary.get("aif", {}).get("n_voxels"),
-        "motion_max_displacement_mm": (summary.get("motion") or {}).get("max_displacement_mm"),
-    }
-    metrics = summary.get("metrics") or {}
-    for name, entry in metrics.items():
-        if isinstance(entry, dict):
-            value = entry.get("value")
-            suffix = _unit_suffix(entry.get("unit"))
-            column = _slug(name)
-            if suffix and not column.endswith("_" + suffix):
-                column = f"{column}_{suffix}"
-            row[column] = value
-            # Always present (empty when there is nothing to say): cohort rows share one header.
-            row[f"{column}_note"] = (entry.get("flag") or entry.get("reason")) if value is None else None
-        elif not isinstance(entry, (list, dict)):
-            row[_slug(name)] = entry
-    for criterion in summary.get("criteria") or []:
-        if not isinstance(criterion, dict):
-            continue
-        name = criterion.get("rule") or criterion.get("name") or criterion.get("id")
-        if name is None:
-            continue
-        status = criterion.get("eligible", criterion.get("status"))
-        row[f"{_slug(name)}_eligible"] = status
-        reasons = criterion.get("reasons") or []
-        row[f"{_slug(name)}_reasons"] = "; ".join(str(r) for r in reasons)
-    flags = summary.get("quality_flags") or []
-    row["quality_warnings"] = sum(1 for f in flags if isinstance(f, dict) and f.get("severity") in ("warning", "error"))
-    row["quality_codes"] = ";".join(str(f.get("code")) for f in flags if isinstance(f, dict))
-    return {key: _csv_value(value) for key, value in row.items()}
-
-
 def summary_csv(summary: dict) -> str:
-    """CSV text: a header and one row (see :func:`flat_row`)."""
-    row = flat_row(summary)
+    """CSV text: a header and one row (:func:`caserecord.csv_row`); fields with commas, quotes or
+    line breaks are quoted by the csv module, so one case is always one row."""
+    row = csv_row(summary)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writeheader()
     writer.writerow(row)
     return buffer.getvalue()

@@ -13,8 +13,8 @@
    (``analysis.analyze_lesion``, §8–10);
 8. quality flags (``quality.assess_quality``).
 
-The inputs are never modified. ``CaseResult.summary()`` is the JSON-ready record written as
-``summary.json``: every threshold, clean-up step and its effect, the AIF, the motion trace and
+The inputs are never modified. ``CaseResult.record()`` is the case record (``caserecord.py``)
+that every output renders; ``CaseResult.summary()`` is its JSON form, ``summary.json``: every threshold, clean-up step and its effect, the AIF, the motion trace and
 the QC flags, with units, and ``null`` plus a reason for infinite or undefined ratios.
 """
 
@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError
 from .geometry import Geometry
 from .series import PerfusionSeries
 
-METHODS = ("oSVD", "cSVD", "sSVD", "Tikhonov")
+from .settings import METHODS, CaseSettings  # noqa: F401  (re-exported)
 
 #: Fraction of the progress bar given to each step (start, end).
 _STEPS = {
@@ -47,93 +45,6 @@ _STEPS = {
     "lesion": (0.85, 0.97),
     "quality": (0.97, 1.00),
 }
-
-
-def _default_lesion_settings():
-    from .analysis import LesionSettings
-
-    return LesionSettings()
-
-
-@dataclass
-class CaseSettings:
-    """Everything the user can choose for one case.
-
-    ``method``: deconvolution (oSVD, cSVD, sSVD, Tikhonov); ``hematocrit_factor`` k_H and
-    ``tissue_density`` ρ (g/mL) scale CBF and CBV by k_H/ρ (PERFUSION.md §5);
-    ``motion_correction``: rigid frame-to-reference registration first;
-    ``aif_voxels``: manual AIF voxels as (k, j, i) triples, or ``aif_mask`` a bool [K, J, I]
-    array (both None = automatic selection); ``baseline``: (start, stop) frame range used verbatim
-    instead of automatic detection (stop exclusive); ``lesion``: thresholds and clean-up
-    (:class:`analysis.LesionSettings`).
-    """
-
-    method: str = "oSVD"
-    hematocrit_factor: float = 0.73
-    tissue_density: float = 1.04
-    motion_correction: bool = True
-    aif_voxels: Any = None
-    aif_mask: Any = None
-    baseline: tuple[int, int] | None = None
-    lesion: Any = field(default_factory=_default_lesion_settings)
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            matches = [m for m in METHODS if m.lower() == str(self.method).lower()]
-            if not matches:
-                raise InputDataError(
-                    f"Unknown deconvolution method {self.method!r}: choose one of {', '.join(METHODS)}."
-                )
-            self.method = matches[0]
-        for name in ("hematocrit_factor", "tissue_density"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InputDataError(f"{name} must be a positive number, got {value!r}.")
-        if self.aif_voxels is not None:
-            voxels = np.asarray(self.aif_voxels)
-            if voxels.ndim == 1 and voxels.size == 3:
-                voxels = voxels[None, :]
-            if voxels.ndim != 2 or voxels.shape[1] != 3 or voxels.shape[0] == 0:
-                raise InputDataError(
-                    "AIF voxels must be a list of (k, j, i) index triples, e.g. '12,40,33;12,40,34'."
-                )
-            if not np.all(np.equal(np.mod(voxels, 1), 0)):
-                raise InputDataError("AIF voxel indices must be whole numbers (k, j, i).")
-            self.aif_voxels = voxels.astype(int)
-        if self.baseline is not None:
-            try:
-                start, stop = (int(v) for v in self.baseline)
-            except (TypeError, ValueError):
-                raise InputDataError(
-                    "The baseline override must be a (start, stop) pair of frame indices."
-                ) from None
-            if start < 0 or stop <= start:
-                raise InputDataError(
-                    f"Baseline frames ({start}, {stop}) are not a valid range: need 0 ≤ start < stop."
-                )
-            self.baseline = (start, stop)
-
-    def to_dict(self) -> dict:
-        """JSON-ready record of the settings (the AIF mask as its voxel count)."""
-        lesion = self.lesion
-        if hasattr(lesion, "to_dict"):
-            lesion_dict = lesion.to_dict()
-        elif dataclasses.is_dataclass(lesion):
-            lesion_dict = dataclasses.asdict(lesion)
-        else:
-            lesion_dict = lesion
-        return _jsonable(
-            {
-                "method": self.method,
-                "hematocrit_factor": self.hematocrit_factor,
-                "tissue_density_g_per_ml": self.tissue_density,
-                "motion_correction": self.motion_correction,
-                "aif_voxels_kji": None if self.aif_voxels is None else np.asarray(self.aif_voxels).tolist(),
-                "aif_mask_voxels": None if self.aif_mask is None else int(np.count_nonzero(self.aif_mask)),
-                "baseline_frames": None if self.baseline is None else list(self.baseline),
-                "lesion": lesion_dict,
-            }
-        )
 
 
 @dataclass
@@ -171,98 +82,18 @@ class CaseResult:
         """Perfusion maps by name (cbf, cbv, mtt, tmax, ttp) as float32 [K, J, I]."""
         return {name: np.asarray(getattr(self.maps, name), dtype=np.float32) for name in MAP_NAMES}
 
+    def record(self, *, subject: str | None = None, extra_warnings=()):
+        """The :class:`caserecord.CaseRecord` of this case (build it once per analysis)."""
+        from .caserecord import build_case_record
+
+        return build_case_record(self, subject=subject, extra_warnings=extra_warnings)
+
     def summary(self) -> dict:
-        """JSON-ready dict of this case (``json.dumps(..., allow_nan=False)`` succeeds)."""
-        geometry = self.geometry
-        aif_voxels = np.asarray(getattr(self.aif, "voxels", np.zeros((0, 3))), dtype=int).reshape(-1, 3)
-        aif_ras = geometry.ijk_to_ras_points(aif_voxels[:, ::-1]) if aif_voxels.size else np.zeros((0, 3))
-        lesion_dict = _to_dict(self.lesion)
-        metrics = lesion_dict.get("metrics") if isinstance(lesion_dict, dict) else None
-        criteria = lesion_dict.get("criteria") if isinstance(lesion_dict, dict) else None
-        summary = {
-            "software": {"name": "StrokeMismatch", "version": __version__},
-            "disclaimer": DISCLAIMER,
-            "created": self.created,
-            "input": {
-                "source": self.series.source,
-                "modality": self.modality,
-                "shape_kjit": list(self.series.signal.shape),
-                "n_frames": int(self.series.signal.shape[3]),
-                "voxel_size_mm_ijk": geometry.spacing.tolist(),
-                "voxel_volume_ml": geometry.voxel_volume_ml,
-                "ijk_to_ras": geometry.ijk_to_ras.tolist(),
-                "te_s": self.series.te,
-                "tr_s": self.series.tr,
-                "metadata": self.series.metadata,
-                "adc_provided": self.adc_provided,
-                "adc_unit": self.adc_unit,
-            },
-            "modality": self.modality,
-            "frame_times_s": self.series.times.tolist(),
-            "method": getattr(self.maps, "method", self.settings.method),
-            "settings": self.settings.to_dict(),
-            "baseline": _baseline_dict(self.baseline),
-            "brain_mask": {
-                "source": self.brain_mask_source,
-                "voxels": int(np.count_nonzero(self.brain_mask)),
-                "volume_ml": float(np.count_nonzero(self.brain_mask)) * geometry.voxel_volume_ml,
-            },
-            "aif": {
-                "method": getattr(self.aif, "method", None),
-                "n_voxels": int(aif_voxels.shape[0]),
-                "voxels_kji": aif_voxels.tolist(),
-                "voxels_ras_mm": np.round(aif_ras, 3).tolist(),
-                "quality": getattr(self.aif, "quality", {}),
-                "warnings": list(getattr(self.aif, "warnings", [])),
-                "curve": np.asarray(getattr(self.aif, "curve", [])).tolist(),
-            },
-            "maps": {
-                "method": getattr(self.maps, "method", self.settings.method),
-                "grid_dt_s": getattr(self.maps, "grid_dt", None),
-                "extra": _scalars_only(getattr(self.maps, "extra", {}) or {}),
-                "units": dict(MAP_UNITS),
-                "absolute_scale": self.modality == "ct",
-                "scale_note": MAP_SCALE_NOTES[self.modality],
-                "outside_mask": "NaN",
-            },
-            "lesion": lesion_dict,
-            "metrics": metrics,
-            "criteria": criteria,
-            "motion": (
-                {"applied": True, **_to_dict(self.motion)}
-                if self.motion is not None
-                else {"applied": False}
-            ),
-            "quality_flags": [_to_dict(flag) for flag in self.quality],
-            "warnings": list(self.warnings),
-            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
-        }
-        if isinstance(lesion_dict, dict):  # the facts a reader looks for, at the top level
-            summary["thresholds"] = lesion_dict.get("settings")
-            summary["cleanup_steps"] = lesion_dict.get("steps")
-            summary["affected_side"] = lesion_dict.get("affected_side")
-            summary["hemispheres"] = lesion_dict.get("hemispheres")
-            summary["rcbf_reference"] = lesion_dict.get("reference")
-            summary["adc_unit"] = lesion_dict.get("adc_unit")
-        return _jsonable(summary)
+        """The summary.json object of this case (``record().to_dict()``)."""
+        return self.record().to_dict()
 
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
-MAP_UNITS = {
-    "cbf": "mL/100 g/min",
-    "cbv": "mL/100 g",
-    "mtt": "s",
-    "tmax": "s",
-    "ttp": "s",
-}
-#: What the CBF/CBV numbers mean per modality (PERFUSION.md §2.1, §11.3).
-MAP_SCALE_NOTES = {
-    "ct": "CBF and CBV in mL/100 g/min and mL/100 g (ΔHU is linear in iodine concentration; "
-          "hematocrit factor and tissue density as in the settings).",
-    "mr": "DSC-MR: CBF and CBV are relative. They are given in nominal mL/100 g/min and mL/100 g, but "
-          "ΔR2* per unit contrast differs between arterial blood and tissue and is not calibrated, so "
-          "only ratios between regions (rCBF, rCBV) are meaningful. MTT, Tmax and TTP are absolute (s).",
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,64 +351,5 @@ def _override_baseline(detected, frames):
         f"Baseline frames {start}–{stop - 1} set by the user."])
 
 
-def _baseline_dict(baseline) -> dict:
-    data = _to_dict(baseline)
-    data["frames"] = [baseline.start, baseline.stop - 1]
-    return data
-
-
 def _unique(items):
-    seen, out = set(), []
-    for item in items:
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out
-
-
-def _to_dict(obj):
-    if obj is None:
-        return None
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj):
-        return {
-            f.name: getattr(obj, f.name)
-            for f in dataclasses.fields(obj)
-            if not isinstance(getattr(obj, f.name), np.ndarray) or getattr(obj, f.name).size <= 1000
-        }
-    return obj
-
-
-def _scalars_only(mapping: dict) -> dict:
-    """Keep scalars and short lists (drop whole maps stored in ``extra``)."""
-    out = {}
-    for key, value in mapping.items():
-        if isinstance(value, np.ndarray) and value.size > 64:
-            continue
-        out[key] = value
-    return out
-
-
-def _jsonable(value):
-    """Recursively convert numpy types to Python ones; NaN/±inf become None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, (str, type(None))):
-        return value
-    if dataclasses.is_dataclass(value):
-        return _jsonable(_to_dict(value))
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    return str(value)
+    return list(dict.fromkeys(items))

@@ -66,11 +66,13 @@ MATPLOTLIB_MISSING = (
 # ============================================================================================
 # Public API
 # ============================================================================================
-def write_report(result, path, *, images_dir=None, include_3d=True) -> Path:
+def write_report(result, path, *, record=None, images_dir=None, include_3d=True) -> Path:
     """Write the self-contained HTML report of ``result`` (a ``pipeline.CaseResult``) to ``path``.
 
     ``images_dir``: also save each picture there as ``report_<name>.png``; ``include_3d``: draw
-    the VTK 3D picture (skipped with a note when VTK or OpenGL is missing). Returns the path.
+    the VTK 3D picture (skipped with a note when VTK or OpenGL is missing); ``record`` the case
+    record to render (``result.record()`` when not given: pass the one the other outputs use).
+    Returns the path.
     """
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
@@ -78,7 +80,9 @@ def write_report(result, path, *, images_dir=None, include_3d=True) -> Path:
     if not path.parent.is_dir():
         raise OutputError(f"Folder {path.parent} does not exist: create it or choose another report path.")
     started = time.perf_counter()
-    summary = result.summary()
+    if record is None:
+        record = result.record()
+    summary = dict(record.to_dict() if hasattr(record, "to_dict") else record)
     summary["report_mask_volumes_ml"] = _mask_volumes(result)
     info: dict = {}
     images, notes = make_report_images(result, include_3d=include_3d, info=info)
@@ -145,10 +149,12 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     """The report as one HTML string from the JSON-ready ``summary`` and PNG bytes by name."""
     if not isinstance(summary, dict):
         raise InputDataError("build_report_html needs the summary dict of a case (CaseResult.summary()).")
+    software = summary.get("software") or {}
     notes = list(notes or [])
     parts = [_HEAD.format(title=html.escape(_title(summary)), style=_STYLE)]
     parts.append(f"<h1>{html.escape(_title(summary))}</h1>")
-    disclaimer = _e(summary.get("disclaimer") or DISCLAIMER)
+    disclaimer = _e(software.get("disclaimer") or DISCLAIMER)
+    parts.append(_quality_banner(summary))
     parts.append(f'<p class="disclaimer"><b>Not a medical device.</b> {disclaimer}</p>')
     parts.append(_case_line(summary))
     parts.append(_headline(summary))
@@ -177,8 +183,9 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     if "aif" not in images and summary.get("aif"):
         parts.append("<h2>Arterial input function</h2>"
                      + _aif_table(summary.get("aif") or {}, summary.get("modality")))
-    parts.append("<h2>Quality</h2>" + _quality_table(summary.get("quality_flags"), summary.get("warnings")))
-    steps = summary.get("lesion_steps") or (summary.get("lesion") or {}).get("steps")
+    parts.append("<h2>Quality</h2>" + _quality_table((summary.get("quality") or {}).get("findings"),
+                                                     summary.get("warnings")))
+    steps = (summary.get("analysis") or {}).get("cleanup_steps")
     parts.append("<h2>Clean-up steps</h2>" + _steps_table(steps))
     parts.append("<h2>Settings</h2>" + _key_value_table(summary.get("settings") or {}))
     parts.append("<h2>Technical details</h2>" + _technical(summary))
@@ -186,8 +193,7 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     if other_notes:
         items = "".join(f"<li>{_e(n)}</li>" for n in other_notes)
         parts.append(f"<h2>Report notes</h2><ul>{items}</ul>")
-    parts.append(f'<p class="disclaimer small">{_e(summary.get("disclaimer") or DISCLAIMER)}</p>')
-    software = summary.get("software") or {}
+    parts.append(f'<p class="disclaimer small">{disclaimer}</p>')
     parts.append(f'<p class="small">StrokeMismatch {_e(software.get("version", __version__))}</p>')
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -667,6 +673,10 @@ h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; border-bo
 table { border-collapse: collapse; margin: 0.4em 0; font-size: 0.88em; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.quality { padding: 0.5em 0.8em; border: 2px solid; margin: 0.5em 0; }
+.quality-pass { border-color: #3c9a5f; background: #e9f7ee; }
+.quality-warn { border-color: #e0a030; background: #fff1d6; }
+.quality-fail { border-color: #c0392b; background: #fbe1de; }
 .disclaimer { background: #fff4d6; border: 1px solid #e0b94f; padding: 0.5em 0.8em; }
 .small { font-size: 0.8em; color: #555; } .note { background: #eef4ff; border: 1px solid #9ab;
         padding: 0.4em 0.8em; }
@@ -697,11 +707,27 @@ def _title(summary) -> str:
 
 
 def _case_line(summary) -> str:
-    source = (summary.get("input") or {}).get("source") or "unnamed input"
-    created = summary.get("created") or ""
-    method = summary.get("method") or (summary.get("settings") or {}).get("method") or "?"
-    return (f'<p class="small">Input: {_e(source)} · analysed {_e(created)} · deconvolution '
-            f'{_e(method)}</p>')
+    source = (summary.get("inputs") or {}).get("source") or "unnamed input"
+    created = (summary.get("software") or {}).get("created") or ""
+    method = (summary.get("settings") or {}).get("method") or "?"
+    side = summary.get("affected_side") or "not determined"
+    return (f'<p class="small">Subject: <b>{_e(summary.get("subject") or "—")}</b> · input: {_e(source)} · '
+            f'analysed {_e(created)} · deconvolution {_e(method)} · affected side: <b>{_e(side)}</b></p>')
+
+
+_STATUS_WORDS = {"pass": "Quality: pass", "warn": "Quality: warnings, read the findings below",
+                 "fail": "Quality: FAIL, the verdicts are indeterminate"}
+
+
+def _quality_banner(summary) -> str:
+    """The quality status, first on the page, with each warning/error finding."""
+    quality = summary.get("quality") or {}
+    status = str(quality.get("status") or "pass")
+    findings = [f for f in quality.get("findings") or []
+                if isinstance(f, dict) and f.get("severity") in ("warning", "error")]
+    items = "".join(f"<li>{_e(f.get('message', ''))}</li>" for f in findings)
+    return (f'<div class="quality quality-{_e(status)}"><b>{_e(_STATUS_WORDS.get(status, status))}</b>'
+            f'{f"<ul>{items}</ul>" if items else ""}</div>')
 
 
 def _fmt(value, key="") -> str:
@@ -835,11 +861,11 @@ def _headline(summary) -> str:
     volumes = summary.get("report_mask_volumes_ml") or {}
     modality = summary.get("modality")
     core_rule = "ADC < 620 × 10⁻⁶ mm²/s" if modality == "mr" else "rCBF < 30 %"
-    lesion_settings = ((summary.get("settings") or {}).get("lesion") or {})
+    lesion_settings = summary.get("settings") or {}
     if modality == "mr" and isinstance(lesion_settings.get("core_adc"), (int, float)):
         core_rule = f"ADC < {lesion_settings['core_adc']:g} × 10⁻⁶ mm²/s"
-    elif modality == "ct" and isinstance(lesion_settings.get("core_rcbf"), (int, float)):
-        core_rule = f"rCBF < {100 * lesion_settings['core_rcbf']:g} %"
+    elif modality == "ct" and isinstance(lesion_settings.get("core_rcbf_percent"), (int, float)):
+        core_rule = f"rCBF < {lesion_settings['core_rcbf_percent']:g} %"
     tmax_rule = "Tmax > 6 s"
     if isinstance(lesion_settings.get("tmax_threshold"), (int, float)):
         tmax_rule = f"Tmax > {lesion_settings['tmax_threshold']:g} s"
@@ -1072,17 +1098,18 @@ def _key_value_table(mapping: dict) -> str:
 
 def _technical(summary) -> str:
     facts = {}
-    inputs = summary.get("input") or {}
+    inputs = summary.get("inputs") or {}
     for key in ("source", "modality", "shape_kjit", "voxel_size_mm_ijk", "voxel_volume_ml", "te_s", "tr_s",
                 "adc_provided", "adc_unit"):
         if key in inputs:
             facts[f"input.{key}"] = inputs[key]
-    times = summary.get("frame_times_s") or []
+    times = inputs.get("frame_times_s") or []
     if times:
         facts["frames"] = f"{len(times)} frames, {times[0]:.1f}–{times[-1]:.1f} s"
-    for section in ("baseline", "brain_mask", "maps", "motion", "lesion_hemispheres", "lesion_reference",
-                    "lesion_adc_unit", "timings_s"):
-        value = summary.get(section)
+    analysis = summary.get("analysis") or {}
+    for section in ("baseline", "brain_mask", "maps", "motion", "hemispheres", "rcbf_reference",
+                    "adc_unit", "timings_s"):
+        value = analysis.get(section)
         if isinstance(value, dict):
             for key, item in _flatten(value):
                 if isinstance(item, list) and len(item) > 12:
