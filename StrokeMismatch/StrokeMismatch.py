@@ -33,25 +33,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from StrokeMismatchLib import DISCLAIMER, mrmlio
+from StrokeMismatchLib import DISCLAIMER, inspector, mrmlio
 from StrokeMismatchLib.errors import AnalysisCancelled, StrokeMismatchError
 
-#: Where the sample data is published (a GitHub release of the project); files made by
-#: scripts/make_sample_data.py, which prints these SHA256 values (Testing/test_sample_data.py
-#: regenerates the files and checks them).
-SAMPLE_DATA_URL = "https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v2/"
-SAMPLE_SERIES_FILE = "StrokeMismatchPhantomMR.seq.nrrd"
-SAMPLE_SERIES_SHA256 = "98552858311ce53bd497ef0a5c4f3346dd81dab9475b4c95620bf0795ffc452a"
-SAMPLE_ADC_FILE = "StrokeMismatchPhantomMR-ADC.nrrd"
-SAMPLE_ADC_SHA256 = "4407eb540d5e507500a40b17778dea86922f12915d3eb76de12e46e15c52440f"
-#: Ground truth of the sample phantom (mL), printed by scripts/make_sample_data.py.
-SAMPLE_TRUTH_ML = {"core": 14.688, "hypoperfusion": 54.317, "penumbra": 39.629}
-#: Accepted relative error of the self-test's volumes against the truth (plus 1 mL). Outside
-#: Slicer the same run gives core 14.0 mL (−4.5 %) and hypoperfusion 55.8–56.3 mL (+2.7 … +3.7 %)
-#: over noise seeds 0–2; Testing/test_sample_data.py checks that it meets these tolerances.
+#: The sample cases (Sample Data → Stroke perfusion) are built on the spot from the digital phantom
+#: (``StrokeMismatchLib.samplecase``): no download, they work offline. Accepted relative error of
+#: the self-test's volumes against the phantom's truth (plus 1 mL); Testing/test_sample_data.py
+#: checks that the analysis meets it outside Slicer.
 SAMPLE_TOLERANCE = {"core": 0.10, "hypoperfusion": 0.10}
-#: Echo time of the sample phantom (ms): .seq.nrrd files carry no TE that Slicer reads.
-SAMPLE_ECHO_TIME_MS = 30.0
 
 
 #
@@ -89,28 +78,42 @@ class StrokeMismatch(ScriptedLoadableModule):
 _sampleDataRegistered = False
 
 
+def loadSampleCase(modality="mr"):
+    """Build the sample phantom with the Lib (no download) and add it to the scene.
+
+    :param modality: "mr" (DSC-MR series + ADC) or "ct" (CT perfusion series).
+    :return: dict of nodes: sequence, browser, proxy, and adc (MR).
+    """
+    from StrokeMismatchLib.samplecase import make_sample_case
+
+    return mrmlio.sample_case_nodes(make_sample_case(modality))
+
+
 def registerSampleData():
-    """Register the phantom series and ADC in the Sample Data module (one click to try)."""
+    """Register the MR and CT phantoms in the Sample Data module (one click, offline)."""
     global _sampleDataRegistered
     if _sampleDataRegistered:
         return
     _sampleDataRegistered = True
     import SampleData
 
+    from StrokeMismatchLib.samplecase import SAMPLE_NAMES
+
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources/Icons")
     logic = SampleData.SampleDataLogic
     if hasattr(logic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
         logic.registerCustomSampleDataCategory("Stroke perfusion", title=_("Stroke perfusion"))
-    logic.registerCustomSampleDataSource(
-        category="Stroke perfusion",
-        sampleName="StrokeMismatchPhantomMR",
-        thumbnailFileName=os.path.join(iconsPath, "StrokeMismatch.png"),
-        uris=[SAMPLE_DATA_URL + SAMPLE_SERIES_FILE, SAMPLE_DATA_URL + SAMPLE_ADC_FILE],
-        fileNames=[SAMPLE_SERIES_FILE, SAMPLE_ADC_FILE],
-        nodeNames=["PhantomPerfusion", "PhantomADC"],
-        checksums=["SHA256:" + SAMPLE_SERIES_SHA256, "SHA256:" + SAMPLE_ADC_SHA256],
-        loadFileTypes=["SequenceFile", "VolumeFile"],
-    )
+    for modality, sampleName in SAMPLE_NAMES.items():
+        # The Sample Data button calls customDownloader(source): the case is built locally.
+        logic.registerCustomSampleDataSource(
+            category="Stroke perfusion",
+            sampleName=sampleName,
+            thumbnailFileName=os.path.join(iconsPath, "StrokeMismatch.png"),
+            uris=[],
+            fileNames=[],
+            nodeNames=[sampleName],
+            customDownloader=lambda source=None, modality=modality: loadSampleCase(modality),
+        )
 
 
 #
@@ -270,8 +273,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
         self._observeAifPoints(None)
-        self._observeCrosshair(False)
-        self.logic.forgetResults()
+        self._observeCrosshair(False)  # the Logic forgets its results itself (resetState)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -408,7 +410,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot show the AIF."), waitCursor=True):
             points = node.aifPoints if node.aifMode == AifMode.Manual else None
-            chart = self.logic.updateAifPlot(node.perfusionNode, points, **self.logic.seriesOptionsFromParameterNode(node))
+            chart = self.logic.updateAifPlot(node.perfusionNode, points, motionCorrection=node.motionCorrection,
+                                             **self.logic.seriesOptionsFromParameterNode(node))
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def onAifPointsNodeChanged(self, markupsNode) -> None:
@@ -433,7 +436,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or node.aifMode != AifMode.Manual or not node.perfusionNode:
             return
         try:
-            self.logic.updateAifPlot(node.perfusionNode, caller, **self.logic.seriesOptionsFromParameterNode(node))
+            self.logic.updateAifPlot(node.perfusionNode, caller, motionCorrection=node.motionCorrection,
+                                     **self.logic.seriesOptionsFromParameterNode(node))
         except StrokeMismatchError as error:
             slicer.util.showStatusMessage(str(error), 3000)
         self._checkCanApply()
@@ -478,7 +482,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
+class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     """Runs the analysis on MRML nodes; usable from the Python console without the GUI::
 
         import StrokeMismatch
@@ -487,11 +491,18 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         outputs["table"], outputs["segmentation"], outputs["tmax"]
 
     After ``process`` the logic keeps the concentration, the AIF, the maps and the masks of
-    the last run for the curve inspector (``inspectAtRAS``) and ``updateFromSegments``.
+    the last run for the curve inspector (``inspectAtRAS``) and ``updateFromSegments``; all of
+    it is dropped by ``resetState``, called at the start of each run and when the scene closes.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        VTKObservationMixin.__init__(self)
+        self.resetState()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+
+    def resetState(self) -> None:
+        """Forget everything kept from a previous run (the one place where state is reset)."""
         self.lastResult = None
         self.lastOutputs = {}
         self._preview = None
@@ -499,6 +510,9 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         self._lastInspectedVoxel = None
         self._lastInspection = None
         self._lastSummary = None
+
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        self.resetState()
 
     def getParameterNode(self):
         return StrokeMismatchParameterNode(super().getParameterNode())
@@ -629,8 +643,11 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         if perfusionNode is None:
             raise ValueError(_("Select the perfusion series."))
         logging.info("StrokeMismatch: reading the perfusion series")
-        series = self.readSeries(perfusionNode, modality=modality, frameTimes=frameTimes, echoTime=echoTime,
-                                 repetitionTime=repetitionTime)
+        seriesOptions = {"modality": modality, "frameTimes": frameTimes, "echoTime": echoTime,
+                         "repetitionTime": repetitionTime}
+        series = self.readSeries(perfusionNode, **seriesOptions)
+        series.metadata["previewKey"] = (perfusionNode.GetID(), perfusionNode.GetMTime(), bool(motionCorrection),
+                                         repr(sorted(seriesOptions.items())))
         aifVoxels = None
         if aifPointsNode is not None:
             aifVoxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
@@ -644,63 +661,71 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
                                 lesion=lesionSettings if lesionSettings is not None else self.lesionSettings())
         logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {method}")
         result = run_case(series, adc=adc, adc_geometry=adcGeometry, settings=settings, progress=progress)
+        reuse = self.lastOutputs if replaceOutputs else None
+        self.resetState()
+        outputs = mrmlio.write_case_outputs(result, base_name=perfusionNode.GetName() or "Perfusion", reuse=reuse,
+                                            show_tmax_above_10=showTmaxAbove10)
         self.lastResult = result
-        self._lastInspectedVoxel = None
-        self._lastSummary = None
-        outputs = self._writeOutputs(result, perfusionNode, replaceOutputs, showTmaxAbove10)
         self.lastOutputs = outputs
         logging.info("StrokeMismatch: done")
         return outputs
 
-    def _writeOutputs(self, result, perfusionNode, replaceOutputs, showTmaxAbove10) -> dict:
-        return mrmlio.write_case_outputs(result, base_name=perfusionNode.GetName() or "Perfusion",
-                                         reuse=self.lastOutputs if replaceOutputs else None,
-                                         show_tmax_above_10=showTmaxAbove10)
-
     def _plotAif(self, result, chart=None, name="AIF"):
-        return mrmlio.plot_curves(result.series.times, mrmlio.case_curves(result), chart=chart, name=name,
+        return mrmlio.plot_curves(result.series.times, inspector.case_curves(result), chart=chart, name=name,
                                   y_title=_("Concentration (a.u.)"))
 
-    def updateAifPlot(self, perfusionNode, aifPointsNode=None, **seriesOptions):
-        """Plot the AIF: of the last run, or (manual) the mean concentration under the points,
-        before or after Apply. Returns the chart node."""
-        from StrokeMismatchLib import perfusion
+    def updateAifPlot(self, perfusionNode, aifPointsNode=None, *, motionCorrection=True, **seriesOptions):
+        """Plot the AIF: of the last run (automatic), or the AIF that Apply would take from the
+        manual points, before or after Apply. Returns the chart node.
 
+        The manual preview runs the same Lib steps as Apply (``pipeline.prepare_series``: motion
+        correction, baseline detection on the brain, concentration; then ``pipeline.case_aif``),
+        so the curve shown is the AIF Apply uses. ``seriesOptions`` as for ``readSeries``.
+        """
         if aifPointsNode is None:
             if self.lastResult is None:
                 raise ValueError(_("Automatic AIF: run Apply first, then the chosen AIF is plotted."))
             return self._plotAif(self.lastResult, chart=self.lastOutputs.get("aifChart"))
-        if self.lastResult is not None and self.lastOutputs and perfusionNode is not None and \
-                self.lastResult.series.metadata.get("node_id") == perfusionNode.GetID():
-            concentration, series = self.lastResult.concentration, self.lastResult.series
-        else:
-            key = (perfusionNode.GetID(), perfusionNode.GetMTime(), repr(seriesOptions))
-            if self._preview is None or self._preview[0] != key:
-                series = self.readSeries(perfusionNode, **seriesOptions)
-                if series.modality is None:
-                    raise ValueError(_("Choose the modality (MR or CT) first."))
-                concentration = perfusion.signal_to_concentration(series.signal, series.times,
-                                                                  modality=series.modality, te=series.te)
-                self._preview = (key, series, concentration)
-            series, concentration = self._preview[1], self._preview[2]
+        series, prepared = self._preparedSeries(perfusionNode, motionCorrection, seriesOptions)
         voxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
-        curve = mrmlio.mean_curve(concentration, voxels)
+        aif = self.previewAif(series, prepared, voxels)
         chart = self.lastOutputs.get("aifChart") if self.lastOutputs else None
         name = chart.GetName() if chart is not None else "AIF"
-        return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): curve},
+        return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): aif.curve},
                                   chart=chart, name=name, y_title=_("Concentration (a.u.)"))
+
+    @staticmethod
+    def previewAif(series, prepared, voxels):
+        """``pipeline.case_aif``: the AIF of ``voxels`` ((N, 3) k, j, i), as ``run_case`` selects it."""
+        from StrokeMismatchLib.pipeline import case_aif
+
+        return case_aif(prepared, series.times, series.modality, voxels)
+
+    def _preparedSeries(self, perfusionNode, motionCorrection, seriesOptions):
+        """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it
+        analysed this node with these options, else computed once per node state and options."""
+        from StrokeMismatchLib import fileio
+        from StrokeMismatchLib.pipeline import CaseSettings, PreparedSeries, prepare_series
+
+        if perfusionNode is None:
+            raise ValueError(_("Select the perfusion series."))
+        key = (perfusionNode.GetID(), perfusionNode.GetMTime(), bool(motionCorrection), repr(sorted(seriesOptions.items())))
+        result = self.lastResult
+        if result is not None and result.series.metadata.get("previewKey") == key:
+            return result.series, PreparedSeries(result.signal, result.motion, result.baseline, result.baseline_image,
+                                                 result.brain_mask, result.brain_mask_source, result.concentration)
+        if self._preview is None or self._preview[0] != key:
+            series = self.readSeries(perfusionNode, **seriesOptions)
+            if series.modality is None:
+                raise ValueError(_("Choose the modality (MR or CT) first."))
+            fileio.validate_series(series)
+            prepared = prepare_series(series, CaseSettings(motion_correction=bool(motionCorrection)))
+            self._preview = (key, series, prepared)
+        return self._preview[1], self._preview[2]
 
     # --- curve inspector -------------------------------------------------------------------------
     def hasResults(self) -> bool:
         return self.lastResult is not None
-
-    def forgetResults(self) -> None:
-        """Drop the arrays kept from the last run (scene closed)."""
-        self.lastResult = None
-        self.lastOutputs = {}
-        self._preview = None
-        self._inspectorChart = None
-        self._lastInspectedVoxel = None
 
     def inspectorChart(self):
         if self._inspectorChart is None or self._inspectorChart.GetScene() is None:
@@ -716,15 +741,15 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         result = self.lastResult
         if result is None:
             return None
-        voxel = mrmlio.ras_to_voxel(result.geometry, ras)
+        voxel = inspector.ras_to_voxel(result.geometry, ras)
         if voxel is None:
             return None
         if voxel == self._lastInspectedVoxel:
             return self._lastInspection
-        info = mrmlio.inspect_voxel(voxel, concentration=result.concentration, aif=result.aif,
+        info = inspector.inspect_voxel(voxel, concentration=result.concentration, aif=result.aif,
                                     times=result.series.times, maps=result.maps, masks=result.lesion.masks,
                                     brain_mask=result.brain_mask)
-        curves = mrmlio.inspector_curves(info, result.series.times, result.aif)
+        curves = inspector.inspector_curves(info, result.series.times, result.aif)
         mrmlio.plot_curves(result.series.times, curves, chart=self.inspectorChart(), name=_("Voxel curves"),
                            y_title=_("Fraction of peak"))
         self._lastInspectedVoxel = voxel
@@ -742,6 +767,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         scene = segmentationNode.GetScene()
         tmax = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxVolumeID") or "")
         cbv = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.CBVVolumeID") or "")
+        levels = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxLevelsVolumeID") or "")
         if tmax is None:
             raise ValueError(_("This segmentation was not made by Stroke Mismatch (its Tmax map is missing)."))
         hemispheres = None
@@ -752,7 +778,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             if settings is None:
                 settings = self.lastResult.lesion.settings
         table, result = mrmlio.recompute_from_segmentation(segmentationNode, tmax, tmax_volume=tmax,
-                                                           cbv_volume=cbv, hemispheres=hemispheres,
+                                                           cbv_volume=cbv, tmax_levels=levels,
+                                                           hemispheres=hemispheres,
                                                            settings=settings, quality=quality,
                                                            table=tableNode)
         self._lastSummary = result
@@ -807,12 +834,13 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             display.SetVisibility2DOutline(True)
         center = self._lesionCenterRAS()
         if center is not None:
-            slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
+            # through the lesion, without panning: the whole brain stays in view
+            slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], False)
         slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(outputs["tmax"])
         slicer.util.resetThreeDViews()  # only the segments are shown in 3D: centres on the lesion
 
     def _lesionCenterRAS(self):
-        return mrmlio.lesion_center_ras(self.lastResult) if self.lastResult is not None else None
+        return inspector.lesion_center_ras(self.lastResult) if self.lastResult is not None else None
 
 
 #
@@ -821,7 +849,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
 
 
 class StrokeMismatchTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: the sample phantom through the Logic, volumes against the truth."""
+    """In-Slicer self-test: the sample phantoms (built locally, as Sample Data does) through the
+    Logic, volumes against the phantom's truth, edits and "Update from segments"."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -830,32 +859,16 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_phantom_sample_data()
         self.setUp()
+        self.test_ct_phantom_sample_data()
+        self.setUp()
         self.test_proxy_and_update_from_segments()
         self.setUp()
         self.test_multivolume_input()
 
-    def _loadSample(self):
-        import SampleData
+    def _checkVolumes(self, logic, outputs, modality):
+        from StrokeMismatchLib.samplecase import make_sample_case
 
-        registerSampleData()
-        # downloadSamples (plural): downloadSample returns only the first loaded node (the
-        # sequence), so the ADC would be missing (SampleData.py, Slicer 5.10/5.12).
-        nodes = SampleData.downloadSamples("StrokeMismatchPhantomMR")
-        sequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
-        adc = [node for node in nodes if hasattr(node, "IsA") and node.IsA("vtkMRMLScalarVolumeNode")
-               and "ADC" in node.GetName()]
-        self.assertIsNotNone(sequence)
-        self.assertEqual(len(adc), 1)
-        return sequence, adc[0]
-
-    def test_phantom_sample_data(self):
-        self.delayDisplay("Loading the phantom sample data")
-        sequence, adc = self._loadSample()
-        logic = StrokeMismatchLogic()
-        info = logic.frameInfo(sequence)
-        self.assertGreater(info["frames"], 10)
-        outputs = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                                motionCorrection=False)
+        truth = make_sample_case(modality).truth_ml
         for key in ("cbf", "cbv", "mtt", "tmax", "ttp", "segmentation", "table", "aifChart"):
             self.assertIn(key, outputs)
         segments = outputs["segmentation"].GetSegmentation()
@@ -865,44 +878,59 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         voxelMl = logic.lastResult.geometry.voxel_volume_ml
         core = float(np.count_nonzero(masks["core"])) * voxelMl
         hypo = float(np.count_nonzero(masks["hypoperfusion"])) * voxelMl
-        self.delayDisplay(f"core {core:.1f} mL (truth {SAMPLE_TRUTH_ML['core']:.1f}), "
-                          f"hypoperfusion {hypo:.1f} mL (truth {SAMPLE_TRUTH_ML['hypoperfusion']:.1f})")
+        self.delayDisplay(f"{modality}: core {core:.1f} mL (truth {truth['core']:.1f}), "
+                          f"hypoperfusion {hypo:.1f} mL (truth {truth['hypoperfusion']:.1f})")
         for name, value in (("core", core), ("hypoperfusion", hypo)):
-            self.assertAlmostEqual(value, SAMPLE_TRUTH_ML[name],
-                                   delta=SAMPLE_TOLERANCE[name] * SAMPLE_TRUTH_ML[name] + 1.0)
+            self.assertAlmostEqual(value, truth[name], delta=SAMPLE_TOLERANCE[name] * truth[name] + 1.0)
         rows = {row["Key"]: row for row in mrmlio.table_rows(outputs["table"])}
         self.assertAlmostEqual(float(rows["core_ml"]["Value"]), core, places=3)
         self.assertEqual(rows["core_ml"]["Unit"], "mL")
-        self.delayDisplay("Phantom test passed")
+
+    def test_phantom_sample_data(self):
+        self.delayDisplay("Building the MR sample phantom (no download)")
+        nodes = loadSampleCase("mr")
+        logic = StrokeMismatchLogic()
+        info = logic.frameInfo(nodes["sequence"])
+        self.assertEqual(info["frames"], 60)
+        self.assertAlmostEqual(info["te"], 0.03)  # TE comes with the sample: nothing to type
+        outputs = logic.process(nodes["sequence"], nodes["adc"], motionCorrection=False)
+        self._checkVolumes(logic, outputs, "mr")
+        self.delayDisplay("MR phantom test passed")
+
+    def test_ct_phantom_sample_data(self):
+        nodes = loadSampleCase("ct")
+        logic = StrokeMismatchLogic()
+        self.assertEqual(logic.frameInfo(nodes["proxy"])["modality"], "ct")
+        outputs = logic.process(nodes["proxy"], None, motionCorrection=False)
+        self._checkVolumes(logic, outputs, "ct")
 
     def test_proxy_and_update_from_segments(self):
-        sequence, adc = self._loadSample()
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence)
-        proxy = browser.GetProxyNode(sequence)
+        nodes = loadSampleCase("mr")
         logic = StrokeMismatchLogic()
-        outputs = logic.process(proxy, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                                motionCorrection=False)
+        outputs = logic.process(nodes["proxy"], nodes["adc"], motionCorrection=False)
         segmentation = outputs["segmentation"]
         tmax = outputs["tmax"]
+        applied = {row["Key"]: row["Value"] for row in mrmlio.table_rows(outputs["table"])}
+        # no edit: "Update from segments" gives Apply's numbers
+        table = logic.updateFromSegments(segmentation, tableNode=outputs["table"])
+        updated = {row["Key"]: row["Value"] for row in mrmlio.table_rows(table)}
+        for key in ("core_ml", "hypoperfusion_ml", "penumbra_ml", "tmax_gt_4_ml", "tmax_gt_8_ml", "tmax_gt_10_ml"):
+            self.assertAlmostEqual(float(updated[key]), float(applied[key]), places=4)
         segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Ischemic core")
         core = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
         edited = np.zeros_like(core)  # the user erases the whole core
         slicer.util.updateSegmentBinaryLabelmapFromArray(edited, segmentation, segmentId, tmax)
         table = logic.updateFromSegments(segmentation, tableNode=outputs["table"])
-        rows = mrmlio.table_rows(table)
-        coreRows = [r for r in rows if r["Unit"] == "mL" and "core" in r["Key"].lower()]
-        self.assertTrue(coreRows)
-        self.assertAlmostEqual(float(coreRows[0]["Value"]), 0.0)
+        rows = {row["Key"]: row for row in mrmlio.table_rows(table)}
+        self.assertAlmostEqual(float(rows["core_ml"]["Value"]), 0.0)
         after = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
         self.assertEqual(int(after.sum()), 0)  # the edit was kept
         # re-running without "replace" makes new nodes and leaves the edited ones alone
-        again = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                              motionCorrection=False)
+        again = logic.process(nodes["sequence"], nodes["adc"], motionCorrection=False)
         self.assertIsNot(again["segmentation"], segmentation)
         self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax).sum()), 0)
         # the curve inspector works on the last run
-        center = logic._lesionCenterRAS()
-        info = logic.inspectAtRAS(center)
+        info = logic.inspectAtRAS(logic._lesionCenterRAS())
         self.assertIn(info["class"], ("core", "penumbra", "normal", "outside"))
         self.assertGreater(len(info["residue"]), 3)
 

@@ -448,7 +448,8 @@ class MaskMetrics:
 
 
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
-                       penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
+                       penumbra=None, tmax=None, tmax_masks=None, cbv=None,
+                       hemispheres: Hemispheres | None = None,
                        settings: LesionSettings | None = None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
@@ -458,6 +459,10 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
     ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
     removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
+    ``tmax_masks`` ``{threshold_s: bool mask}``, the analysis' cleaned Tmax masks
+    (``LesionAnalysis.masks["tmax_gt_4"]``...), are used instead of thresholding ``tmax`` (same
+    union / intersection with the hypoperfusion mask): unedited masks then give exactly the
+    analysis' volumes, since its clean-up (brain, CSF, vessels, opening, clusters) is kept.
     ``cbv`` + ``hemispheres`` give the CBV index.
     """
     settings = settings or LesionSettings()
@@ -482,11 +487,17 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     pen = penumbra_mask(core, hypo)
     masks = {"core": core, "hypoperfusion": hypo, "penumbra": pen}
     extra = {}
-    if tmax is not None:
-        tmax = _map({"tmax": tmax}, "tmax", shape)
+    given = {float(t): _as_mask(m, shape, f"Tmax > {float(t):g} s mask") for t, m in (tmax_masks or {}).items()}
+    if tmax is not None or given:
+        tmax = _map({"tmax": tmax}, "tmax", shape) if tmax is not None else None
         for threshold in settings.tmax_report_thresholds:
             t = float(threshold)
-            mask = tmax_mask(tmax, t)
+            if t in given:
+                mask = given[t]
+            elif tmax is not None:
+                mask = tmax_mask(tmax, t)
+            else:
+                continue
             mask = (mask | hypo) if t < settings.tmax_threshold else (mask & hypo)
             masks[_tmax_key(t)] = mask
             extra[t] = mask

@@ -188,60 +188,19 @@ def run_case(
     times = np.asarray(series.times, dtype=float)
     lap("validate")
 
-    # 2. motion correction ----------------------------------------------------------------------
-    signal = series.signal
-    motion = None
-    if settings.motion_correction:
-        from .motion import correct_motion
-
-        sub = bar.step("motion", "Correcting motion")
-        signal, motion = correct_motion(series.signal, geometry, times, progress=sub)
-        warnings.extend(getattr(motion, "warnings", []) or [])
-    lap("motion")
-
-    # 3. baseline and concentration --------------------------------------------------------------
-    bar.step("baseline", "Finding the baseline and bolus arrival")
-    baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=user_mask)
-    if settings.baseline is not None:
-        baseline = _override_baseline(baseline, settings.baseline)
-    start, stop = baseline.start, baseline.stop
-    baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
-    warnings.extend(getattr(baseline, "warnings", []) or [])
-    lap("baseline")
-
-    # 4. brain mask --------------------------------------------------------------------------------
-    bar.step("brain_mask", "Brain mask")
-    if user_mask is not None:
-        mask = user_mask
-        mask_source = "user"
-    else:
-        from .brainmask import auto_brain_mask
-
-        mask = np.asarray(auto_brain_mask(baseline_image, geometry, modality=modality), dtype=bool)
-        mask_source = "automatic"
-    if not np.any(mask):
-        raise InputDataError(
-            "The brain mask is empty: no voxel to analyse. Check the input image or give a brain "
-            "mask (--brain-mask)."
-        )
-    if settings.baseline is None and user_mask is None:
-        # Re-detect the bolus on the brain only, now that we have a mask (PERFUSION.md §2.2 step 1).
-        baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=mask)
-        start, stop = baseline.start, baseline.stop
-        baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
-    concentration = perfusion.signal_to_concentration(
-        signal, times, modality=modality, te=series.te, baseline=(start, stop)
-    )
-    lap("brain_mask")
+    # 2.-4. motion correction, baseline, brain mask, concentration ------------------------------
+    prepared = prepare_series(series, settings, brain_mask=user_mask, bar=bar, lap=lap)
+    warnings.extend(prepared.warnings)
+    signal, motion, baseline = prepared.signal, prepared.motion, prepared.baseline
+    baseline_image, mask, mask_source = prepared.baseline_image, prepared.brain_mask, prepared.brain_mask_source
+    concentration = prepared.concentration
 
     # 5. AIF ------------------------------------------------------------------------------------------
     bar.step("aif", "Selecting the arterial input function")
     voxels = settings.aif_voxels
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
-    # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
-    aif_signal = signal if modality == "mr" else None
-    aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal)
+    aif = case_aif(prepared, times, modality, voxels)
     warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
@@ -309,6 +268,92 @@ def run_case(
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PreparedSeries:
+    """Steps 2-4 of :func:`run_case`: the analysed signal (motion corrected when enabled), the
+    baseline (frames), its mean image, the brain mask and the concentration [K, J, I, T]."""
+
+    signal: np.ndarray
+    motion: Any
+    baseline: Any
+    baseline_image: np.ndarray
+    brain_mask: np.ndarray
+    brain_mask_source: str
+    concentration: np.ndarray
+    warnings: list = field(default_factory=list)
+
+
+def prepare_series(series: PerfusionSeries, settings: CaseSettings, *, brain_mask=None, bar=None,
+                   lap=None) -> PreparedSeries:
+    """Motion correction, baseline and bolus arrival, brain mask and signal -> concentration,
+    exactly as :func:`run_case` does them (it calls this). ``brain_mask``: bool [K, J, I] on the
+    series grid, already checked (None: automatic). Used alone by the Slicer panel's manual-AIF
+    preview, so that the curve shown before Apply is the AIF Apply uses."""
+    from . import perfusion
+
+    bar = bar if bar is not None else _Progress(None)
+    lap = lap if lap is not None else (lambda name: None)
+    times = np.asarray(series.times, dtype=float)
+    modality = series.modality
+    geometry = series.geometry
+    warnings: list[str] = []
+
+    signal = series.signal
+    motion = None
+    if settings.motion_correction:
+        from .motion import correct_motion
+
+        sub = bar.step("motion", "Correcting motion")
+        signal, motion = correct_motion(series.signal, geometry, times, progress=sub)
+        warnings.extend(getattr(motion, "warnings", []) or [])
+    lap("motion")
+
+    bar.step("baseline", "Finding the baseline and bolus arrival")
+    baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=brain_mask)
+    if settings.baseline is not None:
+        baseline = _override_baseline(baseline, settings.baseline)
+    start, stop = baseline.start, baseline.stop
+    baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
+    warnings.extend(getattr(baseline, "warnings", []) or [])
+    lap("baseline")
+
+    bar.step("brain_mask", "Brain mask")
+    if brain_mask is not None:
+        mask = brain_mask
+        mask_source = "user"
+    else:
+        from .brainmask import auto_brain_mask
+
+        mask = np.asarray(auto_brain_mask(baseline_image, geometry, modality=modality), dtype=bool)
+        mask_source = "automatic"
+    if not np.any(mask):
+        raise InputDataError(
+            "The brain mask is empty: no voxel to analyse. Check the input image or give a brain "
+            "mask (--brain-mask)."
+        )
+    if settings.baseline is None and brain_mask is None:
+        # Re-detect the bolus on the brain only, now that we have a mask (PERFUSION.md §2.2 step 1).
+        baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=mask)
+        start, stop = baseline.start, baseline.stop
+        baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
+    concentration = perfusion.signal_to_concentration(
+        signal, times, modality=modality, te=series.te, baseline=(start, stop)
+    )
+    lap("brain_mask")
+    return PreparedSeries(signal, motion, baseline, baseline_image, mask, mask_source, concentration, warnings)
+
+
+def case_aif(prepared: PreparedSeries, times, modality: str, voxels=None):
+    """Step 5 of :func:`run_case`: the AIF (automatic, or the mean of ``voxels`` (N, 3) k, j, i)."""
+    from . import perfusion
+
+    # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
+    aif_signal = prepared.signal if modality == "mr" else None
+    return perfusion.select_aif(prepared.concentration, np.asarray(times, dtype=float),
+                                mask=prepared.brain_mask, voxels=voxels, signal=aif_signal)
 
 
 # --------------------------------------------------------------------------------------------

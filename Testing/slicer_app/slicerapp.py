@@ -377,8 +377,13 @@ class ThreeDWidget(_OffscreenView):
         return self.node
 
     def resetFocalPoint(self):
+        """Centre on what is shown, as Slicer's 3D view does: box and axis labels are left out."""
+        box, labels = self.node.GetBoxVisible(), self.node.GetAxisLabelsVisible()
+        self.node.SetBoxVisible(False)
+        self.node.SetAxisLabelsVisible(False)
         self.renderer.ResetCamera()
-        self.renderer.GetActiveCamera().Elevation(20)
+        self.node.SetBoxVisible(box)
+        self.node.SetAxisLabelsVisible(labels)
         self.renderer.ResetCameraClippingRange()
 
 
@@ -506,9 +511,21 @@ class App:
         logic.SetMRMLScene(self.scene)
         logic.SetSegmentEditorNode(editorNode)
         logic.SetSegmentationNode(segmentation)
-        logic.SetSourceVolumeNode(source_volume)
-        logic.SetSegmentationHistory(slicer.vtkSegmentationHistory())
+        logic.SetSourceVolumeNode(source_volume)  # the logic keeps its own undo history
         return logic
+
+    @staticmethod
+    def modifierLabelmap(mask, volume):
+        """A ``vtkOrientedImageData`` brush stroke: ``mask`` [K, J, I] on ``volume``'s grid."""
+        mask = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8))
+        image = slicer.vtkOrientedImageData()
+        image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.ravel()
+        matrix = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(matrix)
+        image.SetImageToWorldMatrix(matrix)
+        return image
 
     def clickSampleDataButton(self, sampleName):
         """What the Sample Data module's button does: the source's custom downloader, called
