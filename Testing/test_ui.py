@@ -4,6 +4,9 @@ Run as a script to refresh the README screenshot::
 
     QT_QPA_PLATFORM=offscreen python Testing/test_ui.py   # writes Resources/Screenshots/panel.png
 
+The screenshot's texts (frames, frame times, results) come from a real run of the module's Logic
+on the MR sample (``real_run_texts``), never typed by hand.
+
 Slicer and CTK widgets are unknown to PySide6's QUiLoader, so the XML is pre-processed: each
 custom class is replaced by the Qt class it extends (``<customwidgets><extends>``), with two
 display substitutions for a faithful picture (ctkCollapsibleButton -> QGroupBox,
@@ -241,16 +244,16 @@ def load_panel():
     return widget
 
 
-def dress_for_screenshot(panel, expanded=()):
+def dress_for_screenshot(panel, expanded=(), texts=None):
     """Fill what Slicer would fill (enum combos, node names) and collapse collapsed sections
     (except those named in ``expanded``)."""
     from PySide6.QtWidgets import QComboBox, QGroupBox, QWidget
 
     fields = parameter_fields()
     enums = enum_labels()
-    examples = {"perfusionNode": "PhantomPerfusion (sequence)", "adcVolume": "PhantomADC",
-                "aifPoints": "None", "outputSegmentation": "PhantomPerfusion lesion",
-                "outputTable": "PhantomPerfusion summary"}
+    examples = {"perfusionNode": "StrokeMismatchPhantomMR", "adcVolume": "StrokeMismatchPhantomMR ADC",
+                "aifPoints": "None", "outputSegmentation": "StrokeMismatchPhantomMR lesion",
+                "outputTable": "StrokeMismatchPhantomMR summary"}
     for combo in panel.findChildren(QComboBox):
         field = combo.property("SlicerParameterName")
         if field in fields and fields[field] in enums:
@@ -262,16 +265,43 @@ def dress_for_screenshot(panel, expanded=()):
             for child in group.findChildren(QWidget):
                 child.setVisible(False)
             group.setMaximumHeight(24)
-    panel.findChild(QWidget, "frameInfoLabel").setText("60 frames, 0-88.5 s")
     panel.findChild(QWidget, "aifPlaceWidget").setText("Place a point")
-    panel.findChild(QWidget, "frameTimesLineEdit").setText("0, 1.5, 3, 4.5, 6, 7.5, 9, ...")
-    panel.findChild(QWidget, "resultLabel").setText(
-        "Ischemic core: 14.0 mL\nHypoperfusion (Tmax > 6 s): 81.3 mL\nMismatch ratio: 5.8\nDEFUSE 3: indeterminate")
+    for name, text in (texts or {}).items():  # from a real run (README screenshot), else left empty
+        widget = panel.findChild(QWidget, name)
+        widget.setText(text)
+        if hasattr(widget, "setCursorPosition"):
+            widget.setCursorPosition(0)
+    if texts:  # after a run, as the widget's _checkCanApply leaves them
+        for name in ("applyButton", "updateFromSegmentsButton"):
+            panel.findChild(QWidget, name).setEnabled(True)
 
 
-def render_panel(path: Path, expanded=()) -> Path:
+def real_run_texts() -> dict:
+    """The panel's texts after a real run of the module's Logic on the MR sample (Testing/slicer_app:
+    slicer-core MRML, the real StrokeMismatch.py): frames label, frame times, result summary."""
+    import importlib.util
+
+    sys.path[:0] = [str(ROOT / "Testing" / "slicer_app"), str(ROOT / "StrokeMismatch")]
+    import slicerapp
+
+    spec = importlib.util.spec_from_file_location("slicer_app_conftest", ROOT / "Testing" / "slicer_app" / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    app = slicerapp.install()
+    import StrokeMismatch
+
+    nodes = helpers.load_sample(app, StrokeMismatch, "mr")
+    logic = StrokeMismatch.StrokeMismatchLogic()
+    times = logic.frameInfo(nodes["proxy"])["times"]
+    logic.process(nodes["proxy"], nodes["adc"])  # the panel's defaults (motion correction on)
+    return {"frameInfoLabel": f"{len(times)} frames, {times[0]:g}-{times[-1]:g} s",
+            "frameTimesLineEdit": ", ".join(f"{t:g}" for t in times),
+            "resultLabel": logic.summaryText()}
+
+
+def render_panel(path: Path, expanded=(), texts=None) -> Path:
     panel = load_panel()
-    dress_for_screenshot(panel, expanded)
+    dress_for_screenshot(panel, expanded, texts)
     panel.resize(440, panel.sizeHint().height())
     panel.adjustSize()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +358,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--advanced":
         print(render_panel(Path(sys.argv[2]), expanded=("advancedCollapsibleButton",)))
     else:
-        print(render_panel(SCREENSHOT))
+        print(render_panel(SCREENSHOT, texts=real_run_texts()))
     sys.exit(0)
 
 

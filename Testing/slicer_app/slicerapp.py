@@ -32,6 +32,7 @@ import enum
 import logging
 import os
 import sys
+import tempfile
 import types
 import typing
 import unittest
@@ -453,7 +454,11 @@ class App:
         self._appLogic.SetSliceLogics(self.sliceLogics)
         self._appLogic.SetViewLogics(self.viewLogics)
         self._signals = {}
-        colors = slicer.vtkSlicerColorLogic()  # procedural tables (file-based ones are not in the wheel)
+        # No Slicer installation: an empty home directory (Slicer's colour files are not in the
+        # wheel, so only the procedural colour tables exist; the logic looks there quietly).
+        self._home = tempfile.TemporaryDirectory(prefix="slicer-home-")
+        self._appLogic.SetHomeDirectory(self._home.name)
+        colors = slicer.vtkSlicerColorLogic()
         colors.SetMRMLApplicationLogic(self._appLogic)
         colors.SetMRMLScene(self.scene)
         self._appLogic.SetColorLogic(colors)
@@ -540,6 +545,7 @@ class App:
 
     def close(self):
         self.scene.Clear(1)
+        self._home.cleanup()
 
 
 def install(size=(400, 400)) -> App:

@@ -166,7 +166,7 @@ def main() -> int:
 
     nodes = load_sample(app, StrokeMismatch, "mr")
     logic = StrokeMismatch.StrokeMismatchLogic()
-    outputs = logic.process(nodes["sequence"], nodes["adc"], motionCorrection=False)
+    outputs = logic.process(nodes["sequence"], nodes["adc"])  # the panel's defaults
     logic.showResults(outputs)
     layout = app.layoutManager()
     layout.threeDWidget(0).mrmlViewNode().SetAxisLabelsVisible(False)  # labels of the 3D box (hidden) clutter
