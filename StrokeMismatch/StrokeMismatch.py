@@ -24,7 +24,7 @@ from slicer import (
 )
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper, parameterPack
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -126,54 +126,74 @@ class Modality(enum.Enum):
     CT = "CT"
 
 
-class DeconvolutionMethod(enum.Enum):
-    oSVD = "oSVD"
-    cSVD = "cSVD"
-    sSVD = "sSVD"
-    Tikhonov = "Tikhonov"
-
-
 class AifMode(enum.Enum):
     Automatic = "Automatic"
     Manual = "Manual"
 
 
-class ModalityDefault(enum.Enum):
-    """A clean-up step whose default depends on the modality (``LesionSettings`` None/True/False)."""
+class AutoOnOff(enum.Enum):
+    """A setting of kind "auto_bool" (None = by modality, as its help says; True; False)."""
 
-    Default = "Default"
+    Auto = "Auto"
     On = "On"
     Off = "Off"
 
     def setting(self):
-        """The ``LesionSettings`` value: None (modality default), True or False."""
-        return {"Default": None, "On": True, "Off": False}[self.name]
+        """The Lib value: None (automatic, by modality), True or False."""
+        return {"Auto": None, "On": True, "Off": False}[self.name]
 
-    def label(self):
-        return {"Default": _("Modality default (CT on, MR off)"), "On": _("On"), "Off": _("Off")}[self.name]
+    @classmethod
+    def fromSetting(cls, value):
+        return cls.Auto if value is None else (cls.On if value else cls.Off)
 
 
-class RcbfReference(enum.Enum):
-    """Reference of the CT relative CBF (values = ``LesionSettings.rcbf_reference``)."""
+#: An optional number (age, NIHSS, vessel TTP window...) is held as this value below the
+#: setting's minimum when not given; its spin box shows "auto" or "not given" there.
+OPTIONAL_OFFSET = 1
 
-    Contralateral = "contralateral"
-    TmaxBelow4 = "tmax_lt_4"
-    Mirror = "mirror"
 
-    def label(self):
-        return {"Contralateral": _("Contralateral hemisphere"), "TmaxBelow4": _("Tissue with Tmax < 4 s"),
-                "Mirror": _("Mirror voxel (smoothed)")}[self.name]
+def _settingField(spec):
+    """(annotation, default) of the parameter-node field of one schema setting
+    (``StrokeMismatchLib.settings.Setting``): the range is the schema's (an optional number
+    reserves one step below its minimum for "not given"), choices are the schema's."""
+    if spec.kind == "bool":
+        return bool, bool(spec.default)
+    if spec.kind == "auto_bool":
+        return AutoOnOff, AutoOnOff.fromSetting(spec.default)
+    if spec.kind == "choice":
+        return Annotated[str, Choice(list(spec.choices))], str(spec.default)
+    number = int if spec.kind in ("int", "optional_int") else float
+    low = spec.minimum
+    if spec.kind.startswith("optional"):
+        low = spec.minimum - OPTIONAL_OFFSET
+    default = spec.default if spec.default is not None else low
+    return Annotated[number, WithinRange(number(low), number(spec.maximum))], number(default)
+
+
+def _settingsPack():
+    """The parameter pack holding every user setting of the schema (``settings.all_settings()``),
+    one field per setting, same name, default, unit and range as the command line."""
+    from StrokeMismatchLib.settings import all_settings
+
+    annotations, defaults = {}, {}
+    for spec in all_settings():
+        annotations[spec.name], defaults[spec.name] = _settingField(spec)
+    namespace = {"__annotations__": annotations, "__module__": __name__,
+                 "__doc__": "Every analysis setting (StrokeMismatchLib.settings), derived from the schema."}
+    namespace.update(defaults)
+    return parameterPack(type("StrokeMismatchSettings", (), namespace))
+
+
+StrokeMismatchSettings = _settingsPack()
 
 
 @parameterNodeWrapper
 class StrokeMismatchParameterNode:
-    """Settings of the panel, saved with the scene.
+    """The panel's state, saved with the scene.
 
-    Times in the GUI: frame times in s (comma separated), TE and TR in ms. Thresholds: core ADC
-    in 10⁻⁶ mm²/s, core rCBF in % of the reference, Tmax in s. Clean-up (defaults = the Lib's
-    ``LesionSettings``): CSF limits in HU (CT) and 10⁻⁶ mm²/s (MR), CBF smoothing FWHM in mm
-    (0 = off), minimum cluster volumes in mL; ``ModalityDefault`` fields are None/True/False in
-    the Lib. Clinical values: 0 (age) or -1 (NIHSS, collateral score) mean unknown.
+    ``settings`` holds every analysis setting of ``StrokeMismatchLib.settings`` (derived from the
+    schema: same names, defaults, units and ranges as ``stroke-mismatch analyze``). The other
+    fields are the inputs: frame times in s (comma separated), TE and TR in ms.
     """
 
     # connectGui sets each node combo box's nodeTypes from these annotations (a MultiVolume or a
@@ -186,33 +206,8 @@ class StrokeMismatchParameterNode:
     adcVolume: vtkMRMLScalarVolumeNode | None
     aifMode: AifMode = AifMode.Automatic
     aifPoints: vtkMRMLMarkupsFiducialNode | None
-    method: DeconvolutionMethod = DeconvolutionMethod.oSVD
-    coreAdcThreshold: Annotated[float, WithinRange(100.0, 1500.0)] = 620.0
-    coreRcbfPercent: Annotated[float, WithinRange(5.0, 60.0)] = 30.0
-    tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
-    rcbfReference: RcbfReference = RcbfReference.Contralateral
-    motionCorrection: bool = True
-    cleanupBrainMask: bool = True
-    tmaxMedianFilter: ModalityDefault = ModalityDefault.Default
-    cbfSmoothingFwhmMm: Annotated[float, WithinRange(0.0, 20.0)] = 4.0
-    cleanupCsf: bool = True
-    csfHu: Annotated[float, WithinRange(-20.0, 40.0)] = 15.0
-    csfAdc: Annotated[float, WithinRange(1000.0, 4000.0)] = 2000.0
-    cleanupVessels: bool = True
-    vesselCbv: Annotated[float, WithinRange(1.0, 100.0)] = 8.0
-    vesselCbvMultiple: Annotated[float, WithinRange(1.5, 50.0)] = 4.0
-    cleanupHemisphere: bool = False
-    cleanupFillHoles: bool = True
-    cleanupOpening: bool = True
-    cleanupCoreOpening: bool = False
-    coreWithinHypoperfusion: ModalityDefault = ModalityDefault.Default
-    cleanupClusters: bool = True
-    minCoreMl: Annotated[float, WithinRange(0.0, 50.0)] = 0.5
-    minHypoperfusionMl: Annotated[float, WithinRange(0.0, 100.0)] = 1.0
+    settings: StrokeMismatchSettings
     showTmaxAbove10: bool = True
-    age: Annotated[int, WithinRange(0, 120)] = 0
-    nihss: Annotated[int, WithinRange(-1, 42)] = -1
-    collateralScore: Annotated[int, WithinRange(-1, 5)] = -1
     replaceOutputs: bool = False
     outputSegmentation: vtkMRMLSegmentationNode | None
     outputTable: vtkMRMLTableNode | None
@@ -241,7 +236,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/StrokeMismatch.ui"))
         self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._settingWidgets = self._createSettingWidgets(slicer.util.findChild(uiWidget, "settingsFrame"))
+        self.ui = slicer.util.childWidgetVariables(uiWidget)  # the setting widgets included
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = StrokeMismatchLogic()
@@ -256,6 +252,43 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.aifPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onAifPointsNodeChanged)
 
         self.initializeParameterNode()
+
+    def _createSettingWidgets(self, frame) -> dict:
+        """One collapsible group per schema group (``settings.settings_by_group()``), one widget
+        per setting: range, unit as suffix, tool tip = help, bound to ``settings.<name>``.
+        Returns {setting name: widget}."""
+        import ctk
+        import qt
+
+        from StrokeMismatchLib.settings import settings_by_group
+
+        widgets = {}
+        frameLayout = frame.layout()
+        for group, specs in settings_by_group().items():
+            box = ctk.ctkCollapsibleGroupBox()
+            box.title = _(group)
+            box.objectName = "settingsGroup" + "".join(part.capitalize() for part in group.split() if part.isalnum())
+            box.collapsed = group not in ("Core", "Hypoperfusion")
+            form = qt.QFormLayout(box)
+            frameLayout.addWidget(box)
+            for spec in specs:
+                look = StrokeMismatchLogic.settingWidgetSpec(spec)
+                widget = getattr(qt, look["widget"])()
+                if look["widget"] in ("QSpinBox", "QDoubleSpinBox"):
+                    if look["widget"] == "QDoubleSpinBox":
+                        widget.decimals = look["decimals"]
+                    widget.minimum, widget.maximum = look["minimum"], look["maximum"]
+                    widget.singleStep = look["step"]
+                    widget.suffix = look["suffix"]
+                    widget.specialValueText = look["specialValueText"]
+                widget.objectName = f"{spec.name}Setting"
+                widget.toolTip = look["toolTip"]
+                widget.setProperty("SlicerParameterName", look["parameterName"])
+                label = qt.QLabel(_(look["label"]) + ":")
+                label.toolTip = look["toolTip"]
+                form.addRow(label, widget)
+                widgets[spec.name] = widget
+        return widgets
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -315,13 +348,10 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = (_("Compute maps, core, penumbra and criteria.") if not missing
                                        else _("To run: ") + "; ".join(missing))
         self.ui.updateFromSegmentsButton.enabled = node.outputSegmentation is not None
-        self.ui.coreAdcSpinBox.enabled = node.modality == Modality.MR  # the Lib takes the MR core from ADC
-        self.ui.coreRcbfSpinBox.enabled = node.modality == Modality.CT  # and the CT core from relative CBF
-        for widget in (self.ui.rcbfReferenceComboBox, self.ui.cbfSmoothingSpinBox):  # CT core only
-            widget.enabled = node.modality == Modality.CT
-        self.ui.csfHuSpinBox.enabled = node.cleanupCsf and node.modality == Modality.CT
-        self.ui.csfAdcSpinBox.enabled = node.cleanupCsf and node.modality == Modality.MR
-        self.ui.minCoreSpinBox.enabled = self.ui.minHypoperfusionSpinBox.enabled = node.cleanupClusters
+        # MR takes the core from ADC, CT from relative CBF: grey out the other modality's settings
+        for names, modality in ((self.logic.MR_ONLY_SETTINGS, Modality.MR), (self.logic.CT_ONLY_SETTINGS, Modality.CT)):
+            for name in names:
+                self._settingWidgets[name].enabled = node.modality == modality
         self.ui.echoTimeSpinBox.enabled = node.modality == Modality.MR
         manual = node.aifMode == AifMode.Manual
         self.ui.aifPointsSelector.enabled = manual
@@ -401,7 +431,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to update from the segments."), waitCursor=True):
             table = self.logic.updateFromSegments(node.outputSegmentation, tableNode=node.outputTable,
-                                                  settings=self.logic.lesionSettingsFromParameterNode(node))
+                                                  settings=self.logic.caseSettingsFromParameterNode(node).lesion)
             node.outputTable = table
             self.ui.resultLabel.text = self.logic.summaryText()
             self.logic.showTable(table)
@@ -410,7 +440,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot show the AIF."), waitCursor=True):
             points = node.aifPoints if node.aifMode == AifMode.Manual else None
-            chart = self.logic.updateAifPlot(node.perfusionNode, points, motionCorrection=node.motionCorrection,
+            chart = self.logic.updateAifPlot(node.perfusionNode, points, motionCorrection=node.settings.motion_correction,
                                              **self.logic.seriesOptionsFromParameterNode(node))
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
@@ -436,7 +466,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or node.aifMode != AifMode.Manual or not node.perfusionNode:
             return
         try:
-            self.logic.updateAifPlot(node.perfusionNode, caller, motionCorrection=node.motionCorrection,
+            self.logic.updateAifPlot(node.perfusionNode, caller, motionCorrection=node.settings.motion_correction,
                                      **self.logic.seriesOptionsFromParameterNode(node))
         except StrokeMismatchError as error:
             slicer.util.showStatusMessage(str(error), 3000)
@@ -548,61 +578,92 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             "repetitionTime": node.repetitionTimeMs / 1000.0 if node.repetitionTimeMs > 0 else None,
         }
 
-    def lesionSettingsFromParameterNode(self, node):
-        """``analysis.LesionSettings`` from the panel's thresholds, clean-up and clinical fields."""
-        return self.lesionSettings(
-            coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
-            tmaxThreshold=node.tmaxThreshold, rcbfReference=node.rcbfReference.value,
-            vesselCbv=node.vesselCbv, vesselCbvMultiple=node.vesselCbvMultiple,
-            csfHu=node.csfHu, csfAdc=node.csfAdc, cbfSmoothingFwhmMm=node.cbfSmoothingFwhmMm,
-            tmaxMedianFilter=node.tmaxMedianFilter.setting(),
-            coreWithinHypoperfusion=node.coreWithinHypoperfusion.setting(),
-            minCoreMl=node.minCoreMl, minHypoperfusionMl=node.minHypoperfusionMl,
-            cleanup={"brain": node.cleanupBrainMask, "csf": node.cleanupCsf, "vessels": node.cleanupVessels,
-                     "hemisphere": node.cleanupHemisphere, "fillHoles": node.cleanupFillHoles,
-                     "opening": node.cleanupOpening, "coreOpening": node.cleanupCoreOpening,
-                     "clusters": node.cleanupClusters},
-            age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
-            collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
+    # --- settings (all derived from StrokeMismatchLib.settings) --------------------------------
+    #: Settings that concern one modality only (greyed out on the panel for the other).
+    MR_ONLY_SETTINGS = ("core_adc", "csf_adc", "vessel_cbv_multiple")
+    CT_ONLY_SETTINGS = ("core_rcbf_percent", "rcbf_reference", "rcbf_statistic", "reference_normal_tmax",
+                        "mirror_sigma_mm", "bone_hu", "csf_hu", "vessel_cbv", "cbf_smoothing_fwhm_mm")
 
-    #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist);
-    #: "morphology" (opening + hole filling of the Tmax masks) is kept for older scripts.
-    CLEANUP_FIELDS = {"brain": ("brain_mask",), "csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
-                      "hemisphere": ("restrict_to_affected_hemisphere",), "fillHoles": ("fill_holes",),
-                      "opening": ("opening",), "coreOpening": ("core_opening",),
-                      "morphology": ("opening", "fill_holes"), "clusters": ("cluster_removal",)}
+    @staticmethod
+    def settingWidgetSpec(spec) -> dict:
+        """How the panel shows one schema setting: widget class, range, decimals, step, suffix
+        (the unit), the text shown for "not given", tool tip (help, range, default, CLI flag)."""
+        suffix = ("" if not spec.unit else (" %" if spec.unit == "%" else f" {spec.unit}"))
+        toolTip = f"{spec.help} Range {spec.range_text()}; default {spec.default_text()}; command line {spec.cli_flag}."
+        widget = {"bool": "QCheckBox", "auto_bool": "QComboBox", "choice": "QComboBox", "int": "QSpinBox",
+                  "optional_int": "QSpinBox"}.get(spec.kind, "QDoubleSpinBox")
+        result = {"name": spec.name, "widget": widget, "label": spec.label, "group": spec.group, "suffix": suffix,
+                  "toolTip": toolTip, "parameterName": f"settings.{spec.name}"}
+        if widget in ("QSpinBox", "QDoubleSpinBox"):
+            optional = spec.kind.startswith("optional")
+            decimals = 0 if widget == "QSpinBox" else (2 if spec.maximum <= 5 else (1 if spec.maximum <= 100 else 0))
+            result.update(minimum=spec.minimum - (OPTIONAL_OFFSET if optional else 0), maximum=spec.maximum,
+                          decimals=decimals, step=1.0 if decimals == 0 else 10.0 ** -decimals * 5,
+                          specialValueText=(_("auto") if spec.kind == "optional_float" else _("not given"))
+                          if optional else "")
+        return result
 
-    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0,
-                       rcbfReference="contralateral", vesselCbv=8.0, vesselCbvMultiple=4.0, csfHu=15.0,
-                       csfAdc=2000.0, cbfSmoothingFwhmMm=4.0, tmaxMedianFilter=None, coreWithinHypoperfusion=None,
-                       minCoreMl=0.5, minHypoperfusionMl=1.0, cleanup=None, age=None, nihss=None,
-                       collateralScore=None):
-        """``analysis.LesionSettings`` (defaults = the Lib's).
+    @staticmethod
+    def settingToLib(spec, value):
+        """A parameter-node value -> the Lib's value (auto/on/off -> None/True/False; an optional
+        number below its minimum -> None)."""
+        if spec.kind == "auto_bool":
+            return value.setting()
+        if spec.kind.startswith("optional"):
+            return None if value < spec.minimum else value
+        return value
 
-        Core ADC in 10⁻⁶ mm²/s, core rCBF in % of the ``rcbfReference`` ("contralateral",
-        "tmax_lt_4", "mirror"), Tmax in s; vessel CBV in mL/100 g (CT) and as a multiple of the
-        brain median (MR); CSF below ``csfHu`` HU (CT) / ADC above ``csfAdc`` 10⁻⁶ mm²/s (MR);
-        CT CBF smoothing FWHM in mm (0 = off); ``tmaxMedianFilter`` and ``coreWithinHypoperfusion``
-        None (modality default: on for CT, off for MR), True or False; smallest kept clusters in
-        mL; ``cleanup`` switch name -> bool (see ``CLEANUP_FIELDS``).
-        """
-        from StrokeMismatchLib.analysis import LesionSettings
+    @classmethod
+    def panelSettings(cls) -> list:
+        """Every setting as the parameter node holds it: name, default (the Lib's value), unit
+        (the widget suffix), minimum / maximum (of the parameter-node field), kind, choices,
+        group, label. Read from the parameter-node class, for tests against the schema."""
+        import typing
 
-        known = {field.name for field in dataclasses.fields(LesionSettings)}
-        values = {"core_adc": float(coreAdcThreshold), "core_rcbf_percent": float(coreRcbfPercent),
-                  "tmax_threshold": float(tmaxThreshold), "rcbf_reference": str(rcbfReference),
-                  "vessel_cbv": float(vesselCbv), "vessel_cbv_multiple": float(vesselCbvMultiple),
-                  "csf_hu": float(csfHu), "csf_adc": float(csfAdc), "cbf_smoothing_fwhm_mm": float(cbfSmoothingFwhmMm),
-                  "tmax_median_filter": tmaxMedianFilter, "core_within_hypoperfusion": coreWithinHypoperfusion,
-                  "min_core_ml": float(minCoreMl), "min_hypoperfusion_ml": float(minHypoperfusionMl),
-                  "age": age, "nihss": nihss, "collateral_score": collateralScore}
-        for switch, enabled in (cleanup or {}).items():
-            fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]
-            if not fields:
-                logging.warning(f"StrokeMismatch: clean-up switch '{switch}' is not supported by this version")
-            for name in fields:
-                values[name] = bool(enabled)
-        return LesionSettings(**{key: value for key, value in values.items() if key in known})
+        from StrokeMismatchLib.settings import all_settings
+
+        hints = typing.get_type_hints(StrokeMismatchSettings, include_extras=True)
+        defaults = StrokeMismatchSettings()
+        rows = []
+        for spec in all_settings():
+            hint = hints[spec.name]
+            extras = typing.get_args(hint)[1:] if typing.get_origin(hint) is Annotated else ()
+            ranges = [e for e in extras if isinstance(e, WithinRange)]
+            choices = [e for e in extras if isinstance(e, Choice)]
+            widget = cls.settingWidgetSpec(spec)
+            rows.append({
+                "name": spec.name, "kind": spec.kind, "group": widget["group"], "label": widget["label"],
+                "default": cls.settingToLib(spec, getattr(defaults, spec.name)),
+                "unit": widget["suffix"].strip(),
+                "minimum": getattr(ranges[0], "minimum", None) if ranges else None,
+                "maximum": getattr(ranges[0], "maximum", None) if ranges else None,
+                "choices": tuple(getattr(choices[0], "choices", ())) if choices else (),
+                "widget": widget["widget"], "parameterName": widget["parameterName"]})
+        return rows
+
+    def caseSettingsFromParameterNode(self, node):
+        """``settings.CaseSettings`` from the panel (refused with the schema's message when a
+        value is outside its range)."""
+        from StrokeMismatchLib.settings import all_settings, case_settings_from_values
+
+        values = {spec.name: self.settingToLib(spec, getattr(node.settings, spec.name)) for spec in all_settings()}
+        return case_settings_from_values(values)
+
+    def setSettingsInParameterNode(self, node, **values) -> None:
+        """Set settings of the panel by their schema names in the Lib's values (None = auto /
+        not given), e.g. ``setSettingsInParameterNode(node, tmax_threshold=8.0, age=70)``."""
+        from StrokeMismatchLib.settings import settings_by_name
+
+        specs = settings_by_name()
+        for name, value in values.items():
+            spec = specs[name]
+            if spec.kind == "auto_bool":
+                value = AutoOnOff.fromSetting(spec.validate(value))
+            elif spec.kind.startswith("optional") and value is None:
+                value = (int if spec.kind == "optional_int" else float)(spec.minimum - OPTIONAL_OFFSET)
+            else:
+                value = spec.validate(value)
+            setattr(node.settings, name, value)
 
     # --- analysis -----------------------------------------------------------------------------
     def processFromParameterNode(self, node, *, replaceOutputs=False, progress=None) -> dict:
@@ -613,14 +674,14 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             if points is None or points.GetNumberOfControlPoints() == 0:
                 raise ValueError(_("Manual AIF: place at least one point in an artery, or choose automatic AIF."))
         return self.process(
-            node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node),
-            method=node.method.value, aifPointsNode=points,
-            lesionSettings=self.lesionSettingsFromParameterNode(node), motionCorrection=node.motionCorrection,
-            showTmaxAbove10=node.showTmaxAbove10, replaceOutputs=replaceOutputs, progress=progress)
+            node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node), aifPointsNode=points,
+            settings=self.caseSettingsFromParameterNode(node), showTmaxAbove10=node.showTmaxAbove10,
+            replaceOutputs=replaceOutputs, progress=progress)
 
     def process(self, perfusionNode, adcNode=None, *, modality=None, frameTimes=None, echoTime=None,
-                repetitionTime=None, method="oSVD", aifPointsNode=None, lesionSettings=None,
-                motionCorrection=True, showTmaxAbove10=True, replaceOutputs=False, progress=None) -> dict:
+                repetitionTime=None, method=None, aifPointsNode=None, lesionSettings=None,
+                motionCorrection=None, settings=None, showTmaxAbove10=True, replaceOutputs=False,
+                progress=None) -> dict:
         """Analyse a perfusion series node and create the output nodes.
 
         :param perfusionNode: Sequence node, its proxy volume, or MultiVolume node.
@@ -629,9 +690,11 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         :param modality: "mr" or "ct" (default: from the node attributes).
         :param frameTimes: frame times in s (default: sequence index values / MultiVolume labels).
         :param echoTime: TE in s (needed for MR); ``repetitionTime`` TR in s.
-        :param method: "oSVD", "cSVD", "sSVD" or "Tikhonov".
+        :param settings: ``StrokeMismatchLib.settings.CaseSettings`` (every setting, as on the
+            command line; default: the schema's defaults); ``method`` ("oSVD", "cSVD", "sSVD",
+            "Tikhonov"), ``motionCorrection`` (bool) and ``lesionSettings``
+            (``settings.LesionSettings``) override its parts when given.
         :param aifPointsNode: markups point list in arteries (manual AIF) or None (automatic).
-        :param lesionSettings: ``analysis.LesionSettings`` (see ``lesionSettings()``).
         :param replaceOutputs: True overwrites the previous run's nodes; False creates new ones.
         :param progress: ``progress(fraction, message)``; returning False cancels.
         :return: dict of nodes: cbf, cbv, mtt, tmax, ttp, baseline (volumes), segmentation,
@@ -646,7 +709,9 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         seriesOptions = {"modality": modality, "frameTimes": frameTimes, "echoTime": echoTime,
                          "repetitionTime": repetitionTime}
         series = self.readSeries(perfusionNode, **seriesOptions)
-        series.metadata["previewKey"] = (perfusionNode.GetID(), perfusionNode.GetMTime(), bool(motionCorrection),
+        motion = (settings.motion_correction if settings is not None else True) if motionCorrection is None \
+            else bool(motionCorrection)
+        series.metadata["previewKey"] = (perfusionNode.GetID(), perfusionNode.GetMTime(), motion,
                                          repr(sorted(seriesOptions.items())))
         aifVoxels = None
         if aifPointsNode is not None:
@@ -657,9 +722,12 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                 raise ValueError(_("DSC-MR needs the ADC map for the ischemic core: select it (ADC input)."))
             adc = np.array(slicer.util.arrayFromVolume(adcNode), dtype=np.float32)
             adcGeometry = mrmlio.volume_geometry(adcNode)
-        settings = CaseSettings(method=method, motion_correction=motionCorrection, aif_voxels=aifVoxels,
-                                lesion=lesionSettings if lesionSettings is not None else self.lesionSettings())
-        logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {method}")
+        overrides = {"aif_voxels": aifVoxels}
+        for key, value in (("method", method), ("motion_correction", motionCorrection), ("lesion", lesionSettings)):
+            if value is not None:
+                overrides[key] = value
+        settings = dataclasses.replace(settings if settings is not None else CaseSettings(), **overrides)
+        logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {settings.method}")
         result = run_case(series, adc=adc, adc_geometry=adcGeometry, settings=settings, progress=progress)
         reuse = self.lastOutputs if replaceOutputs else None
         self.resetState()
@@ -669,10 +737,6 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self.lastOutputs = outputs
         logging.info("StrokeMismatch: done")
         return outputs
-
-    def _plotAif(self, result, chart=None, name="AIF"):
-        return mrmlio.plot_curves(result.series.times, inspector.case_curves(result), chart=chart, name=name,
-                                  y_title=_("Concentration (a.u.)"))
 
     def updateAifPlot(self, perfusionNode, aifPointsNode=None, *, motionCorrection=True, **seriesOptions):
         """Plot the AIF: of the last run (automatic), or the AIF that Apply would take from the
@@ -685,21 +749,18 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if aifPointsNode is None:
             if self.lastResult is None:
                 raise ValueError(_("Automatic AIF: run Apply first, then the chosen AIF is plotted."))
-            return self._plotAif(self.lastResult, chart=self.lastOutputs.get("aifChart"))
+            return mrmlio.plot_curves(self.lastResult.series.times, inspector.case_curves(self.lastResult),
+                                      chart=self.lastOutputs.get("aifChart"), name="AIF",
+                                      y_title=_("Concentration (a.u.)"))
         series, prepared = self._preparedSeries(perfusionNode, motionCorrection, seriesOptions)
         voxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
-        aif = self.previewAif(series, prepared, voxels)
+        from StrokeMismatchLib.pipeline import case_aif
+
+        aif = case_aif(prepared, series.times, series.modality, voxels)  # the call run_case makes
         chart = self.lastOutputs.get("aifChart") if self.lastOutputs else None
         name = chart.GetName() if chart is not None else "AIF"
         return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): aif.curve},
                                   chart=chart, name=name, y_title=_("Concentration (a.u.)"))
-
-    @staticmethod
-    def previewAif(series, prepared, voxels):
-        """``pipeline.case_aif``: the AIF of ``voxels`` ((N, 3) k, j, i), as ``run_case`` selects it."""
-        from StrokeMismatchLib.pipeline import case_aif
-
-        return case_aif(prepared, series.times, series.modality, voxels)
 
     def _preparedSeries(self, perfusionNode, motionCorrection, seriesOptions):
         """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it

@@ -15,8 +15,9 @@ Real, from ``slicer-core`` (Slicer's own compiled code and ``slicer/util.py``):
 Stand-ins, here:
     ``qt``, ``ctk`` (import stubs: any attribute use raises, so GUI code cannot pass silently),
     ``slicer.i18n`` (identity translation), ``slicer.ScriptedLoadableModule`` (the base classes
-    and ``getParameterNode``), ``slicer.parameterNodeWrapper`` (typed fields stored in a
-    ``vtkMRMLScriptedModuleNode``, ``WithinRange`` validation; no GUI binding),
+    and ``getParameterNode``), ``slicer.parameterNodeWrapper`` (typed fields and parameter packs
+    stored in a ``vtkMRMLScriptedModuleNode``, ``WithinRange`` / ``Choice`` validation; no GUI
+    binding),
     ``slicer.app`` (``layoutManager()`` over offscreen views, ``applicationLogic()``,
     ``connect``/``emit`` of named signals, ``testingEnabled()``), and ``SampleData`` (the
     registration calls; the Sample Data button is :meth:`App.clickSampleDataButton`).
@@ -97,6 +98,17 @@ class WithinRange:
             raise ValueError(f"Value {value} is not within range [{self.minimum}, {self.maximum}]")
 
 
+class Choice:
+    """Validator: the value is one of ``choices`` (a combo box lists them)."""
+
+    def __init__(self, choices):
+        self.choices = list(choices)
+
+    def validate(self, value):
+        if value not in self.choices:
+            raise ValueError(f"Value {value!r} is not one of {self.choices}")
+
+
 class _Field:
     """One typed field of a wrapped parameter node."""
 
@@ -111,6 +123,7 @@ class _Field:
         self.types = tuple(args)
         self.isNode = all(isinstance(t, type) and issubclass(t, slicer.vtkMRMLNode) for t in args)
         self.type = args[0]
+        self.pack = getattr(self.type, "_packFields", None)  # a @parameterPack class
         self.default = default
 
     def serialize(self, value) -> str:
@@ -128,6 +141,8 @@ class _Field:
         return text
 
     def validate(self, value):
+        if self.pack is not None:
+            raise TypeError(f"{self.name}: set the fields of the parameter pack one by one")
         if self.isNode:
             if value is not None and not isinstance(value, self.types):
                 raise TypeError(f"{self.name}: {value.GetClassName()} is not one of {self.types}")
@@ -143,6 +158,49 @@ class _Field:
             validator.validate(value)
 
 
+def parameterPack(cls):
+    """Class decorator: a group of typed fields (stored in the parameter node as
+    "<field>.<name>"); instances are value objects with validated attributes."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {name: _Field(name, hint, cls.__dict__.get(name)) for name, hint in hints.items()}
+
+    def __init__(self, **values):
+        for name, field in fields.items():
+            setattr(self, name, values.get(name, field.default))
+
+    def __setattr__(self, name, value):
+        if name not in fields:
+            raise AttributeError(f"{cls.__name__} has no field {name!r}")
+        fields[name].validate(value)
+        object.__setattr__(self, name, value)
+
+    namespace = {"__init__": __init__, "__setattr__": __setattr__, "_packFields": fields,
+                 "__annotations__": dict(getattr(cls, "__annotations__", {})), "__module__": cls.__module__,
+                 "__doc__": cls.__doc__}
+    return type(cls.__name__, (), namespace)
+
+
+class _PackView:
+    """``parameterNode.<pack field>``: reads and writes "<field>.<name>" parameters."""
+
+    def __init__(self, node, prefix, fields):
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_prefix", prefix)
+        object.__setattr__(self, "_fields", fields)
+
+    def __getattr__(self, name):
+        if name not in self._fields:
+            raise AttributeError(name)
+        return self._fields[name].deserialize(self._node.GetParameter(f"{self._prefix}.{name}"))
+
+    def __setattr__(self, name, value):
+        if name not in self._fields:
+            raise AttributeError(f"no field {name!r} in {self._prefix}")
+        field = self._fields[name]
+        field.validate(value)
+        self._node.SetParameter(f"{self._prefix}.{name}", field.serialize(value))
+
+
 def parameterNodeWrapper(cls):
     """Class decorator: typed attributes stored in a ``vtkMRMLScriptedModuleNode``.
 
@@ -155,12 +213,18 @@ def parameterNodeWrapper(cls):
     def __init__(self, parameterNode):
         object.__setattr__(self, "parameterNode", parameterNode)
         for field in fields.values():
-            if not field.isNode and not parameterNode.GetParameter(field.name):
+            if field.pack is not None:
+                for sub in field.pack.values():
+                    if not parameterNode.GetParameter(f"{field.name}.{sub.name}"):
+                        parameterNode.SetParameter(f"{field.name}.{sub.name}", sub.serialize(sub.default))
+            elif not field.isNode and not parameterNode.GetParameter(field.name):
                 parameterNode.SetParameter(field.name, field.serialize(field.default))
 
     def make_property(field):
         def getter(self):
             node = self.parameterNode
+            if field.pack is not None:
+                return _PackView(node, field.name, field.pack)
             if field.isNode:
                 return node.GetNodeReference(field.name)
             return field.deserialize(node.GetParameter(field.name))
@@ -188,7 +252,9 @@ def parameterNodeWrapper(cls):
 def _parameter_wrapper_module():
     module = types.ModuleType("slicer.parameterNodeWrapper")
     module.parameterNodeWrapper = parameterNodeWrapper
+    module.parameterPack = parameterPack
     module.WithinRange = WithinRange
+    module.Choice = Choice
     return module
 
 
@@ -457,7 +523,9 @@ class App:
         # No Slicer installation: an empty home directory (Slicer's colour files are not in the
         # wheel, so only the procedural colour tables exist; the logic looks there quietly).
         self._home = tempfile.TemporaryDirectory(prefix="slicer-home-")
+        os.makedirs(os.path.join(self._home.name, "share", "ColorFiles"))
         self._appLogic.SetHomeDirectory(self._home.name)
+        self._appLogic.SetShareDirectory("share")
         colors = slicer.vtkSlicerColorLogic()
         colors.SetMRMLApplicationLogic(self._appLogic)
         colors.SetMRMLScene(self.scene)
