@@ -828,7 +828,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         scene = segmentationNode.GetScene()
         tmax = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxVolumeID") or "")
         cbv = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.CBVVolumeID") or "")
-        levels = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxLevelsVolumeID") or "")
+        analysed = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.AnalysisMasksVolumeID") or "")
         if tmax is None:
             raise ValueError(_("This segmentation was not made by Stroke Mismatch (its Tmax map is missing)."))
         hemispheres = None
@@ -839,7 +839,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             if settings is None:
                 settings = self.lastResult.lesion.settings
         table, result = mrmlio.recompute_from_segmentation(segmentationNode, tmax, tmax_volume=tmax,
-                                                           cbv_volume=cbv, tmax_levels=levels,
+                                                           cbv_volume=cbv, analysis_masks=analysed,
                                                            hemispheres=hemispheres,
                                                            settings=settings, quality=quality,
                                                            table=tableNode)

@@ -196,7 +196,7 @@ def test_rcbf_threshold_and_tmax_threshold_are_settings():
     # rCBF 0.30 voxels become core with a 0.31 threshold; the 1-voxel core speck now touches
     # the core and survives the cluster step
     result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
-                            settings=LesionSettings(core_rcbf=0.31))
+                            settings=LesionSettings(core_rcbf_percent=31.0))
     assert result.metrics["core_ml"].value == pytest.approx(
         (truth["core"].sum() + 4 * 2 * 6 + 1) * VOXEL_ML)
     # Tmax 6.00 column joins with a 5.99 s threshold
@@ -294,7 +294,7 @@ def test_to_dict_is_json_ready_with_everything_visible():
                             settings=settings)
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["disclaimer"] == DISCLAIMER
-    assert data["settings"]["core_rcbf"] == 0.30 and data["settings"]["age"] == 75
+    assert data["settings"]["core_rcbf_percent"] == 30.0 and data["settings"]["age"] == 75
     assert [s["name"] for s in data["steps"]] == STEP_NAMES
     assert data["metrics"]["core_ml"]["unit"] == "mL"
     assert data["hemispheres"]["affected_side"] == "left"
@@ -396,15 +396,19 @@ def test_ct_without_baseline_reports_csf_step_not_applied():
 def test_settings_defaults_validation_and_dict():
     settings = LesionSettings()
     d = settings.to_dict()
-    assert (d["core_adc"], d["core_rcbf"], d["tmax_threshold"]) == (620.0, 0.30, 6.0)
-    assert d["tmax_report_thresholds"] == [4.0, 8.0, 10.0]
+    assert (d["core_adc"], d["core_rcbf_percent"], d["tmax_threshold"]) == (620.0, 30.0, 6.0)
+    assert settings.core_rcbf == pytest.approx(0.30) and settings.tmax_report_thresholds == (4.0, 8.0, 10.0)
     assert settings.core_within("ct") and not settings.core_within("mr")
     assert LesionSettings(core_within_hypoperfusion=True).core_within("mr")
     json.dumps(d, allow_nan=False)
-    for bad in (dict(core_rcbf=0.0), dict(tmax_threshold=float("nan")), dict(min_core_ml=-1),
+    for bad in (dict(core_rcbf_percent=0.0), dict(tmax_threshold=float("nan")), dict(min_core_ml=-1),
                 dict(rcbf_statistic="mode"), dict(age=-3), dict(opening_radius_voxels=-1)):
         with pytest.raises(InputDataError):
-            LesionSettings(**bad).validate()
+            LesionSettings(**bad)
+    changed = LesionSettings()
+    changed.tmax_threshold = 1e6  # changed after construction: validate() catches it
+    with pytest.raises(InputDataError, match="tmax_threshold"):
+        changed.validate()
 
 
 # --- vessel exclusion and hemisphere restriction --------------------------------------------
@@ -648,3 +652,13 @@ def test_core_opening_is_separate_and_mr_skips_ct_steps():
     forced = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc,
                              settings=_LesionSettings(tmax_median_filter=True))
     assert step(forced, "tmax_median_filter").applied
+
+
+def test_the_cleanup_chain_is_one_ordered_list():
+    """analyze_lesion runs exactly cleanup_chain.CHAIN, in order (one module owns the order)."""
+    from StrokeMismatchLib import cleanup_chain
+
+    assert list(cleanup_chain.STEP_NAMES) == STEP_NAMES
+    maps, baseline, _ = synthetic("left")
+    result = analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    assert [step.name for step in result.steps] == list(cleanup_chain.STEP_NAMES)

@@ -114,8 +114,8 @@ def test_unwritable_output(small_ct_nifti, tmp_path, capsys):
 
 def test_bad_option_values(capsys):
     for argv, word in [
-        (["demo", "--core-rcbf", "30"], "fraction"),
-        (["demo", "--tmax", "-1"], "positive"),
+        (["demo", "--core-rcbf", "0.30"], "5–80%"),
+        (["demo", "--tmax", "-1"], "1–20 s"),
         (["demo", "--aif-voxels", "1,2"], "k,j,i"),
         (["demo", "--method", "magic"], "method"),
         (["demo", "--modality", "pet"], "modality"),
@@ -142,9 +142,9 @@ def test_unexpected_error_one_line_and_debug_traceback(monkeypatch, tmp_path, ca
 
 def test_lesion_options_reach_settings(tmp_path):
     args = build_parser().parse_args([
-        "analyze", "--perfusion", "x", "--core-adc", "600", "--core-rcbf", "0.38", "--tmax", "8",
+        "analyze", "--perfusion", "x", "--core-adc", "600", "--core-rcbf", "38", "--tmax", "8",
         "--rcbf-reference", "mirror", "--age", "70", "--nihss", "12", "--collateral-score", "2",
-        "--min-cluster-ml", "2", "--no-csf-exclusion", "--no-cluster-removal", "--opening",
+        "--min-core-ml", "2", "--min-hypoperfusion-ml", "2", "--no-csf-exclusion", "--no-cluster-removal", "--opening",
         "--no-core-in-hypoperfusion", "--aif-voxels", "1,2,3;1,2,4", "--method", "csvd",
         "--no-motion-correction", "--baseline-frames", "2:8",
     ])
@@ -154,7 +154,7 @@ def test_lesion_options_reach_settings(tmp_path):
     assert settings.aif_voxels.tolist() == [[1, 2, 3], [1, 2, 4]]
     assert settings.baseline == (2, 8)
     lesion = settings.lesion
-    assert lesion.core_adc == 600 and lesion.core_rcbf == 0.38 and lesion.tmax_threshold == 8
+    assert lesion.core_adc == 600 and lesion.core_rcbf_percent == 38 and lesion.tmax_threshold == 8
     assert lesion.rcbf_reference == "mirror"
     assert lesion.core_within_hypoperfusion is False
     assert lesion.csf_exclusion is False and lesion.cluster_removal is False and lesion.opening is True
@@ -165,7 +165,7 @@ def test_lesion_options_reach_settings(tmp_path):
 
 
 def test_rcbf_reference_tmax4_and_specific_cluster_sizes():
-    args = build_parser().parse_args(["demo", "--rcbf-reference", "tmax4", "--min-cluster-ml", "3",
+    args = build_parser().parse_args(["demo", "--rcbf-reference", "tmax4", "--min-hypoperfusion-ml", "3",
                                       "--min-core-ml", "0.2"])
     lesion = cli._case_settings(args).lesion
     assert lesion.rcbf_reference == "tmax_lt_4"
@@ -194,11 +194,12 @@ def test_progress_display_plain_lines():
 
 def test_format_summary_handles_null_ratio():
     summary = {
-        "software": {"version": __version__}, "modality": "ct", "method": "oSVD",
+        "software": {"version": __version__, "disclaimer": "D"}, "modality": "ct",
+        "settings": {"method": "oSVD"},
         "metrics": {"mismatch_ratio": {"value": None, "unit": "1", "label": "Mismatch ratio",
                                        "flag": "infinite", "note": "infinite: core is 0 mL"}},
-        "criteria": [{"rule": "DEFUSE 3", "eligible": None, "reasons": ["age unknown"]}],
-        "disclaimer": "D",
+        "criteria": {"DEFUSE3": {"name": "DEFUSE 3", "eligible": None, "verdict": "indeterminate",
+                                 "reasons": ["age unknown"]}},
     }
     text = cli.format_summary(summary)
     assert "n/a (infinite: core is 0 mL)" in text
@@ -215,8 +216,8 @@ def test_vessel_and_hemisphere_options_reach_settings():
     assert lesion.restrict_to_affected_hemisphere is True
     defaults = cli._case_settings(build_parser().parse_args(["demo"])).lesion
     assert defaults.vessel_exclusion is True and defaults.restrict_to_affected_hemisphere is False
-    for argv, word in ([["demo", "--vessel-cbv", "0"], "positive"],
-                       [["demo", "--vessel-ttp-window", "-1"], "≥ 0"]):
+    for argv, word in ([["demo", "--vessel-cbv", "0"], "2–50 mL/100 g"],
+                       [["demo", "--vessel-ttp-window", "-1"], "0–10 s"]):
         with pytest.raises(cli._UsageError, match=word):
             build_parser().parse_args(argv)
 
@@ -227,16 +228,16 @@ def test_cleanup_steps_and_their_settings_are_in_summary_json(small_ct_nifti, tm
                           "--restrict-to-affected-hemisphere"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    steps = {s["name"]: s for s in summary["cleanup_steps"]}
+    steps = {s["name"]: s for s in summary["analysis"]["cleanup_steps"]}
     assert {"vessel_exclusion", "hemisphere_restriction"} <= set(steps)
     vessel = steps["vessel_exclusion"]
     assert vessel["enabled"] and vessel["applied"]
     assert vessel["parameters"]["cbv_limit_used"] == 9.0
     assert vessel["parameters"]["aif_ttp_s"] is not None and vessel["parameters"]["ttp_window_s"] > 0
     assert steps["hemisphere_restriction"]["enabled"]
-    assert summary["thresholds"]["vessel_cbv"] == 9.0
-    assert summary["thresholds"]["restrict_to_affected_hemisphere"] is True
-    for step in summary["cleanup_steps"]:
+    assert summary["settings"]["vessel_cbv"] == 9.0
+    assert summary["settings"]["restrict_to_affected_hemisphere"] is True
+    for step in summary["analysis"]["cleanup_steps"]:
         for v in step["volumes_ml"].values():
             assert v["removed"] == pytest.approx(v["before"] - v["after"])
 
@@ -253,8 +254,9 @@ def test_series_option_with_a_nifti_is_refused(small_ct_nifti, tmp_path, capsys)
 def test_format_summary_states_the_timing_and_echo_time_used():
     """The researcher sees, with units, which timing and TE the analysis used (e.g. after a
     sidecar TE in ms was converted, or when --tr met recorded frame times)."""
-    summary = {"modality": "mr", "method": "oSVD", "frame_times_s": [0.0, 1.5, 3.0, 88.5],
-               "input": {"source": "NIfTI dsc.nii.gz", "n_frames": 4, "te_s": 0.032, "tr_s": 1.5,
+    summary = {"modality": "mr", "settings": {"method": "oSVD"},
+               "inputs": {"source": "NIfTI dsc.nii.gz", "n_frames": 4, "te_s": 0.032, "tr_s": 1.5,
+                          "frame_times_s": [0.0, 1.5, 3.0, 88.5],
                          "voxel_size_mm_ijk": [1.8, 1.8, 5.0],
                          "metadata": {"time_source": "sidecar VolumeTiming"}}}
     text = cli.format_summary(summary)
@@ -262,12 +264,13 @@ def test_format_summary_states_the_timing_and_echo_time_used():
     for part in ("dsc.nii.gz", "4 frames", "88.5 s", "sidecar VolumeTiming", "TE 32 ms", "TR 1.5 s",
                  "1.8 × 1.8 × 5 mm"):
         assert part in line, (part, line)
-    assert "TE" not in cli.format_summary({"modality": "ct", "input": {"source": "x", "te_s": None}})
+    assert "TE" not in cli.format_summary({"modality": "ct", "inputs": {"source": "x", "te_s": None}})
 
 
 def test_format_summary_does_not_repeat_quality_warnings_as_notes():
-    summary = {"modality": "mr", "method": "oSVD",
-               "quality_flags": [{"severity": "warning", "message": "The AIF rests on only 1 voxel(s)."}],
+    summary = {"modality": "mr", "settings": {"method": "oSVD"},
+               "quality": {"status": "warn", "findings": [
+                   {"severity": "warning", "message": "The AIF rests on only 1 voxel(s)."}]},
                "warnings": ["AIF: The AIF rests on only 1 voxel(s).", "Frame intervals vary from 1 s to 3 s."]}
     text = cli.format_summary(summary)
     assert text.count("The AIF rests on only 1 voxel(s).") == 1

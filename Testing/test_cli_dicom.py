@@ -53,8 +53,8 @@ def test_analyze_dicom_series_matches_the_in_memory_analysis(dicom_folder, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["modality"] == "ct"
     # unequal frame times come from the headers (not index × TR)
-    np.testing.assert_allclose(summary["frame_times_s"], phantom.series.times, atol=0.2)
-    assert len(set(np.round(np.diff(summary["frame_times_s"]), 1))) > 1
+    np.testing.assert_allclose(summary["inputs"]["frame_times_s"], phantom.series.times, atol=0.2)
+    assert len(set(np.round(np.diff(summary["inputs"]["frame_times_s"]), 1))) > 1
 
     stored = dataclasses.replace(phantom.series, signal=np.round(phantom.series.signal).astype(np.float32))
     reference = run_case(stored, settings=CaseSettings(motion_correction=False)).lesion.masks

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from StrokeMismatchLib.caserecord import csv_row
 from StrokeMismatchLib.errors import OutputError
 from StrokeMismatchLib.outputs import (
     check_output_dir,
-    flat_row,
     result_files,
     summary_csv,
     write_case_outputs,
@@ -123,29 +123,29 @@ def test_progress_reaches_one(result, tmp_path):
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
 
 
-def test_flat_row_units_and_null_ratios():
+def test_csv_row_headline_verdicts_settings_and_null_ratios():
     summary = {
-        "software": {"version": "x"}, "modality": "mr", "method": "oSVD",
-        "input": {"source": "s", "n_frames": 10, "voxel_volume_ml": 0.01},
-        "metrics": {
-            "core_ml": {"value": 0.0, "unit": "mL"},
-            "hypoperfusion_ml": {"value": 12.5, "unit": "mL"},
-            "mismatch_ratio": {"value": None, "unit": "1", "flag": "infinite", "note": "core 0"},
-            "mean_tmax": {"value": 7.25, "unit": "s"},
-        },
-        "criteria": [{"rule": "DEFUSE 3", "eligible": True, "reasons": []},
-                     {"rule": "DAWN group A", "eligible": None, "reasons": ["age unknown", "NIHSS unknown"]}],
-        "quality_flags": [{"code": "truncation", "severity": "warning"}, {"code": "ok", "severity": "info"}],
+        "subject": "sub-01", "modality": "mr", "affected_side": "left", "core_ml": 0.0,
+        "hypoperfusion_ml": 12.5, "mismatch_ratio": None, "notes": {"mismatch_ratio": "infinite: core is 0 mL"},
+        "quality": {"status": "warn", "findings": [{"code": "bolus_truncated", "severity": "warning"},
+                                                   {"code": "motion", "severity": "info"}]},
+        "criteria": {"DEFUSE3": {"eligible": True, "verdict": "eligible", "reasons": []},
+                     "DAWN": {"eligible": None, "verdict": "indeterminate",
+                              "reasons": ["age unknown", "NIHSS unknown"]}},
+        "settings": {"tmax_threshold": 6.0, "core_rcbf_percent": 30.0},
+        "inputs": {"source": "line one\nline two, with comma"}, "software": {"version": "x"},
     }
-    row = flat_row(summary)
+    row = csv_row(summary)
+    assert list(row)[:4] == ["subject", "modality", "affected_side", "quality_status"]
     assert row["core_ml"] == "0.0" and row["hypoperfusion_ml"] == "12.5"  # repr: full precision
-    assert row["mismatch_ratio"] == "" and row["mismatch_ratio_note"] == "infinite"
-    assert row["mean_tmax_s"] == "7.25"
-    assert row["defuse_3_eligible"] == "true" and row["dawn_group_a_eligible"] == ""
-    assert row["dawn_group_a_reasons"] == "age unknown; NIHSS unknown"
-    assert row["quality_warnings"] == 1
+    assert row["mismatch_ratio"] == "" and row["mismatch_ratio_note"] == "infinite: core is 0 mL"
+    assert row["DEFUSE3_eligible"] == "true" and row["DAWN_eligible"] == "" and row["DAWN_verdict"] == "indeterminate"
+    assert row["DAWN_reasons"] == "age unknown; NIHSS unknown"
+    assert row["quality_status"] == "warn" and row["quality_codes"] == "bolus_truncated;motion"
+    assert row["setting_tmax_threshold"] == "6.0"
     rows = list(csv.DictReader(io.StringIO(summary_csv(summary))))
     assert len(rows) == 1 and rows[0]["core_ml"] == "0.0"
+    assert rows[0]["source"] == "line one\nline two, with comma"  # quoted, not split
 
 
 def test_written_maps_are_float32_nan_outside(result, tmp_path):
@@ -205,13 +205,13 @@ def test_csv_header_does_not_depend_on_notes_or_reasons():
     whether a ratio had a note or a rule had reasons."""
     def summary(note, reasons):
         return {
-            "software": {"version": "x"}, "modality": "ct", "method": "oSVD", "input": {},
-            "metrics": {"core_ml": {"value": 1.0, "unit": "mL"},
-                        "mismatch_ratio": {"value": None if note else 2.0, "unit": "1",
-                                           "flag": "infinite" if note else None}},
-            "criteria": [{"rule": "DAWN", "eligible": None if reasons else True,
-                          "reasons": ["age not given"] if reasons else []}],
-            "quality_flags": [],
+            "software": {"version": "x"}, "modality": "ct", "settings": {"method": "oSVD"}, "inputs": {},
+            "core_ml": 1.0, "mismatch_ratio": None if note else 2.0,
+            "notes": {"mismatch_ratio": "infinite: core is 0 mL"} if note else {},
+            "criteria": {"DAWN": {"eligible": None if reasons else True,
+                                  "verdict": "indeterminate" if reasons else "eligible",
+                                  "reasons": ["age not given"] if reasons else []}},
+            "quality": {"status": "pass", "findings": []},
         }
 
     headers = {summary_csv(summary(note, reasons)).splitlines()[0]

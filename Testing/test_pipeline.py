@@ -87,35 +87,35 @@ def test_summary_is_strict_json_and_complete(mr_run):
     text = json.dumps(summary, allow_nan=False)
     back = json.loads(text)
     assert back["software"]["version"] == __version__
-    assert back["disclaimer"] == DISCLAIMER
+    assert back["software"]["disclaimer"] == DISCLAIMER
     assert back["modality"] == "mr"
-    assert back["method"] == "oSVD"
-    assert len(back["frame_times_s"]) == result.series.signal.shape[3]
+    assert back["settings"]["method"] == "oSVD" and back["analysis"]["method"] == "oSVD"
+    assert len(back["inputs"]["frame_times_s"]) == result.series.signal.shape[3]
     assert back["aif"]["n_voxels"] == len(back["aif"]["voxels_kji"]) == len(back["aif"]["voxels_ras_mm"]) > 0
     # AIF RAS positions agree with the geometry
     k, j, i = back["aif"]["voxels_kji"][0]
     ras = result.geometry.ijk_to_ras_points(np.array([i, j, k]))
     assert np.allclose(back["aif"]["voxels_ras_mm"][0], ras, atol=1e-3)
-    assert back["motion"]["applied"] is True
-    assert isinstance(back["quality_flags"], list)
-    assert back["metrics"] and back["criteria"]
-    # every lesion threshold appears in the settings record
-    lesion = back["settings"]["lesion"]
-    for key in ("core_adc", "core_rcbf", "tmax_threshold", "rcbf_reference"):
-        assert key in lesion
+    assert back["analysis"]["motion"]["applied"] is True
+    assert back["quality"]["status"] in ("pass", "warn", "fail") and isinstance(back["quality"]["findings"], list)
+    assert back["metrics"] and set(back["criteria"]) == {"DEFUSE3", "EXTEND_IA", "DAWN", "TISSUE_RULE"}
+    # every setting appears once, flat, in the settings record
+    for key in ("core_adc", "core_rcbf_percent", "tmax_threshold", "rcbf_reference"):
+        assert key in back["settings"]
     assert back["settings"]["hematocrit_factor"] == 0.73
-    assert back["baseline"]["start"] < back["baseline"]["stop"]
-    assert back["thresholds"]["tmax_threshold"] == 6.0
+    assert back["analysis"]["baseline"]["start"] < back["analysis"]["baseline"]["stop"]
+    assert back["settings"]["tmax_threshold"] == 6.0
     assert back["affected_side"] in ("left", "right")
-    assert isinstance(back["cleanup_steps"], list) and back["cleanup_steps"]
-    assert back["adc_unit"]["unit"]
+    assert back["core_ml"] == back["metrics"]["core_ml"]["value"]
+    assert isinstance(back["analysis"]["cleanup_steps"], list) and back["analysis"]["cleanup_steps"]
+    assert back["analysis"]["adc_unit"]["unit"]
 
 
 def test_summary_nan_and_inf_become_null(mr_run):
     result, _, _, _ = mr_run
     result = dataclasses.replace(result, timings_s={"x": float("inf")}, warnings=["w"])
     summary = result.summary()
-    assert summary["timings_s"]["x"] is None
+    assert summary["analysis"]["timings_s"]["x"] is None
     json.dumps(summary, allow_nan=False)
 
 
@@ -135,8 +135,8 @@ def test_manual_aif_voxels_and_baseline_override(mr_phantom):
     assert (result.baseline.start, result.baseline.stop) == (2, 9)
     summary = result.summary()
     assert summary["settings"]["aif_voxels_kji"] == voxels.tolist()
-    assert summary["baseline"]["frames"] == [2, 8]
-    assert summary["motion"] == {"applied": False}
+    assert summary["analysis"]["baseline"]["frames"] == [2, 8]
+    assert summary["analysis"]["motion"] == {"applied": False}
 
 
 def test_user_brain_mask_is_used_and_not_modified(mr_phantom):
@@ -230,11 +230,11 @@ def test_ct_aif_has_no_mr_saturation_check():
 
 
 def test_summary_says_whether_cbf_is_absolute(mr_run):
-    maps = mr_run[0].summary()["maps"]
+    maps = mr_run[0].summary()["analysis"]["maps"]
     assert maps["absolute_scale"] is False
     assert "relative" in maps["scale_note"]
     ct = run_case(make_volume_phantom("ct", shape=(6, 32, 32), seed=0).series,
-                  settings=CaseSettings(motion_correction=False)).summary()["maps"]
+                  settings=CaseSettings(motion_correction=False)).summary()["analysis"]["maps"]
     assert ct["absolute_scale"] is True
 
 
@@ -253,7 +253,7 @@ def test_adc_covering_part_of_the_brain_is_flagged(mr_phantom):
     assert 0.0 < coverage < 0.95
     assert [f for f in result.quality if f.code == "adc_coverage" and f.severity == "warning"]
     summary = result.summary()
-    assert summary["lesion"]["adc_brain_coverage"] == pytest.approx(coverage)
+    assert summary["analysis"]["adc_brain_coverage"] == pytest.approx(coverage)
     assert any("covers only" in w for w in summary["warnings"])
 
     aligned = run_case(mr_phantom.series, adc=mr_phantom.adc, adc_geometry=mr_phantom.adc_geometry,

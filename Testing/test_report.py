@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from StrokeMismatchLib import DISCLAIMER, report
+from StrokeMismatchLib import DISCLAIMER, report, report_figures
 from StrokeMismatchLib.geometry import Geometry
 
 image_module = pytest.importorskip("matplotlib.image")
@@ -76,15 +76,15 @@ def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_cas
     hypo = summary["metrics"]["hypoperfusion_ml"]["value"]
     assert core > 1 and hypo > core
     assert f"{core:.1f} mL" in plain and (f"{hypo:.0f} mL" in plain or f"{hypo:.1f} mL" in plain)
-    for rule in summary["criteria"]:
-        assert rule["rule"] in plain
+    for rule in summary["criteria"].values():
+        assert rule["name"] in plain
         for reason in rule["reasons"]:
             assert reason in plain
-        for criterion in rule["criteria"]:
+        for criterion in rule["rules"]:
             assert criterion["reason"] in plain
     assert "Tmax > 6 s" in plain and "ADC < 620" in plain
     # every clean-up step appears with the volume it removed
-    for step in summary["lesion"]["steps"]:
+    for step in summary["analysis"]["cleanup_steps"]:
         assert step["name"] in plain
     assert "removed" in plain and "mL/100 g/min" in plain
 
@@ -127,7 +127,7 @@ def test_montage_is_radiological_patient_left_on_image_right(ras_stored):
     matrix[:3, 3] = -matrix[:3, :3] @ (np.array([60, 50, 3]) - 1) / 2  # centre at the origin
     geometry = Geometry(matrix, shape)
     background, brain, core, penumbra = _lesion_scene(geometry)
-    png = report.montage_png(background, geometry, [1], brain_mask=brain, core=core, penumbra=penumbra,
+    png = report_figures.montage_png(background, geometry, [1], brain_mask=brain, core=core, penumbra=penumbra,
                              background_label="test", window=(0, 900))
     rgb = _decode(png)
     rows, cols = np.nonzero(_red(rgb[40:]))  # skip the legend line
@@ -145,13 +145,13 @@ def test_choose_slices_covers_the_lesion():
     brain[2:18] = True
     core = np.zeros_like(brain)
     core[9:11, 3:5, 3:5] = True
-    chosen = report.choose_slices(brain, core, None, geometry)
+    chosen = report_figures.choose_slices(brain, core, None, geometry)
     assert {9, 10} <= set(chosen) and len(chosen) == 6 and chosen == sorted(chosen)
     big = np.zeros_like(brain)
     big[2:18, 2:6, 2:6] = True
-    spread = report.choose_slices(brain, None, big, geometry)
+    spread = report_figures.choose_slices(brain, None, big, geometry)
     assert len(spread) == 8 and spread[0] == 2 and spread[-1] == 17
-    assert report.choose_slices(brain, None, None, geometry)[0] == 2  # no lesion: brain slices
+    assert report_figures.choose_slices(brain, None, None, geometry)[0] == 2  # no lesion: brain slices
 
 
 def test_headline_shows_infinite_ratio_and_units_without_pictures():
@@ -199,13 +199,16 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
 
 
 def test_quality_flags_are_listed_with_severity_and_explanation():
-    summary = {"modality": "mr", "metrics": {}, "criteria": [],
-               "quality_flags": [{"code": "bolus_truncated", "severity": "warning",
-                                  "message": "The bolus has not returned to baseline by 45 s.",
-                                  "explanation": "Truncation lowers CBV and CBF."}],
+    summary = {"modality": "mr", "metrics": {}, "criteria": {},
+               "quality": {"status": "warn", "findings": [
+                   {"code": "bolus_truncated", "severity": "warning",
+                    "message": "The bolus has not returned to baseline by 45 s.",
+                    "explanation": "Truncation lowers CBV and CBF."}]},
                "warnings": ["AIF peak later than tissue"]}
     text = report.build_report_html(summary, {})
     assert 'class="sev-warning"' in text
+    # the quality status is the first thing on the page, before the criteria and volumes
+    assert text.index("quality-warn") < text.index("Not a medical device") < text.index("Criteria")
     for words in ("bolus_truncated", "returned to baseline by 45 s", "Truncation lowers CBV",
                   "AIF peak later than tissue", "No trial criteria"):
         assert words in text

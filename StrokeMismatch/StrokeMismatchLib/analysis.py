@@ -11,9 +11,7 @@ Order of work in :func:`analyze_lesion`:
    the perfusion grid by nearest neighbour (volume on both grids reported);
    CT rCBF < ``core_rcbf_percent`` % against the chosen reference;
 4. hypoperfusion Tmax > ``tmax_threshold`` and the extra Tmax > 4/8/10 s masks;
-5. clean-up steps in this order, each switchable and reported: tmax_median_filter,
-   cbf_smoothing, brain_mask, csf_exclusion, vessel_exclusion, hemisphere_restriction,
-   fill_holes, morphological_opening, core_within_hypoperfusion, minimum_cluster_size;
+5. the clean-up chain (``cleanup_chain.CHAIN``), each step switchable and reported;
 6. penumbra = hypoperfusion − core; metrics; criteria.
 
 Decision support for research and teaching, not a medical device.
@@ -26,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import DISCLAIMER
-from . import cleanup
 from .adc import AdcUnitInfo, adc_to_micro
+from .cleanup_chain import CleanupInputs, run_cleanup
 from .criteria import criteria_to_dicts, evaluate_criteria
 from .errors import InputDataError
 from .geometry import Geometry
@@ -36,7 +34,7 @@ from .metrics import compute_metrics, metrics_to_dict, volume_ml
 from .resample import resample_array, resample_mask
 from .settings import LesionSettings  # noqa: F401  (re-exported: the public home is settings.py)
 from .thresholds import (core_from_adc, core_from_rcbf,
-                         median_in_plane, penumbra as penumbra_mask, rcbf_reference,
+                         penumbra as penumbra_mask, rcbf_reference,
                          smooth_in_plane, tmax_mask)
 
 MODALITIES = ("mr", "ct")
@@ -123,7 +121,9 @@ def _map(maps, name: str, shape, required: bool = True):
         if required:
             raise InputDataError(f"The perfusion maps have no {name.upper()} map.")
         return None
-    value = np.asarray(value, dtype=float)
+    value = np.asarray(value)
+    if value.dtype.kind != "f":  # float32 maps are used as they are (no float64 copy)
+        value = value.astype(np.float32)
     if value.shape != tuple(shape):
         raise InputDataError(
             f"The {name.upper()} map has shape {value.shape}, the grid is {tuple(shape)}.")
@@ -305,75 +305,15 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         key = _tmax_key(float(threshold))
         masks[key] = tmax_mask(tmax, float(threshold))
         extra[float(threshold)] = key
-    tmax_names = [k for k in masks if k != "core"]
     tmax_thresholds = {"hypoperfusion": settings.tmax_threshold}
     tmax_thresholds.update({key: t for t, key in extra.items()})
 
-    # 5. clean-up steps --------------------------------------------------------------------
-    steps = []
-    size = int(settings.tmax_median_size_voxels)
-    median_on = settings.median_filter(modality)
-    filtered = None
-    if median_on and size > 1:
-        tmax_filtered = np.where(tissue, median_in_plane(np.where(tissue, tmax, np.nan), size),
-                                 tmax)
-        filtered = {key: tmax_mask(tmax_filtered, t) for key, t in tmax_thresholds.items()}
-    masks, report = cleanup.replace(
-        masks, filtered, name="tmax_median_filter", enabled=median_on, voxel_ml=voxel_ml,
-        parameters={"size_voxels": size, "plane": "in-plane (per slice)",
-                    "region": "analysed tissue (NaN-aware)", "default": "on for CT, off for MR"},
-        note="" if filtered is not None or not median_on else "size 1: nothing to do")
-    steps.append(report)
-    fwhm = float(settings.cbf_smoothing_fwhm_mm)
-    masks, report = cleanup.replace(
-        masks, None if core_smoothed is None else {"core": core_smoothed},
-        name="cbf_smoothing", enabled=fwhm > 0, voxel_ml=voxel_ml,
-        parameters={"fwhm_mm": fwhm, "plane": "in-plane Gaussian, normalised within tissue",
-                    "applies_to": "CT rCBF core"},
-        note="not applied: the MR core comes from the ADC" if modality == "mr" else "")
-    steps.append(report)
-    masks, report = cleanup.restrict(
-        masks, brain, name="brain_mask", enabled=settings.brain_mask, voxel_ml=voxel_ml,
-        parameters={"source": " ∩ ".join(brain_parts), "bone_hu": settings.bone_hu,
-                    "brain_ml": volume_ml(brain, voxel_ml)})
-    steps.append(report)
-    masks, report = cleanup.restrict(
-        masks, csf, name="csf_exclusion", enabled=settings.csf_exclusion, voxel_ml=voxel_ml,
-        parameters=csf_parameters, exclude=True,
-        note="" if csf is not None else "not applied: CT CSF exclusion needs the baseline image")
-    steps.append(report)
-    masks, report, vessels = _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp,
-                                          frame_interval_s, voxel_ml)
-    steps.append(report)
-    masks, report = _hemisphere_step(masks, hemispheres, side, settings, voxel_ml)
-    steps.append(report)
-    allowed = tissue.copy()
-    if settings.vessel_exclusion and vessels is not None:
-        allowed &= ~vessels
-    masks, report = cleanup.fill_holes(masks, enabled=settings.fill_holes, voxel_ml=voxel_ml,
-                                       allowed=allowed, targets=tmax_names)
-    steps.append(report)
-    opening_targets = (tmax_names if settings.opening else []) + (
-        ["core"] if settings.core_opening else [])
-    masks, report = cleanup.opening(masks, enabled=bool(opening_targets),
-                                    radius_voxels=settings.opening_radius_voxels,
-                                    voxel_ml=voxel_ml, spacing_kji=geometry.spacing[::-1],
-                                    targets=opening_targets)
-    report.parameters.update(tmax_masks=bool(settings.opening), core=bool(settings.core_opening))
-    steps.append(report)
-    within = settings.core_within(modality)
-    masks, report = cleanup.restrict(
-        masks, masks["hypoperfusion"], name="core_within_hypoperfusion", enabled=within,
-        voxel_ml=voxel_ml, targets=["core"],
-        parameters={"default": "on for CT, off for MR",
-                    "region": (f"Tmax > {settings.tmax_threshold:g} s after the steps above "
-                               "(holes filled, opened)")})
-    steps.append(report)
-    min_ml = {"core": settings.min_core_ml}
-    min_ml.update({k: settings.min_hypoperfusion_ml for k in tmax_names})
-    masks, report = cleanup.minimum_cluster_size(masks, enabled=settings.cluster_removal,
-                                                 min_ml=min_ml, voxel_ml=voxel_ml)
-    steps.append(report)
+    # 5. clean-up chain (cleanup_chain.CHAIN, in order) ------------------------------------
+    masks, steps = run_cleanup(masks, CleanupInputs(
+        settings=settings, modality=modality, geometry=geometry, tmax=tmax, cbv=cbv, ttp=ttp,
+        brain=brain, brain_parts=brain_parts, tissue=tissue, csf=csf, csf_parameters=csf_parameters,
+        hemispheres=hemispheres, side=side, tmax_thresholds=tmax_thresholds,
+        core_smoothed=core_smoothed, aif_ttp=aif_ttp, frame_interval_s=frame_interval_s))
 
     # 6. penumbra, metrics, criteria -------------------------------------------------------
     masks["penumbra"] = penumbra_mask(masks["core"], masks["hypoperfusion"])
@@ -389,47 +329,6 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     return LesionAnalysis(modality, geometry, settings, masks, metrics, criteria, steps,
                           hemispheres, side, reference, adc_info, rcbf, adc_on_grid, core_grids,
                           warnings, adc_coverage=adc_coverage)
-
-
-def _vessel_step(masks, cbv, ttp, tissue, modality, settings, aif_ttp, frame_interval_s,
-                 voxel_ml):
-    """Clean-up step "vessel_exclusion" (see :func:`cleanup.vessel_region`)."""
-    window = settings.vessel_ttp_window_s
-    window_source = "setting"
-    if window is None:
-        window = frame_interval_s
-        window_source = "one frame interval"
-    # The rule is evaluated even when switched off, so the report shows what it would remove.
-    region, parameters, note = cleanup.vessel_region(
-        cbv, tissue=tissue, modality=modality, cbv_threshold=settings.vessel_cbv,
-        cbv_multiple=settings.vessel_cbv_multiple, ttp=ttp, aif_ttp=aif_ttp,
-        ttp_window_s=window, voxel_ml=voxel_ml)
-    parameters["ttp_window_source"] = window_source
-    if region is None and not note:
-        note = "not applied"
-    masks, report = cleanup.restrict(
-        masks, region, name="vessel_exclusion", enabled=settings.vessel_exclusion,
-        voxel_ml=voxel_ml, parameters=parameters, exclude=True, note=note)
-    return masks, report, region
-
-
-def _hemisphere_step(masks, hemispheres, side, settings, voxel_ml):
-    """Clean-up step "hemisphere_restriction": keep lesion voxels on the affected side."""
-    affected = side.get("affected_side", "none")
-    parameters = {"affected_side": affected, "basis": side.get("basis", "")}
-    region = None
-    note = ""
-    if hemispheres is None:
-        note = "not applied: no mid-sagittal plane was found"
-    elif affected not in ("left", "right"):
-        note = f"not applied: no affected side ({side.get('basis', 'no Tmax asymmetry')})"
-    else:
-        parameters["kept"] = f"{affected} hemisphere (of the mid-sagittal plane)"
-        if settings.restrict_to_affected_hemisphere:
-            region = hemispheres.side_masks()[affected]
-    return cleanup.restrict(masks, region, name="hemisphere_restriction",
-                            enabled=settings.restrict_to_affected_hemisphere, voxel_ml=voxel_ml,
-                            parameters=parameters, note=note)
 
 
 @dataclass
@@ -448,22 +347,20 @@ class MaskMetrics:
 
 
 def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = None, *,
-                       penumbra=None, tmax=None, tmax_masks=None, cbv=None,
-                       hemispheres: Hemispheres | None = None,
-                       settings: LesionSettings | None = None) -> MaskMetrics:
+                       penumbra=None, tmax=None, cbv=None, hemispheres: Hemispheres | None = None,
+                       settings: LesionSettings | None = None, tmax_masks: dict | None = None,
+                       brain=None) -> MaskMetrics:
     """Metrics and criteria from (possibly hand-edited) masks on ``geometry``.
 
     Give ``core`` and either ``hypoperfusion`` or ``penumbra``:
     - with ``hypoperfusion``: penumbra = hypoperfusion − core (a given ``penumbra`` is then
       ignored, with a warning when it differs);
     - with ``penumbra`` only: hypoperfusion = core ∪ penumbra, and penumbra = penumbra − core.
-    ``tmax`` (s) adds Tmax > 8/10 s volumes (inside the hypoperfusion mask, so that edits
-    removing false hypoperfusion also remove them) and Tmax > 4 s (whole map ∪ hypoperfusion);
-    ``tmax_masks`` ``{threshold_s: bool mask}``, the analysis' cleaned Tmax masks
-    (``LesionAnalysis.masks["tmax_gt_4"]``...), are used instead of thresholding ``tmax`` (same
-    union / intersection with the hypoperfusion mask): unedited masks then give exactly the
-    analysis' volumes, since its clean-up (brain, CSF, vessels, opening, clusters) is kept.
-    ``cbv`` + ``hemispheres`` give the CBV index.
+    ``tmax_masks`` (name "tmax_gt_4" … -> bool, the analysis' cleaned masks) are used as they
+    are: pass them when the hypoperfusion mask was not edited, so the numbers equal the
+    analysis'. Otherwise ``tmax`` (s) gives Tmax > 8/10 s inside the hypoperfusion mask (edits
+    removing false hypoperfusion also remove them) and Tmax > 4 s as (Tmax > 4 s within
+    ``brain``) ∪ hypoperfusion; ``cbv`` + ``hemispheres`` give the CBV index.
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -487,17 +384,20 @@ def metrics_from_masks(core, hypoperfusion=None, geometry: Geometry | None = Non
     pen = penumbra_mask(core, hypo)
     masks = {"core": core, "hypoperfusion": hypo, "penumbra": pen}
     extra = {}
-    given = {float(t): _as_mask(m, shape, f"Tmax > {float(t):g} s mask") for t, m in (tmax_masks or {}).items()}
-    if tmax is not None or given:
-        tmax = _map({"tmax": tmax}, "tmax", shape) if tmax is not None else None
+    brain = _as_mask(brain, shape, "brain mask")
+    if tmax_masks is not None:
         for threshold in settings.tmax_report_thresholds:
             t = float(threshold)
-            if t in given:
-                mask = given[t]
-            elif tmax is not None:
-                mask = tmax_mask(tmax, t)
-            else:
-                continue
+            mask = _as_mask(tmax_masks.get(_tmax_key(t)), shape, f"Tmax > {t:g} s mask")
+            if mask is not None:
+                masks[_tmax_key(t)] = extra[t] = mask
+    elif tmax is not None:
+        tmax = _map({"tmax": tmax}, "tmax", shape)
+        for threshold in settings.tmax_report_thresholds:
+            t = float(threshold)
+            mask = tmax_mask(tmax, t)
+            if brain is not None:
+                mask &= brain
             mask = (mask | hypo) if t < settings.tmax_threshold else (mask & hypo)
             masks[_tmax_key(t)] = mask
             extra[t] = mask

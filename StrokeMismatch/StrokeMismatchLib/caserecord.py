@@ -20,6 +20,7 @@ Decision support for research and teaching, not a medical device.
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from dataclasses import dataclass, field
@@ -167,6 +168,43 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
     )
 
 
+def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected_side=None,
+                  cleanup_steps=None, hemispheres=None, rcbf_reference=None, quality_flags=(),
+                  derived_from: dict, warnings=()) -> CaseRecord:
+    """The record of a case derived from a previous one (re-thresholded maps or hand-corrected
+    masks): inputs, AIF and the analysis facts are the previous record's; volumes, verdicts,
+    settings and clean-up are new; ``derived_from`` says what changed. The previous quality
+    findings still hold (and still gate the verdicts)."""
+    from .metrics import metrics_to_dict
+
+    metrics_dict = jsonable(metrics_to_dict(metrics))
+    headline, notes = headline_numbers(metrics_dict)
+    analysis = dict(previous.get("analysis") or {})
+    for key, value in (("cleanup_steps", cleanup_steps), ("hemispheres", hemispheres),
+                       ("rcbf_reference", rcbf_reference)):
+        if value is not None:
+            analysis[key] = value
+    software = dict(previous.get("software") or {}, version=__version__,
+                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    side = affected_side if affected_side is not None else previous.get("affected_side")
+    return CaseRecord(
+        subject=previous.get("subject") or "unnamed", modality=previous.get("modality"),
+        affected_side=side if side in ("left", "right") else None, headline=headline, notes=notes,
+        criteria=criteria_block(gate_verdicts(criteria, quality_flags)), quality=quality_block(quality_flags),
+        warnings=_unique(list(previous.get("warnings") or []) + [str(w) for w in warnings]),
+        settings=settings, inputs=previous.get("inputs") or {}, aif=previous.get("aif") or {},
+        metrics=metrics_dict, analysis=analysis, software=software,
+        extra={"derived_from": jsonable(derived_from)})
+
+
+def gate_verdicts(rules, flags) -> list:
+    """Trial rules after the quality gate (a failing finding makes every verdict indeterminate)."""
+    from . import criteria as criteria_module
+
+    gate = getattr(criteria_module, "apply_quality_gate", None)
+    return list(gate(rules, flags)) if gate is not None else list(rules)
+
+
 def headline_numbers(metrics: dict) -> tuple[dict, dict]:
     """(key -> number or None for :data:`HEADLINE`, key -> reason for each None)."""
     headline, notes = {}, {}
@@ -193,9 +231,9 @@ def criteria_block(rules) -> dict:
         entry = {"name": name, "eligible": data.get("eligible"), "verdict": verdict,
                  "reasons": list(data.get("reasons") or []), "rules": data.get("criteria") or [],
                  "not_checked": data.get("not_checked") or [], "note": data.get("note") or ""}
-        for optional in ("groups", "matched_group"):
-            if optional in data:
-                entry[optional] = data[optional]
+        if "groups" in data:
+            entry["groups"] = [{k: v for k, v in group.items() if k != "disclaimer"} for group in data["groups"]]
+            entry["matched_group"] = data.get("matched_group")
         out[key] = entry
     return out
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,rethreshold,recompute}")
 
     common = _ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", help="output folder")
@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--baseline-frames", type=_frame_range, metavar="START:STOP",
                        help="baseline frames (0-based, STOP excluded) instead of automatic detection")
     add_setting_options(analysis)
+
+    rethreshold = sub.add_parser(
+        "rethreshold", parents=[common],
+        help="apply new thresholds / clean-up settings to a result folder's saved maps (no deconvolution)",
+        description="Re-threshold a previous result: new lesion settings applied to its saved maps; the "
+        "settings you do not give keep the values of the original analysis.")
+    rethreshold.add_argument("result", metavar="RESULT_DIR", help="folder written by analyze or demo")
+    add_setting_options(rethreshold)
+    recompute = sub.add_parser(
+        "recompute", parents=[common],
+        help="volumes and verdicts of hand-corrected core / hypoperfusion masks of a result folder",
+        description="Recompute every volume, ratio and criterion of a previous result from edited masks "
+        "(any format SimpleITK reads; resampled by physical position when on another grid), with the "
+        "original settings; summary.json records which masks were edited and by how many mL.")
+    recompute.add_argument("result", metavar="RESULT_DIR", help="folder written by analyze or demo")
+    recompute.add_argument("--core", metavar="PATH", help="edited core mask (default: as analysed)")
+    recompute.add_argument("--hypoperfusion", metavar="PATH",
+                           help="edited hypoperfusion mask (default: as analysed)")
 
     demo = sub.add_parser("demo", parents=[common, analysis],
                           help="run the whole analysis on a built-in digital phantom (no input needed)",
@@ -373,6 +391,39 @@ def _cmd_analyze(args):
     return 0
 
 
+def _cmd_derived(args):
+    """``rethreshold`` and ``recompute``: a previous result folder, derived without deconvolving."""
+    from .outputs import check_output_dir, write_case_outputs
+    from .rethreshold import load_case_maps, read_edited_mask, recomputed_result, rethresholded_result
+    from .settings import all_settings
+
+    source = Path(args.result)
+    out_dir = check_output_dir(args.out or f"{source.as_posix().rstrip('/')}-{args.command}",
+                               overwrite=args.overwrite)
+    if out_dir.resolve() == source.resolve():
+        raise InputDataError("--out must differ from the result folder: the original result is kept as it is.")
+    case = load_case_maps(source)
+    if args.command == "rethreshold":
+        overrides = {spec.name: getattr(args, spec.name) for spec in all_settings()
+                     if getattr(args, spec.name, None) is not None}
+        derived = rethresholded_result(case, overrides)
+    else:
+        if not (args.core or args.hypoperfusion):
+            raise InputDataError("Give the edited masks: --core PATH and/or --hypoperfusion PATH.")
+        core = read_edited_mask(args.core, case, "core") if args.core else None
+        hypo = read_edited_mask(args.hypoperfusion, case, "hypoperfusion") if args.hypoperfusion else None
+        derived = recomputed_result(case, core, hypo)
+    summary = write_case_outputs(derived, out_dir, overwrite=args.overwrite, report=args.report,
+                                 subject=args.subject)
+    if args.json:
+        print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
+    elif args.quiet:
+        print(format_one_line(summary))
+    else:
+        print(format_summary(summary, out_dir))
+    return 0
+
+
 def _read_adc(args, read_volume):
     """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
     from .errors import InputDataError
@@ -548,6 +599,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command in ("rethreshold", "recompute"):
+            return _cmd_derived(args)
         return _cmd_analyze(args)
     except AnalysisCancelled as exc:
         if sys.stderr.isatty():

@@ -739,44 +739,48 @@ def markups_voxels(markups_node, geometry: Geometry) -> np.ndarray:
 
 
 
-def tmax_levels_volume(masks: dict, thresholds, reference_volume, name, *, node=None, scene=None):
-    """A label map holding the analysis' cleaned Tmax masks ``masks["tmax_gt_<t>"]`` as bits
-    (bit n set = Tmax > ``thresholds[n]`` s after clean-up); attribute
-    ``StrokeMismatch.TmaxLevels`` lists the thresholds. Hidden from the node selectors: it is
-    what :func:`recompute_from_segmentation` needs to reproduce the analysis' Tmax volumes."""
-    thresholds = [float(t) for t in thresholds][:8]
+#: Masks of the analysis kept in the scene for "Update from segments" (one bit each).
+ANALYSIS_MASKS = ("tmax_gt_4", "tmax_gt_8", "tmax_gt_10", "hypoperfusion", "brain")
+
+
+def analysis_masks_volume(masks: dict, reference_volume, name, *, node=None, scene=None):
+    """A label map holding the analysis' masks :data:`ANALYSIS_MASKS` (the cleaned Tmax > 4/8/10 s
+    masks, the hypoperfusion as analysed, the analysed brain) as bits; attribute
+    ``StrokeMismatch.Masks`` lists them in bit order. Hidden from the node selectors: it is what
+    :func:`recompute_from_segmentation` needs to do what ``stroke-mismatch recompute`` does."""
     geometry = volume_geometry(reference_volume)
-    levels = np.zeros(geometry.shape, np.uint8)
-    for bit, threshold in enumerate(thresholds):
-        mask = masks.get(f"tmax_gt_{threshold:g}")
-        if mask is not None:
-            levels |= (np.asarray(mask, dtype=bool).astype(np.uint8) << bit)
+    bits = np.zeros(geometry.shape, np.uint8)
+    names = [key for key in ANALYSIS_MASKS if masks.get(key) is not None]
+    for bit, key in enumerate(names):
+        bits |= (np.asarray(masks[key], dtype=bool).astype(np.uint8) << bit)
     if node is None:
         scene = scene or reference_volume.GetScene()
         node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
-    slicer.util.updateVolumeFromArray(node, levels)
+    slicer.util.updateVolumeFromArray(node, bits)
     apply_geometry(node, geometry)
     node.SetHideFromEditors(1)
-    node.SetAttribute("StrokeMismatch.TmaxLevels", ",".join(f"{t:g}" for t in thresholds))
+    node.SetAttribute("StrokeMismatch.Masks", ",".join(names))
     return node
 
 
-def tmax_masks_from_levels(levels_volume) -> dict:
-    """``{threshold_s: bool mask}`` back from :func:`tmax_levels_volume`."""
-    thresholds = [float(t) for t in (levels_volume.GetAttribute("StrokeMismatch.TmaxLevels") or "").split(",") if t]
-    levels = np.asarray(slicer.util.arrayFromVolume(levels_volume))
-    return {threshold: (levels & (1 << bit)) > 0 for bit, threshold in enumerate(thresholds)}
+def masks_from_analysis_volume(volume) -> dict:
+    """``{name: bool mask}`` back from :func:`analysis_masks_volume`."""
+    names = [n for n in (volume.GetAttribute("StrokeMismatch.Masks") or "").split(",") if n]
+    bits = np.asarray(slicer.util.arrayFromVolume(volume))
+    return {name: (bits & (1 << bit)) > 0 for bit, name in enumerate(names)}
 
 
 def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=None, cbv_volume=None,
-                                tmax_levels=None, hemispheres=None, settings=None, quality=(), table=None):
-    """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments.
+                                analysis_masks=None, hemispheres=None, settings=None, quality=(), table=None):
+    """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments, as
+    ``stroke-mismatch recompute`` does (``analysis.metrics_from_masks``).
 
-    Hypoperfusion = core ∪ penumbra (``analysis.metrics_from_masks``). ``tmax_levels`` (the
-    label map of :func:`tmax_levels_volume`) gives the Tmax > 4/8/10 s volumes from the
-    analysis' cleaned masks, so that unedited segments reproduce the analysis exactly; without
-    it, ``tmax_volume`` (the Tmax map node) is thresholded (no clean-up: larger volumes).
-    ``cbv_volume`` (map node on the reference grid) adds the CBV index. ``quality``: the
+    Hypoperfusion = core ∪ penumbra. ``analysis_masks`` (the label map of
+    :func:`analysis_masks_volume`): while the hypoperfusion equals the analysed one, the
+    analysis' cleaned Tmax > 4/8/10 s masks are used as they are (no edit, or core-only edits,
+    give Apply's Tmax volumes exactly); once it is edited, ``tmax_volume`` (the Tmax map node)
+    gives Tmax > 8/10 s inside the edited hypoperfusion and Tmax > 4 s as (Tmax > 4 s in the
+    analysed brain) ∪ hypoperfusion. ``cbv_volume`` adds the CBV index. ``quality``: the
     analysis' QC flags, still true of the edited masks' source data. The segmentation is only
     read, never changed. Writes ``table`` (or a new table node) and returns ``(table, MaskMetrics)``.
     """
@@ -792,14 +796,17 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
     empty = np.zeros(geometry.shape, bool)
     core = masks.get("core", empty)
     penumbra = masks.get("penumbra", empty)
-    tmax = tmax_masks = None
-    if tmax_levels is not None:
-        tmax_masks = tmax_masks_from_levels(tmax_levels)
-    elif tmax_volume is not None:
-        tmax = np.array(slicer.util.arrayFromVolume(tmax_volume), dtype=np.float32)
+    hypoperfusion = core | penumbra
+    tmax_masks = brain = None
+    if analysis_masks is not None:
+        analysed = masks_from_analysis_volume(analysis_masks)
+        brain = analysed.get("brain")
+        if "hypoperfusion" in analysed and np.array_equal(analysed["hypoperfusion"], hypoperfusion):
+            tmax_masks = {key: mask for key, mask in analysed.items() if key.startswith("tmax_gt_")}
+    tmax = None if tmax_volume is None else np.array(slicer.util.arrayFromVolume(tmax_volume), dtype=np.float32)
     cbv = None if cbv_volume is None else np.array(slicer.util.arrayFromVolume(cbv_volume), dtype=np.float32)
-    result = metrics_from_masks(core, core | penumbra, geometry, tmax=tmax, tmax_masks=tmax_masks, cbv=cbv,
-                                hemispheres=hemispheres, settings=settings)
+    result = metrics_from_masks(core, hypoperfusion, geometry, tmax=tmax, tmax_masks=tmax_masks, brain=brain,
+                                cbv=cbv, hemispheres=hemispheres, settings=settings)
     table = table_from_metrics(result.metrics, result.criteria, quality=quality, table=table,
                                name=f"{segmentation.GetName()} summary (edited)",
                                scene=segmentation.GetScene())
@@ -814,11 +821,11 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
 
     Returns ``{"cbf", "cbv", "mtt", "tmax", "ttp", "baseline"}`` volumes, ``"segmentation"``
     (segments core / penumbra [/ Tmax > 10 s], closed surfaces), ``"table"`` (metrics and
-    criteria), ``"aifChart"`` and ``"tmaxLevels"`` (hidden label map of the cleaned Tmax > 4/8/10 s
-    masks, see :func:`tmax_levels_volume`). ``reuse``: the dict of a previous run whose nodes are
+    criteria), ``"aifChart"`` and ``"analysisMasks"`` (hidden label map of the analysis' cleaned
+    Tmax masks, hypoperfusion and brain, see :func:`analysis_masks_volume`). ``reuse``: the dict of a previous run whose nodes are
     overwritten; otherwise new nodes named "<base_name> lesion", "<base_name> CBF"... (made
     unique). Every node gets the attribute ``StrokeMismatch.Run``; the segmentation records its
-    Tmax, CBV and Tmax-levels volume ids for :func:`recompute_from_segmentation`.
+    Tmax, CBV and analysis-masks volume ids for :func:`recompute_from_segmentation`.
     """
     scene = scene or slicer.mrmlScene
     # nodes of the previous run that the user deleted meanwhile are made anew
@@ -841,15 +848,15 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
                                           table=reuse.get("table"), name=prefix + "summary", scene=scene)
     outputs["aifChart"] = plot_curves(result.series.times, inspector.case_curves(result), chart=reuse.get("aifChart"),
                                       name=prefix + "AIF", y_title="Concentration (a.u.)", scene=scene)
-    outputs["tmaxLevels"] = tmax_levels_volume(result.lesion.masks, result.lesion.settings.tmax_report_thresholds,
-                                               outputs["tmax"], prefix + "Tmax levels",
-                                               node=reuse.get("tmaxLevels"), scene=scene)
+    analysed = dict(result.lesion.masks, brain=result.lesion.masks.get("brain", result.brain_mask))
+    outputs["analysisMasks"] = analysis_masks_volume(analysed, outputs["tmax"], prefix + "analysis masks",
+                                                     node=reuse.get("analysisMasks"), scene=scene)
     for node in outputs.values():
         node.SetAttribute("StrokeMismatch.Run", run_name)
     segmentation = outputs["segmentation"]
     segmentation.SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
     segmentation.SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
-    segmentation.SetAttribute("StrokeMismatch.TmaxLevelsVolumeID", outputs["tmaxLevels"].GetID())
+    segmentation.SetAttribute("StrokeMismatch.AnalysisMasksVolumeID", outputs["analysisMasks"].GetID())
     return outputs
 
 

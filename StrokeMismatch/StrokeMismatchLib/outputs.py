@@ -3,7 +3,11 @@
 Layout of ``out_dir``::
 
     maps/{cbf,cbv,mtt,tmax,ttp}.nii.gz        float32, perfusion grid, NaN outside the brain mask
-    masks/{core,hypoperfusion,penumbra}.nii.gz uint8 (0/1), perfusion grid
+    masks/{core,hypoperfusion,penumbra,        uint8 (0/1), perfusion grid (Tmax > 4/8/10 s as
+          tmax_gt_4,tmax_gt_8,tmax_gt_10}.nii.gz   cleaned by the same steps)
+    masks/brain.nii.gz, maps/baseline.nii.gz  the analysed brain and the pre-bolus image, and
+    maps/adc.nii.gz (MR)                       the ADC in 10⁻⁶ mm²/s on its own grid: what
+                                               re-thresholding and recompute need
     summary.json                               the case record (caserecord.py) + the files written
     summary.csv                                one row with flat columns (units in the names); the
                                                same columns for every case (MR or CT, with or
@@ -42,17 +46,22 @@ from .errors import OutputError
 from .caserecord import MAP_UNITS, csv_row
 from .pipeline import MAP_NAMES
 
-MASK_NAMES = ("core", "hypoperfusion", "penumbra")
+MASK_NAMES = ("core", "hypoperfusion", "penumbra", "tmax_gt_4", "tmax_gt_8", "tmax_gt_10")
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
 SERIES_SEQ_NRRD = "series/perfusion.seq.nrrd"
+#: What re-thresholding a result folder needs besides the maps (rethreshold.CASE_MAP_FILES).
+BRAIN_MASK = "masks/brain.nii.gz"
+BASELINE_IMAGE = "maps/baseline.nii.gz"
+ADC_MAP = "maps/adc.nii.gz"
 
 
-def result_files(report: bool = True, save_series: bool = False) -> list[str]:
-    """Relative paths of every file ``write_case_outputs`` writes."""
+def result_files(report: bool = True, save_series: bool = False, adc: bool = False) -> list[str]:
+    """Relative paths of every file ``write_case_outputs`` writes (``adc``: an MR case)."""
     files = [f"maps/{name}.nii.gz" for name in MAP_NAMES]
     files += [f"masks/{name}.nii.gz" for name in MASK_NAMES]
+    files += [BRAIN_MASK, BASELINE_IMAGE] + ([ADC_MAP] if adc else [])
     files += [SUMMARY_JSON, SUMMARY_CSV]
     if report:
         files.append(REPORT_HTML)
@@ -64,7 +73,7 @@ def result_files(report: bool = True, save_series: bool = False) -> list[str]:
 def existing_results(out_dir) -> list[str]:
     """Result files (relative paths) already present in ``out_dir``."""
     out_dir = Path(out_dir)
-    return [rel for rel in result_files(report=True, save_series=True) if (out_dir / rel).exists()]
+    return [rel for rel in result_files(report=True, save_series=True, adc=True) if (out_dir / rel).exists()]
 
 
 def write_case_outputs(
@@ -178,6 +187,16 @@ def _write_all(result, record, folder: Path, *, report: bool, save_series: bool,
         write_volume(folder / rel, array, geometry)
         written.append(rel)
 
+    # what re-thresholding needs: the analysed brain, the pre-bolus image, the ADC (10⁻⁶ mm²/s)
+    write_volume(folder / BRAIN_MASK, np.asarray(result.brain_mask, dtype=np.uint8), geometry)
+    written.append(BRAIN_MASK)
+    write_volume(folder / BASELINE_IMAGE, np.asarray(result.baseline_image, dtype=np.float32), geometry)
+    written.append(BASELINE_IMAGE)
+    adc_micro, adc_geometry = _adc_micro(result)
+    if adc_micro is not None:
+        write_volume(folder / ADC_MAP, adc_micro, adc_geometry)
+        written.append(ADC_MAP)
+
     if save_series:
         tell(0.47, "Writing the analysed series (.seq.nrrd)")
         (folder / "series").mkdir()
@@ -243,12 +262,25 @@ def _move_into_place(staging: Path, out_dir: Path, written: list[str]) -> None:
         os.replace(staging / rel, target)
     # Our files that this run did not write (report.html after --no-report, the series without
     # --save-series) belong to a previous analysis: remove them so the folder describes one run.
-    for rel in set(result_files(report=True, save_series=True)) - set(written):
+    for rel in set(result_files(report=True, save_series=True, adc=True)) - set(written):
         stale = out_dir / rel
         if stale.is_file():
             stale.unlink()
             if stale.parent != out_dir and not any(stale.parent.iterdir()):
                 stale.parent.rmdir()
+
+
+def _adc_micro(result):
+    """(ADC in 10⁻⁶ mm²/s float32, its geometry) of a result, or (None, None)."""
+    adc = getattr(result, "adc", None)
+    if adc is None:
+        return None, None
+    if getattr(result, "adc_unit", None) == "1e-6" and np.asarray(adc).dtype == np.float32:
+        return np.asarray(adc), result.adc_geometry
+    from .adc import adc_to_micro
+
+    micro, _ = adc_to_micro(adc, result.adc_unit)
+    return micro, result.adc_geometry
 
 
 def _umask() -> int:

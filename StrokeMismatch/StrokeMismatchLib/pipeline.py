@@ -66,6 +66,8 @@ class CaseResult:
     settings: CaseSettings
     adc_provided: bool = False
     adc_unit: str | None = None
+    adc: np.ndarray | None = None  # the ADC as given, on ``adc_geometry`` (for re-thresholding)
+    adc_geometry: Geometry | None = None
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
@@ -264,6 +266,8 @@ def run_case(
         settings=settings,
         adc_provided=adc is not None,
         adc_unit=adc_unit or detected_unit,
+        adc=None if adc is None else np.asarray(adc),
+        adc_geometry=adc_geometry,
         warnings=_unique(warnings),
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

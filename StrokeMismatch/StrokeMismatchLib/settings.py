@@ -447,3 +447,21 @@ def case_settings_from_values(values: dict) -> CaseSettings:
     lesion = {k: v for k, v in values.items() if k in specs and specs[k].owner == "lesion"}
     case = {k: v for k, v in values.items() if k not in lesion}
     return CaseSettings(**case, lesion=LesionSettings(**lesion))
+
+
+def settings_markdown() -> str:
+    """docs/SETTINGS.md: every setting by group, with CLI option, default, range and help."""
+    lines = ["# Settings", "",
+             "Generated from `StrokeMismatchLib/settings.py` by `python scripts/write_settings_doc.py`; "
+             "the CLI options, the Slicer panel and the `settings` block of summary.json are derived from "
+             "the same declarations. Units are those shown to users.", ""]
+    for group, specs in settings_by_group().items():
+        lines += [f"## {group}", "", "| setting | CLI option | default | allowed | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
+        for spec in specs:
+            flag = spec.cli_flag if spec.kind not in ("bool", "auto_bool") else \
+                f"{spec.cli_flag} / --no-{spec.cli_flag[2:]}"
+            lines.append(f"| `{spec.name}` | `{flag}` | {spec.default_text()} | {spec.range_text()} | "
+                         f"{spec.help} |")
+        lines.append("")
+    return "\n".join(lines)

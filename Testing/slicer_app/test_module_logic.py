@@ -33,10 +33,10 @@ def test_apply_on_the_sample_gives_output_nodes_table_and_segmentation(app, modu
     assert info["frames"] == 60 and info["modality"] == modality
     outputs = logic.process(nodes["proxy"], nodes.get("adc"), motionCorrection=False)
     assert set(outputs) == {"cbf", "cbv", "mtt", "tmax", "ttp", "baseline", "segmentation", "table", "aifChart",
-                            "tmaxLevels"}
+                            "analysisMasks"}
     for key in ("cbf", "cbv", "mtt", "tmax", "ttp", "baseline"):
         assert outputs[key].IsA("vtkMRMLScalarVolumeNode") and outputs[key].GetScene() is app.scene
-    assert outputs["tmaxLevels"].GetHideFromEditors()  # internal: not offered in node selectors
+    assert outputs["analysisMasks"].GetHideFromEditors()  # internal: not offered in node selectors
     content = outputs["segmentation"].GetSegmentation()
     names = [content.GetNthSegment(i).GetName() for i in range(content.GetNumberOfSegments())]
     assert names[:2] == ["Ischemic core", "Penumbra"]
@@ -60,7 +60,9 @@ def test_apply_on_the_sample_gives_output_nodes_table_and_segmentation(app, modu
 
 def test_update_from_segments_without_edit_gives_apply_numbers(mr_run, module):
     """Bug: the update took Tmax > 4/8/10 s from the raw Tmax map, without the analysis'
-    clean-up (brain, CSF, vessels...): Tmax > 4 s went from 74.1 to 130.9 mL with no edit."""
+    clean-up (brain, CSF, vessels...): Tmax > 4 s went from 74.1 to 130.9 mL with no edit.
+    Now, as ``stroke-mismatch recompute`` does, the analysis' cleaned masks are used while the
+    hypoperfusion is not edited."""
     logic, nodes, outputs = mr_run
     applied = _values(outputs["table"])
     table = logic.updateFromSegments(outputs["segmentation"], tableNode=outputs["table"])
