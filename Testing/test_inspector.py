@@ -82,3 +82,10 @@ def test_inspector_curves_are_peak_normalised_with_units_in_legends():
     np.testing.assert_allclose(residue, [0.25, 1, 0.125])
     np.testing.assert_allclose(inspector.mean_curve(np.arange(24.0).reshape(2, 2, 2, 3), [[0, 0, 0], [1, 1, 1]]),
                                [10.5, 11.5, 12.5])
+
+
+def test_mean_curve_of_no_voxel_is_a_clear_error():
+    from StrokeMismatchLib.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="No voxel"):
+        inspector.mean_curve(np.zeros((2, 2, 2, 3)), np.zeros((0, 3), int))

@@ -16,6 +16,11 @@ OBLIQUE = np.array([[-1.5, 0.1, 0.0, 10.0],
                     [0.0, 0.0, 0.0, 1.0]])
 
 
+def _without_status(rows):
+    """The rows after the quality-status row (present when ``quality.quality_status`` exists)."""
+    return [row for row in rows if row["Key"] != "quality_status"]
+
+
 def _series(shape=(3, 5, 6), times=(0.0, 1.2, 2.0, 3.5, 6.0), seed=1):
     rng = np.random.default_rng(seed)
     signal = rng.uniform(50, 500, size=shape + (len(times),)).astype(np.float32)
@@ -170,7 +175,7 @@ def test_metrics_table_has_values_units_and_criteria_reasons(scene):
     criteria = [{"name": "DEFUSE 3", "eligible": True, "reasons": ["core 12.5 mL < 70 mL", "ratio >= 1.8"]},
                 {"name": "EXTEND-IA", "verdict": "not met", "reasons": "mismatch volume 9 mL < 10 mL"}]
     table = mrmlio.table_from_metrics(metrics, criteria)
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert [r["Item"] for r in rows] == list(metrics) + ["DEFUSE 3", "EXTEND-IA"]
     assert [r["Key"] for r in rows] == list(metrics) + ["criterion", "criterion"]
     assert float(rows[0]["Value"]) == pytest.approx(12.5) and rows[0]["Unit"] == "mL"
@@ -181,7 +186,7 @@ def test_metrics_table_has_values_units_and_criteria_reasons(scene):
     assert table.GetNumberOfColumns() == 6
     # refilling the same table replaces the rows instead of appending
     mrmlio.table_from_metrics({"a": (1.0, "s")}, [], table=table)
-    assert table.GetNumberOfRows() == 1
+    assert len(_without_status(mrmlio.table_rows(table))) == 1
 
 
 def test_plot_curves_builds_table_series_and_chart(scene):
@@ -230,7 +235,7 @@ def test_metrics_table_from_the_lib_metric_and_rule_objects(scene):
     ok = criteria_module.Criterion("core", 12.0, "< 70 mL", "pass", "core 12.0 mL is below 70 mL", "mL")
     rule = criteria_module.RuleResult("DEFUSE 3", True, [ok], [])
     table = mrmlio.table_from_metrics(metrics, [rule])
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert rows[0]["Item"] == "Ischemic core volume" and rows[0]["Key"] == "core_ml"
     assert rows[0]["Unit"] == "mL" and float(rows[0]["Value"]) == pytest.approx(12.0)
     assert "infinite" in rows[1]["Details"] and "core is empty" in rows[1]["Details"]
@@ -289,7 +294,7 @@ def test_summary_table_lists_quality_flags(scene):
                          "The bolus may not have passed: CBV and CBF can be too low."),
              {"code": "motion", "severity": "info", "message": "Motion 0.4 mm", "explanation": "Small."}]
     table = mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags)
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert [r["Key"] for r in rows] == ["core_ml", "quality:short_scan", "quality:motion"]
     assert rows[1]["Verdict"] == "warning" and "45 s" in rows[1]["Item"]
     assert "bolus" in rows[1]["Details"]
@@ -314,3 +319,18 @@ def test_reading_a_sequence_makes_one_copy_of_the_4d_data(scene):
     np.testing.assert_array_equal(read.signal, series.signal)
     assert read.signal.dtype == np.float32
     assert peak < 1.25 * nbytes, (peak / nbytes)
+
+
+def test_summary_table_starts_with_the_quality_status(scene):
+    """Pass / warn / fail first in the Slicer table (issue 9's gate), once the Lib computes it."""
+    from StrokeMismatchLib import quality
+    from StrokeMismatchLib.quality import QualityFlag
+
+    flags = [QualityFlag("short_scan", "warning", "The scan lasts 45 s (under 60 s).", "The bolus may not have passed.")]
+    rows = mrmlio.table_rows(mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags))
+    if hasattr(quality, "quality_status"):
+        assert rows[0]["Key"] == "quality_status" and rows[0]["Item"] == "Quality status"
+        assert rows[0]["Verdict"] == quality.quality_status(flags)["status"] == "warn"
+        assert rows[1]["Key"] == "core_ml"
+    else:  # before the quality gate lands the table starts with the metrics
+        assert rows[0]["Key"] == "core_ml" and all(r["Key"] != "quality_status" for r in rows)

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .errors import InputDataError
 from .geometry import Geometry
 
 

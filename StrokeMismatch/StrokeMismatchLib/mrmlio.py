@@ -576,12 +576,24 @@ def _criterion_fields(criterion):
     return str(name), str(verdict), "; ".join(str(r) for r in reasons)
 
 
+def _quality_status(flags):
+    """``quality.quality_status(flags)`` (pass / warn / fail and its meaning), or None while the
+    library has no such function."""
+    from . import quality as quality_module
+
+    function = getattr(quality_module, "quality_status", None)
+    if function is None:
+        return None
+    return function([flag.to_dict() if hasattr(flag, "to_dict") else dict(flag) for flag in (flags or ())])
+
+
 def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, name="Mismatch summary",
                        scene=None):
     """A table node with columns Item, Value, Unit, Verdict, Details, Key.
 
-    One row per metric (label, numeric value - NaN when undefined or infinite, unit, flag and
-    note), one per trial rule (its verdict and the reasons), then one per quality-control flag
+    First the quality status (``quality.quality_status``: pass / warn / fail, key
+    ``quality_status``), then one row per metric (label, numeric value - NaN when undefined or
+    infinite, unit, flag and note), one per trial rule (its verdict and the reasons), then one per quality-control flag
     (``quality.QualityFlag`` or its dict: message, severity as the verdict, what it means for
     trusting the mismatch as the details; key ``quality:<code>``). Units vary per row, so they
     are in the Unit column.
@@ -596,6 +608,14 @@ def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, na
     for array, column in ((items, "Item"), (values, "Value"), (units, "Unit"), (verdicts, "Verdict"),
                           (details, "Details"), (keys, "Key")):
         array.SetName(column)
+    status = _quality_status(quality)
+    if status is not None:  # first: can this case support a verdict at all?
+        items.InsertNextValue("Quality status")
+        keys.InsertNextValue("quality_status")
+        values.InsertNextValue(math.nan)
+        units.InsertNextValue("")
+        verdicts.InsertNextValue(str(status.get("status", "")))
+        details.InsertNextValue(str(status.get("meaning", "")))
     for key, raw in (metrics or {}).items():
         label, value, unit, note = _metric_value_unit(raw)
         if isinstance(value, bool):
