@@ -24,7 +24,7 @@ from slicer import (
 )
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper, parameterPack
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper, parameterPack
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -153,21 +153,22 @@ OPTIONAL_OFFSET = 1
 
 
 def _settingField(spec):
-    """(annotation, default) of the parameter-node field of one schema setting
+    """The annotated type of the parameter-pack field of one schema setting
     (``StrokeMismatchLib.settings.Setting``): the range is the schema's (an optional number
-    reserves one step below its minimum for "not given"), choices are the schema's."""
+    reserves one step below its minimum for "not given"), choices and default are the schema's
+    (a parameter pack takes its defaults from ``Default``, not from class attributes)."""
     if spec.kind == "bool":
-        return bool, bool(spec.default)
+        return Annotated[bool, Default(bool(spec.default))]
     if spec.kind == "auto_bool":
-        return AutoOnOff, AutoOnOff.fromSetting(spec.default)
+        return Annotated[AutoOnOff, Default(AutoOnOff.fromSetting(spec.default))]
     if spec.kind == "choice":
-        return Annotated[str, Choice(list(spec.choices))], str(spec.default)
+        return Annotated[str, Choice(list(spec.choices)), Default(str(spec.default))]
     number = int if spec.kind in ("int", "optional_int") else float
     low = spec.minimum
     if spec.kind.startswith("optional"):
         low = spec.minimum - OPTIONAL_OFFSET
     default = spec.default if spec.default is not None else low
-    return Annotated[number, WithinRange(number(low), number(spec.maximum))], number(default)
+    return Annotated[number, WithinRange(number(low), number(spec.maximum)), Default(number(default))]
 
 
 def _settingsPack():
@@ -175,12 +176,9 @@ def _settingsPack():
     one field per setting, same name, default, unit and range as the command line."""
     from StrokeMismatchLib.settings import all_settings
 
-    annotations, defaults = {}, {}
-    for spec in all_settings():
-        annotations[spec.name], defaults[spec.name] = _settingField(spec)
-    namespace = {"__annotations__": annotations, "__module__": __name__,
+    namespace = {"__annotations__": {spec.name: _settingField(spec) for spec in all_settings()},
+                 "__module__": __name__,
                  "__doc__": "Every analysis setting (StrokeMismatchLib.settings), derived from the schema."}
-    namespace.update(defaults)
     return parameterPack(type("StrokeMismatchSettings", (), namespace))
 
 

@@ -109,6 +109,13 @@ class Choice:
             raise ValueError(f"Value {value!r} is not one of {self.choices}")
 
 
+class Default:
+    """The default of a field, as ``Annotated[type, Default(value)]`` (the only way for a pack)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class _Field:
     """One typed field of a wrapped parameter node."""
 
@@ -118,6 +125,9 @@ class _Field:
         if typing.get_origin(hint) is typing.Annotated:
             hint, *extras = typing.get_args(hint)
             self.validators = [extra for extra in extras if hasattr(extra, "validate")]
+            defaults = [extra for extra in extras if isinstance(extra, Default)]
+            if defaults:
+                default = defaults[0].value
         args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(
             hint, types.UnionType) or typing.get_origin(hint) is typing.Union else [hint]
         self.types = tuple(args)
@@ -160,9 +170,21 @@ class _Field:
 
 def parameterPack(cls):
     """Class decorator: a group of typed fields (stored in the parameter node as
-    "<field>.<name>"); instances are value objects with validated attributes."""
+    "<field>.<name>"); instances are value objects with validated attributes. As in Slicer, a
+    field's default comes from ``Default(...)`` in its annotation (class attributes are ignored),
+    else the type's own default (0, "", False, first enum member), and must pass validation."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {name: _Field(name, hint, cls.__dict__.get(name)) for name, hint in hints.items()}
+    fields = {}
+    for name, hint in hints.items():
+        field = _Field(name, hint, None)
+        if field.default is None:
+            field.default = (next(iter(field.type)) if isinstance(field.type, type) and issubclass(field.type, enum.Enum)
+                             else field.type())
+        try:
+            field.validate(field.default)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"The default parameter of {name!r} fails the validation checks: {error}") from None
+        fields[name] = field
 
     def __init__(self, **values):
         for name, field in fields.items():
@@ -255,6 +277,7 @@ def _parameter_wrapper_module():
     module.parameterPack = parameterPack
     module.WithinRange = WithinRange
     module.Choice = Choice
+    module.Default = Default
     return module
 
 

@@ -88,3 +88,19 @@ def test_panel_values_reach_the_analysis_in_the_cli_units(mr_run, module):
     hypo = logic.lastResult.lesion.metrics["hypoperfusion_ml"].value
     default_hypo = float(next(r["Value"] for r in module.mrmlio.table_rows(outputs["table"]) if r["Key"] == "hypoperfusion_ml"))
     assert hypo < default_hypo  # Tmax > 8 s is smaller than Tmax > 6 s
+
+
+def test_the_stand_in_takes_pack_defaults_only_from_default_as_slicer_does(app):
+    """Slicer's parameterPack ignores class-attribute defaults (it reads ``Default(...)``) and
+    refuses a default outside the range; the stand-in does the same, so such a mistake in the
+    module fails here rather than at start-up in Slicer."""
+    from typing import Annotated
+
+    from slicer.parameterNodeWrapper import Default, WithinRange, parameterPack
+
+    bad = type("Bad", (), {"__annotations__": {"x": Annotated[float, WithinRange(1.0, 2.0)]}, "x": 1.5})
+    with pytest.raises(ValueError, match="default"):
+        parameterPack(bad)
+    good = parameterPack(type("Good", (), {"__annotations__": {"x": Annotated[float, WithinRange(1.0, 2.0),
+                                                                                 Default(1.5)]}}))
+    assert good().x == 1.5
