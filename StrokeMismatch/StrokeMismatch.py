@@ -763,8 +763,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def _preparedSeries(self, perfusionNode, motionCorrection, seriesOptions):
         """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it
         analysed this node with these options, else computed once per node state and options."""
-        from StrokeMismatchLib import fileio
         from StrokeMismatchLib.pipeline import CaseSettings, PreparedSeries, prepare_series
+        from StrokeMismatchLib.validation import validate_series
 
         if perfusionNode is None:
             raise ValueError(_("Select the perfusion series."))
@@ -777,7 +777,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             series = self.readSeries(perfusionNode, **seriesOptions)
             if series.modality is None:
                 raise ValueError(_("Choose the modality (MR or CT) first."))
-            fileio.validate_series(series)
+            validate_series(series)  # the check run_case makes first
             prepared = prepare_series(series, CaseSettings(motion_correction=bool(motionCorrection)))
             self._preview = (key, series, prepared)
         return self._preview[1], self._preview[2]

@@ -184,3 +184,70 @@ def test_existing_results_refused_without_overwrite_and_inputs_unchanged(tmp_pat
     assert _hashes(inputs) == before  # inputs never modified
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in {"in", "out"}]
     assert leftovers == []  # no temporary folders left behind
+
+
+# --- issue 9 rows through the command line ----------------------------------------------------------
+
+
+def _mr_case(tmp_path, shape=(4, 32, 32), modality="mr"):
+    mr = make_volume_phantom("mr", seed=25, shape=shape, spacing=(3.6, 3.6, 5.0))
+    path = _write(tmp_path / "dsc.nii.gz", mr.series.signal, mr.times, mr.geometry, modality=modality, te=0.03)
+    adc = tmp_path / "adc.nii.gz"
+    fileio.write_volume(adc, mr.adc, mr.adc_geometry)
+    return path, adc
+
+
+def test_modality_contradicting_the_file(tmp_path, capsys):
+    """An MR series (sidecar Modality MR) with --modality ct: exit 0, core 0, "not eligible", no
+    word of the conflict. Now refused; forcing the label still meets the signal-content check."""
+    path, _ = _mr_case(tmp_path)
+    code, err = _run(["analyze", "--perfusion", str(path), "--modality", "ct", "--out", str(tmp_path / "o")], capsys)
+    _assert_error(code, err, r"says MR.*--force-modality")
+    code, err = _run(["analyze", "--perfusion", str(path), "--modality", "ct", "--force-modality",
+                      "--out", str(tmp_path / "o")], capsys)
+    _assert_error(code, err, r"looks like DSC-MR")
+    assert not (tmp_path / "o").exists()
+
+
+def test_mr_series_with_three_slices(tmp_path, capsys):
+    """An MR slab of 3 slices crashed (exit 1) in the brain mask's smoothing filter."""
+    path, adc = _mr_case(tmp_path, shape=(3, 32, 32))
+    code, err = _run(["analyze", "--perfusion", str(path), "--diffusion", str(adc), "--out", str(tmp_path / "o"),
+                      "--no-report", "--quiet", "--no-motion-correction"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o" / "summary.json").is_file()
+
+
+def test_second_run_into_the_same_out_fails_at_once(tmp_path, small_ct, capsys, monkeypatch):
+    """Two runs into one --out at once both exited 0; the later silently replaced the earlier.
+    Now the second fails before its analysis, naming the first."""
+    import subprocess
+    import sys
+
+    from StrokeMismatchLib import pipeline
+
+    path = _write(tmp_path / "p.nii.gz", small_ct.series.signal, small_ct.times, small_ct.geometry)
+    out = tmp_path / "o"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom StrokeMismatchLib.outputs import claim_output_dir\n"
+         f"with claim_output_dir({str(out)!r}):\n    print('claimed', flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        monkeypatch.setattr(pipeline, "run_case", lambda *a, **k: pytest.fail("analysed although refused"))
+        code, err = _run(["analyze", "--perfusion", str(path), "--out", str(out), "--overwrite"], capsys)
+        _assert_error(code, err, rf"Another StrokeMismatch run \(process {holder.pid}")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not out.exists()
+
+
+def test_out_on_a_mount_point_refused_before_the_analysis(tmp_path, small_ct, capsys, monkeypatch):
+    """An --out that cannot be replaced as a whole was refused only after the analysis."""
+    from StrokeMismatchLib import pipeline
+
+    path = _write(tmp_path / "p.nii.gz", small_ct.series.signal, small_ct.times, small_ct.geometry)
+    monkeypatch.setattr(pipeline, "run_case", lambda *a, **k: pytest.fail("analysed although refused"))
+    code, err = _run(["analyze", "--perfusion", str(path), "--out", "/proc", "--overwrite"], capsys)
+    _assert_error(code, err, r"mount point")

@@ -252,3 +252,26 @@ def test_replace_step_reports_the_change():
                                     voxel_ml=VOXEL_ML)
     assert not report.applied and report.note == "switched off"
     np.testing.assert_array_equal(after["core"], masks["core"])
+
+
+@pytest.mark.parametrize("radius_kji", [(0, 1, 1), (1, 1, 1), (0, 2, 2), (1, 2, 2), (2, 1, 1)])
+def test_opening_equals_simpleitk_ball_opening(radius_kji):
+    """The scipy opening (with a bounding box) gives exactly SimpleITK's BinaryMorphologicalOpening
+    with sitkBall, including masks that touch the image border."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from StrokeMismatchLib.cleanup import binary_opening_ball, opening
+
+    rng = np.random.default_rng(sum(radius_kji))
+    mask = ndimage.binary_dilation(rng.random((10, 36, 40)) > 0.93, iterations=2) & (rng.random((10, 36, 40)) > 0.1)
+    reference = sitk.GetArrayFromImage(sitk.BinaryMorphologicalOpening(
+        sitk.GetImageFromArray(mask.astype(np.uint8)), list(radius_kji[::-1]), sitk.sitkBall, 0, 1)).astype(bool)
+    np.testing.assert_array_equal(binary_opening_ball(mask, radius_kji), reference)
+    small = np.zeros((10, 36, 40), bool)
+    small[3:6, 10:20, 12:25] = True
+    small[4, 14, 30] = True  # a speck the opening removes
+    opened, _ = opening({"m": small}, enabled=True, radius_voxels=max(radius_kji), voxel_ml=0.01)
+    full = sitk.GetArrayFromImage(sitk.BinaryMorphologicalOpening(
+        sitk.GetImageFromArray(small.astype(np.uint8)), [max(radius_kji)] * 3, sitk.sitkBall, 0, 1)).astype(bool)
+    np.testing.assert_array_equal(opened["m"], full & small)

@@ -77,10 +77,14 @@ def test_sidecar_timing_and_overrides(tmp_path):
     loaded = fileio.read_perfusion(path)
     assert np.allclose(loaded.times, series.times)  # variable-rate frames kept
     assert loaded.modality == "ct" and loaded.te is None
-    # Flags override the sidecar.
-    overridden = fileio.read_perfusion(path, times=np.arange(12) * 2.0, modality="mr", te=0.025)
+    # Flags override the sidecar; a modality contradicting the sidecar's only when forced.
+    with pytest.raises(InputDataError, match="force-modality"):
+        fileio.read_perfusion(path, modality="mr", te=0.025)
+    overridden = fileio.read_perfusion(path, times=np.arange(12) * 2.0, modality="mr", te=0.025,
+                                       force_modality=True)
     assert np.allclose(overridden.times, np.arange(12) * 2.0)
     assert overridden.modality == "mr" and overridden.te == 0.025
+    assert any("forced" in w for w in overridden.metadata["warnings"])
 
 
 def test_sidecar_tr_only_and_ms_values(tmp_path):
@@ -465,7 +469,9 @@ def test_read_perfusion_dispatches_dicom_folder(tmp_path):
     assert np.allclose(loaded.signal, signal)
     assert np.allclose(loaded.times - loaded.times[0], times)
     assert loaded.modality == "ct"
-    overridden = fileio.read_perfusion(tmp_path / "dicom", modality="mr", te=0.025)
+    with pytest.raises(InputDataError, match="DICOM header"):  # the file says CT
+        fileio.read_perfusion(tmp_path / "dicom", modality="mr", te=0.025)
+    overridden = fileio.read_perfusion(tmp_path / "dicom", modality="mr", te=0.025, force_modality=True)
     assert overridden.modality == "mr" and overridden.te == 0.025
 
 

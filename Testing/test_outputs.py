@@ -5,6 +5,7 @@ import io
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,187 @@ def test_csv_header_does_not_depend_on_notes_or_reasons():
                for note in (False, True) for reasons in (False, True)}
     assert len(headers) == 1
     assert "mismatch_ratio_note" in headers.pop()
+
+
+# --- issue 9, output rows: concurrent runs, whole-folder replacement, leftovers, CSV rows ----------
+
+import subprocess  # noqa: E402
+import textwrap  # noqa: E402
+
+from StrokeMismatchLib import outputs  # noqa: E402
+
+
+def _holder(out):
+    """A separate process that claims ``out`` (as a CLI run does before its analysis) and holds it
+    until its stdin closes."""
+    code = textwrap.dedent(f"""
+        import sys
+        from StrokeMismatchLib.outputs import claim_output_dir
+        with claim_output_dir({str(out)!r}):
+            print("claimed", flush=True)
+            sys.stdin.read()
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "claimed"
+    return process
+
+
+def test_second_run_into_the_same_folder_fails_while_the_first_runs(result, tmp_path):
+    """Two runs into one --out: both exited 0 and the later silently replaced the earlier."""
+    out = tmp_path / "case"
+    first = _holder(out)
+    try:
+        with pytest.raises(OutputError, match=rf"Another StrokeMismatch run \(process {first.pid}"):
+            write_case_outputs(result, out, report=False)
+        with pytest.raises(OutputError, match="Another StrokeMismatch run"):
+            with outputs.claim_output_dir(out, overwrite=True):
+                pass
+        assert not out.exists()
+    finally:
+        first.stdin.close()
+        first.wait(timeout=60)
+    write_case_outputs(result, out, report=False)  # released: the folder is free again
+    assert (out / "summary.json").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+def test_lock_of_a_killed_run_is_taken_over(result, tmp_path):
+    out = tmp_path / "case"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / f".case{outputs.LOCK_SUFFIX}"
+    import socket
+    import time
+
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": time.time()}))
+    write_case_outputs(result, out, report=False)
+    assert (out / "summary.json").is_file() and not lock.exists()
+
+
+def test_interrupted_overwrite_never_mixes_old_and_new(result, tmp_path, monkeypatch):
+    """A failed --overwrite left new maps beside the old summary.json (files were moved one by
+    one). The folder is replaced as a whole: a failure while moving leaves the old result whole."""
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    (out / "notes.txt").write_text("mine")
+    for path in out.rglob("*.nii.gz"):  # mark the old result, so any new file among it shows
+        path.write_bytes(b"old " + path.name.encode())
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    moves = []
+    real_rename, real_replace = os.rename, os.replace
+
+    def failing(move):
+        def wrapper(source, target, *args, **kwargs):
+            if ".partial-" in str(source):
+                moves.append(str(source))
+                if len(moves) >= 2:
+                    raise OSError(5, "Input/output error")
+            return move(source, target, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(os, "rename", failing(real_rename))
+    monkeypatch.setattr(os, "replace", failing(real_replace))
+    with pytest.raises(OutputError, match="Input/output error"):
+        write_case_outputs(result, out, overwrite=True, report=False, save_series=True)
+    monkeypatch.undo()
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_leftovers_of_a_killed_overwrite_are_cleaned_safely(result, tmp_path):
+    """Killed between renaming the old result aside and putting the new one in place: the next
+    run restores the old result; a killed run's staging folder is removed; folders that are not
+    ours (no marker, other names) are never touched."""
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    (out / "notes.txt").write_text("mine")
+    os.rename(out, tmp_path / ".case.old-99999-abc123")  # killed after the first rename
+    staging = tmp_path / ".case.partial-99999-xyz789"
+    (staging / "maps").mkdir(parents=True)
+    (staging / outputs.STAGING_MARK).write_text("{}")
+    (staging / "maps" / "cbf.nii.gz").write_bytes(b"half-written")
+    not_ours = tmp_path / ".case.partial-12345-nomark"
+    not_ours.mkdir()
+    (not_ours / "data.txt").write_text("someone else's")
+    with outputs.claim_output_dir(out, overwrite=True):
+        assert (out / "summary.json").is_file() and (out / "notes.txt").read_text() == "mine"
+        assert not staging.exists()
+    assert (not_ours / "data.txt").read_text() == "someone else's"
+    assert sorted(_leftovers(tmp_path)) == [not_ours.name]
+
+
+def test_symlinked_out_on_another_filesystem(result, tmp_path):
+    """--out a symlink to a folder on another filesystem was refused only after the analysis
+    (cross-device rename), leaving an empty maps/. Now the real folder is used."""
+    import shutil
+    import tempfile
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    elsewhere = Path(tempfile.mkdtemp(dir=base))
+    try:
+        target = elsewhere / "results"
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+        link = tmp_path / "out"
+        link.symlink_to(target)
+        write_case_outputs(result, link, report=False)
+        assert link.is_symlink() and (link / "summary.json").is_file()
+        assert (target / "notes.txt").read_text() == "mine"
+        write_case_outputs(result, link, overwrite=True, report=False)
+        assert link.is_symlink() and (target / "maps" / "cbf.nii.gz").is_file()
+        assert _leftovers(tmp_path) == [] and _leftovers(elsewhere) == []
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_mount_point_refused_before_the_analysis():
+    """A folder that is another filesystem than its parent cannot be replaced as a whole: say so
+    before the analysis (here /proc, a mount point on Linux)."""
+    assert os.stat("/proc").st_dev != os.stat("/").st_dev
+    with pytest.raises(OutputError, match="mount point"):
+        check_output_dir("/proc", overwrite=True)
+
+
+@pytest.mark.parametrize("name", ["sub-01\nfake,row.nii.gz", 'a "quoted", name\r\t.nii.gz', "x\u2028y.nii.gz"])
+def test_csv_row_survives_control_characters_commas_quotes(name):
+    """A newline, comma or quote in a file name must not split or shift the summary.csv row: the
+    csv module quotes the field, and a csv reader gets one row with the name intact."""
+    summary = {"software": {"version": "x"}, "modality": "ct", "inputs": {"source": f"NIfTI {name}"},
+               "core_ml": 1.0}
+    text = summary_csv(summary)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 2 and len(rows[0]) == len(rows[1])
+    record = dict(zip(*rows))
+    assert record["source"] == f"NIfTI {name}" and record["core_ml"] == "1.0"
+
+
+def test_a_clash_with_the_users_file_never_deletes_it(result, tmp_path):
+    """Leftovers of an interrupted replacement whose user file clashes with a new one of the same
+    name: the folder aside is kept (nothing of the user's is deleted), the rest is cleaned."""
+    out = tmp_path / "case"
+    write_case_outputs(result, out, report=False)
+    aside = tmp_path / ".case.old-99999-abc123"
+    (aside / "maps").mkdir(parents=True)
+    (aside / "maps" / "cbf.nii.gz").write_bytes(b"old result")
+    (aside / "notes.txt").write_text("old notes")
+    (aside / "extra.txt").write_text("carried")
+    (out / "notes.txt").write_text("new notes")
+    with outputs.claim_output_dir(out, overwrite=True):
+        pass
+    assert (out / "notes.txt").read_text() == "new notes"
+    assert (out / "extra.txt").read_text() == "carried"
+    assert (aside / "notes.txt").read_text() == "old notes"  # kept, not deleted
+
+
+def test_out_holding_the_working_folder_is_refused(result, tmp_path, monkeypatch):
+    """--out . would rename the working folder away under the user's shell."""
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    with pytest.raises(OutputError, match="working folder"):
+        check_output_dir(".", overwrite=True)
+    with pytest.raises(OutputError, match="working folder"):
+        write_case_outputs(result, tmp_path / "a", overwrite=True, report=False)
+    assert inner.is_dir() and _leftovers(tmp_path) == []

@@ -156,7 +156,8 @@ def test_choose_slices_covers_the_lesion():
 
 def test_headline_shows_infinite_ratio_and_units_without_pictures():
     summary = {
-        "modality": "ct",
+        "modality": "ct", "core_ml": 0.0, "hypoperfusion_ml": 25.0, "mismatch_ml": 25.0, "mismatch_ratio": None,
+        "notes": {"mismatch_ratio": "infinite: core is 0 mL while the numerator is 25.00 mL"},
         "metrics": {
             "core_ml": {"value": 0.0, "unit": "mL", "label": "Ischemic core volume"},
             "hypoperfusion_ml": {"value": 25.0, "unit": "mL", "label": "Hypoperfusion volume (Tmax > 6 s)"},
@@ -164,8 +165,9 @@ def test_headline_shows_infinite_ratio_and_units_without_pictures():
             "mismatch_ratio": {"value": None, "unit": "1", "label": "Mismatch ratio", "flag": "infinite",
                                "note": "infinite: core is 0 mL while the numerator is 25.00 mL"},
         },
-        "criteria": [{"rule": "DEFUSE 3", "eligible": None, "reasons": ["age <not given>"],
-                      "criteria": [{"name": "age", "status": "unknown", "reason": "age <not given>"}]}],
+        "criteria": {"DEFUSE3": {"name": "DEFUSE 3", "eligible": None, "verdict": "indeterminate",
+                                 "reasons": ["age <not given>"],
+                                 "rules": [{"name": "age", "status": "unknown", "reason": "age <not given>"}]}},
     }
     text = report.build_report_html(summary, {})
     plain = html.unescape(text)
@@ -193,7 +195,7 @@ def test_ct_report_uses_the_mean_ct_image(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "mean CT perfusion image (HU)" in html.unescape(text) or "mean CT perfusion image" in text
     images = _images(text)
-    assert set(images) == {"montage", "maps", "aif"}
+    assert set(images) == {"montage", "tmax_row", "maps", "aif"}
     montage = _decode(images["montage"])
     assert _red(montage).mean() > 0.002 and _green(montage).mean() > 0.005
 

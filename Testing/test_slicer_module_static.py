@@ -93,7 +93,7 @@ def test_module_file_stays_thin():
             imported.update(alias.name for alias in node.names)
     lib = {m for m in imported if m.startswith("StrokeMismatchLib")}
     assert lib <= {"StrokeMismatchLib", "StrokeMismatchLib.errors", "StrokeMismatchLib.pipeline",
-                   "StrokeMismatchLib.analysis", "StrokeMismatchLib.samplecase", "StrokeMismatchLib.fileio",
+                   "StrokeMismatchLib.analysis", "StrokeMismatchLib.samplecase", "StrokeMismatchLib.validation",
                    "StrokeMismatchLib.settings"}, lib
     assert not imported & {"scipy", "SimpleITK", "scipy.ndimage"}
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}

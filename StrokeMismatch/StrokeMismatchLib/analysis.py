@@ -154,7 +154,8 @@ def _midline(geometry, baseline_image, tissue, settings, warnings):
 def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geometry=None,
                    adc_unit: str | None = None, brain_mask=None, baseline_image=None,
                    settings: LesionSettings | None = None, aif_ttp: float | None = None,
-                   frame_interval_s: float | None = None) -> LesionAnalysis:
+                   frame_interval_s: float | None = None,
+                   hemispheres: Hemispheres | None = None) -> LesionAnalysis:
     """Core, hypoperfusion, penumbra, metrics and criteria from perfusion maps.
 
     ``maps``: object (or dict) with cbf, cbv, tmax float arrays [K,J,I] (NaN outside the
@@ -163,7 +164,9 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     ``brain_mask`` optional bool [K,J,I]; ``baseline_image`` pre-contrast mean (CT HU, MR S0)
     used for the midline and CT bone/CSF exclusion; ``aif_ttp`` the AIF's time to peak (s, same
     clock as the TTP map) and ``frame_interval_s`` the sampling interval (s), both for the
-    arterial-timing part of the vessel exclusion.
+    arterial-timing part of the vessel exclusion. ``hemispheres``: a mid-sagittal plane found
+    before on the same images and brain (re-thresholding reuses it; the search is most of the
+    time of this function); None finds it.
     """
     settings = settings or LesionSettings()
     settings.validate()
@@ -257,7 +260,8 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
         tissue &= ~csf
 
     # 2. midline and affected side ---------------------------------------------------------
-    hemispheres = _midline(geometry, baseline_image, brain, settings, warnings)
+    if hemispheres is None:
+        hemispheres = _midline(geometry, baseline_image, brain, settings, warnings)
     if hemispheres is not None:
         side = affected_side(tmax, hemispheres, brain=tissue, threshold_s=settings.tmax_threshold,
                              min_volume_ml=settings.side_min_ml,

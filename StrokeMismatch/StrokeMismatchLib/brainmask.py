@@ -64,7 +64,11 @@ def auto_brain_mask(baseline_image, geometry: Geometry, *, modality) -> np.ndarr
     itk = geometry.to_sitk(image)
 
     if modality == "mr":
-        smooth = sitk.SmoothingRecursiveGaussian(itk, float(np.min(geometry.spacing)))
+        sigma = float(np.min(geometry.spacing))
+        if min(itk.GetSize()) >= 4:
+            smooth = sitk.SmoothingRecursiveGaussian(itk, sigma)
+        else:  # the recursive filter needs ≥ 4 voxels per axis (an MR slab of 1–3 slices)
+            smooth = sitk.DiscreteGaussian(itk, variance=sigma ** 2, useImageSpacing=True)
         otsu = sitk.OtsuThresholdImageFilter()
         otsu.SetInsideValue(0)
         otsu.SetOutsideValue(1)

@@ -72,6 +72,7 @@ class CaseRecord:
     metrics: dict
     analysis: dict
     software: dict
+    stability: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def verdicts(self) -> dict:
@@ -82,7 +83,7 @@ class CaseRecord:
         """The summary.json object (``json.dumps(..., allow_nan=False)`` succeeds)."""
         out = {"schema_version": SCHEMA_VERSION, "subject": self.subject, "modality": self.modality,
                "affected_side": self.affected_side, **self.headline, "notes": self.notes,
-               "quality": self.quality, "criteria": self.criteria, "warnings": self.warnings,
+               "quality": self.quality, "stability": self.stability, "criteria": self.criteria, "warnings": self.warnings,
                "settings": self.settings, "inputs": self.inputs, "aif": self.aif,
                "metrics": self.metrics, "analysis": self.analysis, "software": self.software}
         out.update(self.extra)
@@ -165,12 +166,13 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
         },
         software={"name": "StrokeMismatch", "version": __version__, "created": result.created,
                   "disclaimer": DISCLAIMER},
+        stability=getattr(result, "stability", None),
     )
 
 
 def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected_side=None,
                   cleanup_steps=None, hemispheres=None, rcbf_reference=None, quality_flags=(),
-                  derived_from: dict, warnings=()) -> CaseRecord:
+                  derived_from: dict, warnings=(), stability=None) -> CaseRecord:
     """The record of a case derived from a previous one (re-thresholded maps or hand-corrected
     masks): inputs, AIF and the analysis facts are the previous record's; volumes, verdicts,
     settings and clean-up are new; ``derived_from`` says what changed. The previous quality
@@ -193,7 +195,7 @@ def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected
         criteria=criteria_block(gate_verdicts(criteria, quality_flags)), quality=quality_block(quality_flags),
         warnings=_unique(list(previous.get("warnings") or []) + [str(w) for w in warnings]),
         settings=settings, inputs=previous.get("inputs") or {}, aif=previous.get("aif") or {},
-        metrics=metrics_dict, analysis=analysis, software=software,
+        metrics=metrics_dict, analysis=analysis, software=software, stability=stability,
         extra={"derived_from": jsonable(derived_from)})
 
 
@@ -273,7 +275,8 @@ def csv_row(record: dict) -> dict:
     the same columns for every case of a modality-mixed cohort."""
     row = {"subject": record.get("subject"), "modality": record.get("modality"),
            "affected_side": record.get("affected_side"),
-           "quality_status": (record.get("quality") or {}).get("status")}
+           "quality_status": (record.get("quality") or {}).get("status"),
+           "stability_status": (record.get("stability") or {}).get("status")}
     for key, unit in HEADLINE.items():
         row[key] = record.get(key)
         row[f"{key}_note"] = (record.get("notes") or {}).get(key)

@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="unit of the ADC values (default: detected from the brain median)")
     analyze.add_argument("--brain-mask", metavar="PATH", help="brain mask (3D, on the perfusion grid)")
     analyze.add_argument("--modality", choices=["mr", "ct"], type=str.lower,
-                         help="MR (DSC) or CT perfusion, when the file does not say")
+                         help="MR (DSC) or CT perfusion, when the file does not say (a contradiction "
+                         "with the file's modality is refused unless --force-modality)")
+    analyze.add_argument("--force-modality", action="store_true",
+                         help="analyse as --modality even though the file records another modality "
+                         "(only when the file's label is known to be wrong; reported as a warning)")
     analyze.add_argument("--tr", type=_positive, metavar="S",
                          help="repetition time / frame interval in seconds, for files that record no frame "
                          "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
@@ -279,18 +283,19 @@ def _case_settings(args):
 def _run_and_write(args, series, *, adc=None, adc_geometry=None, adc_unit=None, brain_mask=None,
                    default_out, subject, annotate=None):
     """Run the case and write its outputs; ``annotate(result) -> dict`` adds summary entries."""
-    from .outputs import check_output_dir, write_case_outputs
+    from .outputs import claim_output_dir, write_case_outputs
     from .pipeline import run_case
 
-    out_dir = check_output_dir(args.out or default_out, overwrite=args.overwrite)  # fail before the analysis
-    settings = _case_settings(args)
-    display = ProgressDisplay(enabled=not args.quiet)
-    result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
-                      settings=settings, progress=display.scaled(0.0, 0.9))
-    summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
-                                 save_series=args.save_series, subject=args.subject or subject,
-                                 extra_summary=annotate(result) if annotate else None,
-                                 progress=display.scaled(0.9, 1.0))
+    # Checked and claimed before the analysis (a second run into the same folder fails at once).
+    with claim_output_dir(args.out or default_out, overwrite=args.overwrite) as out_dir:
+        settings = _case_settings(args)
+        display = ProgressDisplay(enabled=not args.quiet)
+        result = run_case(series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=brain_mask,
+                          settings=settings, progress=display.scaled(0.0, 0.9))
+        summary = write_case_outputs(result, out_dir, overwrite=args.overwrite, report=args.report,
+                                     save_series=args.save_series, subject=args.subject or subject,
+                                     extra_summary=annotate(result) if annotate else None,
+                                     progress=display.scaled(0.9, 1.0))
     display.finish()
     return result, summary, out_dir
 
@@ -364,7 +369,10 @@ def _cmd_analyze(args):
             f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
             "remove --series, or give the DICOM folder with --perfusion."
         )
-    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series)
+    if args.force_modality and args.modality is None:
+        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
+    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series,
+                            force_modality=args.force_modality)
     adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None
     if args.brain_mask:
@@ -514,6 +522,14 @@ def format_summary(summary: dict, out_dir=None) -> str:
                 and f.get("severity") in ("warning", "error")]
     for finding in findings:
         lines.append(f"  [{finding.get('severity')}] {finding.get('message')}")
+    stability = summary.get("stability") or {}
+    if stability.get("status") == "near_cutoff":
+        lines.append("Verdict stability: NEAR A CUT-OFF (a small change of threshold or volume flips a verdict)")
+        for finding in stability.get("findings") or []:
+            lines.append(f"  - {finding.get('message')}")
+    elif stability:
+        lines.append("Verdict stability: stable (no verdict changes within ±1 s Tmax, ±50 ADC / ±5 points "
+                     "rCBF, or ±10 % of a limit)")
     settings = summary.get("settings") or {}
     lines.append(f"StrokeMismatch {summary.get('software', {}).get('version', '')} — "
                  f"{str(summary.get('modality', '')).upper()} perfusion, {settings.get('method')}; "
@@ -567,7 +583,9 @@ def format_summary(summary: dict, out_dir=None) -> str:
 def format_one_line(summary: dict) -> str:
     """One line per case (``--quiet``): subject, quality, side, core/hypoperfusion/mismatch, verdicts."""
     verdicts = ", ".join(f"{key} {rule.get('verdict')}" for key, rule in (summary.get("criteria") or {}).items())
-    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}; "
+    near = (summary.get("stability") or {}).get("status") == "near_cutoff"
+    return (f"{summary.get('subject')}: quality {(summary.get('quality') or {}).get('status')}"
+            f"{', NEAR A CUT-OFF' if near else ''}; "
             f"side {summary.get('affected_side') or '—'}; core {_fmt(summary.get('core_ml'), 'mL')}, "
             f"Tmax>6 s {_fmt(summary.get('hypoperfusion_ml'), 'mL')}, mismatch ratio "
             f"{_fmt(summary.get('mismatch_ratio'), '', 2)}; {verdicts}")

@@ -53,6 +53,9 @@ def check_times(times, n_frames):
         raise InputDataError(f"Only {n_frames} frames: a perfusion series needs at least 5 time points.")
     if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
         raise InputDataError("Frame times must be finite and strictly increasing (seconds).")
+    from .validation import check_frame_times
+
+    check_frame_times(times)  # a median interval of 0.1–5 s: times in ms or TR ×10 refused with a hint
     return times
 
 
@@ -158,6 +161,9 @@ def signal_to_concentration(signal, times, *, modality, te=None, baseline=None, 
     Zero or negative MR samples are clamped (module docstring), so the result is always finite.
     """
     signal = np.asarray(signal)
+    from .series import check_signal_dtype
+
+    check_signal_dtype(signal)  # boolean / complex arrays are not a signal
     modality = check_modality(modality)
     if signal.ndim < 1 or signal.shape[-1] < 5:
         raise InputDataError("The signal must have time on its last axis with at least 5 frames.")

@@ -42,8 +42,9 @@ _STEPS = {
     "brain_mask": (0.30, 0.35),
     "aif": (0.35, 0.45),
     "maps": (0.45, 0.85),
-    "lesion": (0.85, 0.97),
-    "quality": (0.97, 1.00),
+    "lesion": (0.85, 0.92),
+    "quality": (0.92, 0.94),
+    "stability": (0.94, 1.00),
 }
 
 
@@ -68,6 +69,7 @@ class CaseResult:
     adc_unit: str | None = None
     adc: np.ndarray | None = None  # the ADC as given, on ``adc_geometry`` (for re-thresholding)
     adc_geometry: Geometry | None = None
+    stability: dict | None = None  # stability.verdict_stability block (None when switched off)
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
@@ -246,11 +248,10 @@ def run_case(
     flags = list(assess_quality(series, concentration, baseline, aif, maps, mask, motion=motion))
     flags += adc_coverage_flags(getattr(lesion, "adc_coverage", None))
     lap("quality")
-    bar.report(1.0, "Done")
 
     adc_info = getattr(lesion, "adc_unit", None)
     detected_unit = getattr(adc_info, "unit", None) if adc_info is not None else None
-    return CaseResult(
+    result = CaseResult(
         series=series,
         signal=signal,
         concentration=concentration,
@@ -272,6 +273,18 @@ def run_case(
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+    # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
+    if settings.verdict_stability:
+        from .rethreshold import CaseMaps
+        from .stability import fill_current_volumes, verdict_stability
+
+        bar.step("stability", "Verdict stability around the thresholds")
+        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, lesion.criteria)
+        result.stability = fill_current_volumes(block, lesion.metrics)
+        lap("stability")
+    bar.report(1.0, "Done")
+    return result
 
 
 # --------------------------------------------------------------------------------------------

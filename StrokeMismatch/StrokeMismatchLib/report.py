@@ -42,6 +42,7 @@ IMAGE_CAPTIONS = {
     "maps": "Perfusion maps on the same slices (NaN outside the analysed brain shown black).",
     "aif": "Arterial input function and mean tissue curves; the AIF voxels marked on an image.",
     "render3d": "Core (red) and penumbra (green) inside the brain surface (VTK offscreen rendering).",
+    "tmax_row": "Tmax on the same slices (s).",
 }
 
 
@@ -96,14 +97,26 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     software = summary.get("software") or {}
     notes = list(notes or [])
     parts = [_HEAD.format(title=html.escape(_title(summary)), style=_STYLE)]
-    parts.append(f"<h1>{html.escape(_title(summary))}</h1>")
     disclaimer = _e(software.get("disclaimer") or DISCLAIMER)
+    # --- page 1: the decision ---------------------------------------------------------------
+    parts.append('<section class="page1">')
+    parts.append(f"<h1>{html.escape(_title(summary))}</h1>")
     parts.append(_quality_banner(summary))
-    parts.append(f'<p class="disclaimer"><b>Not a medical device.</b> {disclaimer}</p>')
-    parts.append(_case_line(summary))
+    parts.append(_exam_table(summary))
     parts.append(_headline(summary))
+    parts.append(_verdict_lines(summary.get("criteria") or {}))
+    for name in ("montage", "tmax_row"):
+        if name in images:
+            extra = ""
+            if name == "montage" and summary.get("report_montage_background"):
+                extra = f"Background: {summary['report_montage_background']}."
+            parts.append(_figure(name, images[name], extra, css="page1-figure"))
+    parts.append(f'<p class="disclaimer small"><b>Not a medical device.</b> {disclaimer}</p>')
+    parts.append("</section>")
+    # --- the details ------------------------------------------------------------------------
+    parts.append('<section class="details">')
     parts.append('<div class="columns"><div>')
-    parts.append("<h2>Criteria</h2>" + _criteria_table(summary.get("criteria")))
+    parts.append("<h2>Criteria, rule by rule</h2>" + _criteria_table(summary.get("criteria")))
     parts.append("</div><div>")
     parts.append("<h2>Volumes and ratios</h2>" + _metrics_table(summary.get("metrics"),
                                                             summary.get("report_mask_volumes_ml")))
@@ -111,17 +124,14 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
     for note in notes:
         if note == MATPLOTLIB_MISSING:
             parts.append(f'<p class="note">{_e(note)}</p>')
-    for name in ("montage", "maps", "aif", "render3d"):
+    for name in ("maps", "aif", "render3d"):
         if name in images:
-            extra = ""
-            if name == "montage" and summary.get("report_montage_background"):
-                extra = f"Background: {summary['report_montage_background']}."
-            parts.append(_figure(name, images[name], extra))
+            parts.append(_figure(name, images[name]))
             if name == "maps" and summary.get("modality") == "mr":
-                parts.append('<p class="small">DSC-MR: CBF and CBV carry the standard units, but their '
-                             "absolute level depends on the AIF scaling (partial volume, ΔR2* "
-                             "calibration); read them relative to the other hemisphere. Tmax and MTT "
-                             "are in seconds and do not depend on it.</p>")
+                parts.append('<p class="small">DSC-MR: CBF and CBV are relative (ΔR2* is not calibrated '
+                             "against arterial blood), so they are shown as rCBF and rCBV: each voxel "
+                             "divided by the median of normally perfused tissue (Tmax < 4 s) in the "
+                             "other hemisphere. Tmax and MTT are in seconds.</p>")
             if name == "aif":
                 parts.append(_aif_table(summary.get("aif") or {}, summary.get("modality")))
     if "aif" not in images and summary.get("aif"):
@@ -139,7 +149,7 @@ def build_report_html(summary: dict, images: dict, *, notes=None) -> str:
         parts.append(f"<h2>Report notes</h2><ul>{items}</ul>")
     parts.append(f'<p class="disclaimer small">{disclaimer}</p>')
     parts.append(f'<p class="small">StrokeMismatch {_e(software.get("version", __version__))}</p>')
-    parts.append("</body></html>\n")
+    parts.append("</section></body></html>\n")
     return "\n".join(parts)
 
 
@@ -180,6 +190,21 @@ table.headline { border-collapse: separate; border-spacing: 0.8em 0; margin: 0.8
 .sev-error { background: #f9d6d6; } .sev-warning { background: #fbeacc; } .sev-info { background: #eef4ff; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ccc; }
 figcaption { font-size: 0.85em; color: #444; }
+table.exam th { width: 9em; } table.exam { font-size: 0.82em; }
+table.verdicts td, table.verdicts th { font-size: 0.95em; }
+.box.small-box .value { font-size: 1.2em; }
+figure.page1-figure { margin: 0.4em 0; } figure.page1-figure img { max-height: 62mm; }
+section.page1 { break-after: page; page-break-after: always; }
+@page { size: A4; margin: 10mm; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 10pt; padding: 0; }
+  h1 { font-size: 14pt; margin: 0 0 2mm 0; }
+  .quality, .disclaimer { padding: 1.5mm 3mm; margin: 1.5mm 0; }
+  table.headline { margin: 1mm -0.8em; } .box { padding: 1mm 3mm; } .box .value { font-size: 15pt; }
+  figure.page1-figure img { max-height: 58mm; }
+  h2 { break-after: avoid; page-break-after: avoid; }
+  table, figure, tr { break-inside: avoid; page-break-inside: avoid; }
+}
 """
 
 
@@ -192,13 +217,31 @@ def _title(summary) -> str:
     return f"StrokeMismatch report: {modality}"
 
 
-def _case_line(summary) -> str:
-    source = (summary.get("inputs") or {}).get("source") or "unnamed input"
-    created = (summary.get("software") or {}).get("created") or ""
-    method = (summary.get("settings") or {}).get("method") or "?"
-    side = summary.get("affected_side") or "not determined"
-    return (f'<p class="small">Subject: <b>{_e(summary.get("subject") or "—")}</b> · input: {_e(source)} · '
-            f'analysed {_e(created)} · deconvolution {_e(method)} · affected side: <b>{_e(side)}</b></p>')
+#: (label, metadata keys in the order they are looked for) of the exam identification.
+_EXAM_FIELDS = (
+    ("Study date", ("study_date", "StudyDate", "AcquisitionDateTime", "AcquisitionDate")),
+    ("Series", ("series_description", "SeriesDescription", "ProtocolName")),
+    ("Scanner", ("manufacturer", "Manufacturer", "ManufacturersModelName")),
+)
+
+
+def _exam_table(summary) -> str:
+    """Who and what: subject, exam date and series (DICOM/BIDS, when the input says), modality,
+    affected side, analysis date and method."""
+    inputs = summary.get("inputs") or {}
+    metadata = inputs.get("metadata") or {}
+    modality = {"mr": "DSC-MR perfusion", "ct": "CT perfusion"}.get(summary.get("modality"), "perfusion")
+    rows = [("Subject", summary.get("subject") or "—"), ("Modality", modality)]
+    for label, keys in _EXAM_FIELDS:
+        value = next((metadata[k] for k in keys if metadata.get(k)), None)
+        rows.append((label, value if value is not None else "not in the input"))
+    rows.append(("Input", inputs.get("source") or "—"))
+    side = summary.get("affected_side")
+    rows.append(("Affected side", side if side else "not determined (no clear Tmax asymmetry)"))
+    rows.append(("Analysed", f"{(summary.get('software') or {}).get('created', '')} · "
+                             f"{(summary.get('settings') or {}).get('method', '?')} deconvolution"))
+    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="exam">{cells}</table>'
 
 
 _STATUS_WORDS = {"pass": "Quality: pass", "warn": "Quality: warnings, read the findings below",
@@ -212,8 +255,18 @@ def _quality_banner(summary) -> str:
     findings = [f for f in quality.get("findings") or []
                 if isinstance(f, dict) and f.get("severity") in ("warning", "error")]
     items = "".join(f"<li>{_e(f.get('message', ''))}</li>" for f in findings)
-    return (f'<div class="quality quality-{_e(status)}"><b>{_e(_STATUS_WORDS.get(status, status))}</b>'
-            f'{f"<ul>{items}</ul>" if items else ""}</div>')
+    banner = (f'<div class="quality quality-{_e(status)}"><b>{_e(_STATUS_WORDS.get(status, status))}</b>'
+              f'{f"<ul>{items}</ul>" if items else ""}</div>')
+    stability = summary.get("stability") or {}
+    if stability.get("status") == "stable":
+        banner = banner.replace("</b>", "</b> · verdicts stable: none changes within ±1 s of Tmax, ±50 × 10⁻⁶ "
+                                "mm²/s of ADC or ±5 points of rCBF, and no tested volume is within 10 % of "
+                                "its limit", 1)
+    if stability.get("status") == "near_cutoff":
+        near = "".join(f"<li>{_e(f.get('message', ''))}</li>" for f in stability.get("findings") or [])
+        banner += (f'<div class="quality quality-warn near-cutoff"><b>Verdict near a cut-off</b>: a small '
+                   f'change of threshold or volume flips it.<ul>{near}</ul></div>')
+    return banner
 
 
 def _fmt(value, key="") -> str:
@@ -343,60 +396,65 @@ def _find_metric(rows, include, exclude=(), exact=None):
 
 
 def _headline(summary) -> str:
-    rows = _metric_entries(summary.get("metrics"))
-    volumes = summary.get("report_mask_volumes_ml") or {}
-    modality = summary.get("modality")
-    core_rule = "ADC < 620 × 10⁻⁶ mm²/s" if modality == "mr" else "rCBF < 30 %"
-    lesion_settings = summary.get("settings") or {}
-    if modality == "mr" and isinstance(lesion_settings.get("core_adc"), (int, float)):
-        core_rule = f"ADC < {lesion_settings['core_adc']:g} × 10⁻⁶ mm²/s"
-    elif modality == "ct" and isinstance(lesion_settings.get("core_rcbf_percent"), (int, float)):
-        core_rule = f"rCBF < {lesion_settings['core_rcbf_percent']:g} %"
-    tmax_rule = "Tmax > 6 s"
-    if isinstance(lesion_settings.get("tmax_threshold"), (int, float)):
-        tmax_rule = f"Tmax > {lesion_settings['tmax_threshold']:g} s"
-
-    def pick(found, fallback_key):
-        if found is not None:
-            return found[0], found[1] or "mL", found[2]
-        if fallback_key in volumes:
-            return volumes[fallback_key], "mL", ""
-        return None, "mL", "not computed"
-
-    core = pick(_find_metric(rows, [("core",), ("volume", "_ml")], ("ratio", "penumbra", "grid_adc",
-                                                                   "dwi"), exact="core_ml"), "core")
-    hypo = pick(_find_metric(rows, [("hypoperfusion", "tmax_gt_6", "tmax6"), ("volume", "_ml")],
-                             ("ratio", "index"), exact="hypoperfusion_ml"), "hypoperfusion")
-    mismatch = pick(_find_metric(rows, [("mismatch",), ("volume", "_ml")], ("ratio",), exact="mismatch_ml"),
-                    "__none__")
-    if mismatch[0] is None and core[0] is not None and hypo[0] is not None:
-        mismatch = (hypo[0] - core[0], "mL", "")
-    ratio_found = _find_metric(rows, [("mismatch_ratio", "mismatch ratio")], exact="mismatch_ratio")
-    if ratio_found is not None:
-        ratio = ratio_found
-    elif core[0] is not None and hypo[0] is not None:
-        ratio = ((hypo[0] / core[0]) if core[0] > 0 else None, "",
-                 "infinite (no core)" if core[0] == 0 and hypo[0] > 0 else ("" if core[0] else "undefined"))
+    """Headline boxes from the record's top-level numbers, each with its unit or its reason."""
+    settings = summary.get("settings") or {}
+    if summary.get("modality") == "mr":
+        core_rule = f"ADC < {settings.get('core_adc', 620):g} × 10⁻⁶ mm²/s"
     else:
-        ratio = (None, "", "not computed")
+        core_rule = f"rCBF < {settings.get('core_rcbf_percent', 30):g} %"
+    tmax_rule = f"Tmax > {settings.get('tmax_threshold', 6):g} s"
+    notes = summary.get("notes") or {}
+    volumes = summary.get("report_mask_volumes_ml") or {}
 
-    def box(css, label, entry, key):
-        value, unit, note = entry
-        text = _fmt(value, key)
-        if value is None and note:
-            text = "∞" if "infinite" in str(note).lower() else "—"
-        note_html = f'<div class="small">{_e(note)}</div>' if note else ""
+    def box(css, label, key, unit):
+        value = summary.get(key)
+        if value is None and key in ("core_ml", "hypoperfusion_ml") and key[:-3] in volumes:
+            value = volumes[key[:-3]]
+        note = notes.get(key, "") if value is None else ""
+        text = ("∞" if "infinite" in note else "—") if value is None else _fmt(value, key)
         unit_html = f" {_e(unit)}" if unit and value is not None else ""
+        note_html = f'<div class="small">{_e(note)}</div>' if note else ""
         return (f'<td class="box {css}"><div class="value">{_e(text)}{unit_html}</div>'
                 f'<div class="label">{_e(label)}</div>{note_html}</td>')
 
     # A table rather than flex boxes: also renders in Qt's rich-text viewer (Slicer).
     return ('<table class="headline"><tr>'
-            + box("core", f"Ischemic core ({core_rule})", core, "core_ml")
-            + box("hypo", f"Hypoperfusion ({tmax_rule})", hypo, "hypo_ml")
-            + box("mismatch", "Mismatch volume", mismatch, "mismatch_ml")
-            + box("mismatch", "Mismatch ratio", ratio, "mismatch_ratio")
+            + box("core", f"Ischemic core ({core_rule})", "core_ml", "mL")
+            + box("hypo", f"Hypoperfusion ({tmax_rule})", "hypoperfusion_ml", "mL")
+            + box("mismatch", "Mismatch volume", "mismatch_ml", "mL")
+            + box("mismatch", "Mismatch ratio", "mismatch_ratio", "")
+            + '</tr><tr>'
+            + box("hypo small-box", "Penumbra", "penumbra_ml", "mL")
+            + box("mismatch small-box", "Tmax > 10 s", "tmax_gt_10_ml", "mL")
+            + box("mismatch small-box", "HIR (Tmax > 10 s / Tmax > 6 s)", "hir", "")
+            + box("mismatch small-box", "Core / penumbra", "core_to_penumbra_ratio", "")
             + "</tr></table>")
+
+
+def _verdict_lines(criteria: dict) -> str:
+    """One line per trial rule: the verdict and the rule that decides it (DAWN: the group)."""
+    lines = []
+    for key, rule in criteria.items():
+        if not isinstance(rule, dict):
+            continue
+        verdict, css = _verdict(rule)
+        eligible = rule.get("eligible")
+        if eligible is True:
+            passed = [c.get("reason") for c in rule.get("rules") or [] if c.get("status") == "pass"]
+            if rule.get("groups"):
+                group = next((g for g in rule["groups"] if g.get("eligible")), None)
+                passed = [c.get("reason") for c in (group or {}).get("criteria") or []]
+                why = f"{rule.get('matched_group')}: " + "; ".join(filter(None, passed))
+            else:
+                why = "; ".join(filter(None, passed))
+        else:
+            why = "; ".join(str(r) for r in rule.get("reasons") or [])
+        lines.append(f'<tr><th>{_e(rule.get("name") or key)}</th><td class="{css}">{_e(verdict)}</td>'
+                     f'<td class="small">{_e(why)}</td></tr>')
+    if not lines:
+        return "<p>No trial criteria were evaluated.</p>"
+    return ('<table class="verdicts"><tr><th>Trial imaging criteria</th><th>Verdict</th><th>Deciding rule</th>'
+            "</tr>" + "".join(lines) + "</table>")
 
 
 def _verdict(rule: dict):
@@ -487,11 +545,12 @@ def _criteria_table(criteria) -> str:
             "time, occlusion site) must be entered to decide. Decision support only.</p>")
 
 
-def _figure(name, png: bytes, extra_caption="") -> str:
+def _figure(name, png: bytes, extra_caption="", css="") -> str:
     data = base64.b64encode(png).decode("ascii")
-    headings = {"montage": "Core and penumbra", "maps": "Perfusion maps",
+    headings = {"montage": "Core and penumbra", "maps": "Perfusion maps", "tmax_row": "Tmax",
                 "aif": "Arterial input function", "render3d": "3D view"}
-    return (f'<h2>{_e(headings.get(name, name))}</h2><figure><img alt="{_e(name)}" '
+    heading = "" if css == "page1-figure" else f"<h2>{_e(headings.get(name, name))}</h2>"
+    return (f'{heading}<figure class="{_e(css)}"><img alt="{_e(name)}" '
             f'src="data:image/png;base64,{data}"><figcaption>{_e(IMAGE_CAPTIONS.get(name, ""))}'
             f"{(' ' + _e(extra_caption)) if extra_caption else ''}</figcaption></figure>")
 

@@ -22,7 +22,9 @@ from .geometry import Geometry
 MAP_DISPLAY = {  # name: (title, unit, colour-bar label, fixed range or None)
     "tmax": ("Tmax", "s", "Tmax (s)", (0.0, 10.0)),
     "cbf": ("CBF", "mL/100 g/min", "CBF (mL/100 g/min)", None),
+    "rcbf": ("rCBF", "", "rCBF (× contralateral normal)", (0.0, 1.6)),
     "cbv": ("CBV", "mL/100 g", "CBV (mL/100 g)", None),
+    "rcbv": ("rCBV", "", "rCBV (× contralateral normal)", (0.0, 1.6)),
     "mtt": ("MTT", "s", "MTT (s)", None),
 }
 
@@ -60,6 +62,8 @@ def make_report_images(result, *, include_3d=True, info=None) -> tuple[dict, lis
             "maps": lambda: maps_png(_map_arrays(result), geometry, _map_slices(slices, core, penumbra),
                                      brain_mask=brain),
             "aif": lambda: _aif_png_for(result, brain, masks, geometry),
+            "tmax_row": lambda: maps_png({"tmax": np.asarray(result.maps.tmax, dtype=np.float32)}, geometry,
+                                         _map_slices(slices, core, penumbra), brain_mask=brain),
         }
         if getattr(result, "concentration", None) is None:
             del jobs["aif"]
@@ -110,8 +114,20 @@ def mask_volumes(result) -> dict:
 
 
 def _map_arrays(result) -> dict:
-    return {name: np.asarray(getattr(result.maps, name), dtype=np.float32)
-            for name in MAP_DISPLAY if getattr(result.maps, name, None) is not None}
+    """The maps to draw. DSC-MR CBF and CBV are relative (uncalibrated ΔR2*): they are shown as
+    rCBF / rCBV, divided by the median of contralateral normally perfused tissue."""
+    maps = {name: np.asarray(getattr(result.maps, name), dtype=np.float32)
+            for name in ("tmax", "cbf", "cbv", "mtt") if getattr(result.maps, name, None) is not None}
+    if result.series.modality == "mr":
+        normal = contralateral_normal_mask(_brain_mask(result), _lesion_masks(result), result.series.geometry,
+                                           tmax=maps.get("tmax"))
+        for name in ("cbf", "cbv"):
+            if name in maps:
+                values = maps.pop(name)
+                reference = np.nanmedian(values[normal]) if normal.any() else np.nan
+                if np.isfinite(reference) and reference > 0:
+                    maps["r" + name] = values / np.float32(reference)
+    return maps
 
 
 def _adc_on_perfusion_grid(result):

@@ -66,6 +66,8 @@ class CaseMaps:
     summary: dict
     source: str = ""
     quality_flags: list = field(default_factory=list)
+    hemispheres: object = None  # the analysis' mid-sagittal plane (reused while bone_hu/max_yaw_deg stay)
+    analysed_settings: object = None  # the LesionSettings of the analysis (else from summary.json)
 
     @classmethod
     def from_result(cls, result, summary: dict | None = None) -> "CaseMaps":
@@ -85,7 +87,8 @@ class CaseMaps:
             frame_interval_s=float(np.median(np.diff(times))) if times.size > 1 else None,
             masks={name: np.asarray(result.lesion.masks[name], dtype=bool) for name in result.lesion.masks},
             summary=summary if summary is not None else result.summary(),
-            source="analysis in memory", quality_flags=list(result.quality))
+            source="analysis in memory", quality_flags=list(result.quality),
+            hemispheres=getattr(result.lesion, "hemispheres", None), analysed_settings=result.settings.lesion)
 
     def tmax_masks(self) -> dict:
         """The original Tmax > 4/8/10 s masks (name -> bool), as the clean-up left them."""
@@ -146,7 +149,7 @@ def load_case_maps(folder) -> CaseMaps:
         aif_ttp_s=aif_quality.get("time_to_peak_s"),
         frame_interval_s=float(np.median(np.diff(times))) if times.size > 1 else None,
         masks=masks, summary=summary, source=str(folder),
-        quality_flags=_flags_from_summary(summary))
+        quality_flags=_flags_from_summary(summary), hemispheres=_hemispheres(summary, geometry))
 
 
 def _exact_geometry(read: Geometry, summary: dict) -> Geometry:
@@ -164,11 +167,14 @@ def rethreshold(case: CaseMaps, lesion_settings):
     from .analysis import analyze_lesion
 
     maps = SimpleNamespace(**case.maps)
+    original = _lesion_settings(case)
+    same_brain = all(
+        getattr(original, name) == getattr(lesion_settings, name) for name in ("bone_hu", "max_yaw_deg", "brain_mask"))
     return analyze_lesion(
         maps, case.geometry, modality=case.modality, adc=case.adc, adc_geometry=case.adc_geometry,
         adc_unit="1e-6" if case.adc is not None else None, brain_mask=case.brain_mask,
         baseline_image=case.baseline_image, settings=lesion_settings, aif_ttp=case.aif_ttp_s,
-        frame_interval_s=case.frame_interval_s)
+        frame_interval_s=case.frame_interval_s, hemispheres=case.hemispheres if same_brain else None)
 
 
 def recompute(case: CaseMaps, core=None, hypoperfusion=None, *, settings=None):
@@ -209,9 +215,24 @@ def recompute(case: CaseMaps, core=None, hypoperfusion=None, *, settings=None):
     return result, edits
 
 
+def _hemispheres(summary: dict, geometry: Geometry):
+    """The analysis' mid-sagittal plane from summary.json (None when it had none)."""
+    from .hemispheres import Hemispheres
+
+    data = (summary.get("analysis") or {}).get("hemispheres")
+    try:
+        return Hemispheres(geometry, np.asarray(data["normal_ras"], dtype=float), float(data["offset_mm"]),
+                           float(data["yaw_deg"]), float(data["mirror_correlation"]), data.get("source", ""),
+                           list(data.get("notes") or []))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def _lesion_settings(case: CaseMaps):
     from .settings import LesionSettings, settings_by_name
 
+    if case.analysed_settings is not None:
+        return case.analysed_settings
     specs = settings_by_name()
     values = {name: value for name, value in (case.summary.get("settings") or {}).items()
               if name in specs and specs[name].owner == "lesion"}
@@ -282,14 +303,22 @@ def rethresholded_result(case: CaseMaps, overrides: dict) -> DerivedResult:
     original = _lesion_settings(case)
     settings = LesionSettings(**{**original.settings_dict(), **overrides})
     lesion = rethreshold(case, settings)
+    if case.hemispheres is None:
+        case.hemispheres = lesion.hemispheres
     all_settings = {**(case.summary.get("settings") or {}), **settings.settings_dict()}
     changed = {name: {"before": getattr(original, name), "after": getattr(settings, name)}
                for name in overrides if getattr(original, name) != getattr(settings, name)}
     data = lesion.to_dict()
+    stability = None
+    if (case.summary.get("settings") or {}).get("verdict_stability", True):
+        from .stability import fill_current_volumes, verdict_stability
+
+        stability = fill_current_volumes(verdict_stability(case, settings, lesion.criteria), lesion.metrics)
     record = derive_record(
         case.summary, metrics=lesion.metrics, criteria=lesion.criteria, settings=all_settings,
         affected_side=lesion.affected_side, cleanup_steps=data["steps"], hemispheres=data["hemispheres"],
         rcbf_reference=data["reference"], quality_flags=case.quality_flags, warnings=lesion.warnings,
+        stability=stability,
         derived_from={"kind": "rethreshold", "source": case.source, "changed_settings": changed})
     return DerivedResult(case, dict(lesion.masks), record)
 

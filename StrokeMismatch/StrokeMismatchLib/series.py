@@ -12,6 +12,17 @@ from .geometry import Geometry
 MODALITIES = ("mr", "ct")
 
 
+def check_signal_dtype(signal: np.ndarray) -> None:
+    """Refuse boolean, complex and non-numeric signal arrays (a perfusion signal is real)."""
+    dtype = signal.dtype
+    if dtype == bool or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        kind = {"b": "boolean (a mask?)", "c": "complex (raw or phase data?)"}.get(dtype.kind, str(dtype))
+        raise InputDataError(
+            f"The perfusion signal must be real numbers (integer or float), not {kind} values. "
+            "Give the magnitude (MR) or HU (CT) image series."
+        )
+
+
 @dataclass
 class PerfusionSeries:
     """Signal ``[K, J, I, T]`` with frame ``times`` (s, strictly increasing, need not be uniform).
@@ -31,7 +42,14 @@ class PerfusionSeries:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.times = np.asarray(self.times, dtype=float)
+        self.signal = np.asarray(self.signal)
+        check_signal_dtype(self.signal)
+        try:
+            self.times = np.asarray(self.times, dtype=float)
+        except (TypeError, ValueError):
+            raise InputDataError("The frame times must be numbers (s), one per frame.") from None
+        if not isinstance(self.geometry, Geometry):
+            raise InputDataError("geometry must be a Geometry (IJK-to-RAS matrix and grid shape).")
         if self.signal.ndim != 4:
             raise InputDataError(
                 f"A perfusion series must be 4D [K, J, I, T]; got shape {self.signal.shape}. "

@@ -36,7 +36,7 @@ REPORT_TMAX_THRESHOLDS_S = (4.0, 8.0, 10.0)
 
 #: Groups in the order the panel and ``--help`` show them.
 GROUPS = ("Deconvolution", "Core", "Hypoperfusion", "rCBF reference (CT)", "Clean-up",
-          "Affected side", "Clinical")
+          "Affected side", "Clinical", "Reporting")
 
 
 class SettingsError(InputDataError):
@@ -371,6 +371,10 @@ class CaseSettings(_Validated):
     motion_correction: bool = setting(
         True, group="Deconvolution", label="Motion correction",
         help="Rigid registration of every frame to the pre-bolus mean before the analysis.")
+    verdict_stability: bool = setting(
+        True, group="Reporting", label="Verdict stability",
+        help="Re-run the lesion analysis around each threshold (Tmax ±1 s, ADC ±50, rCBF ±5 points) "
+             "and mark verdicts near a cut-off.")
     aif_voxels: Any = None
     aif_mask: Any = None
     baseline: tuple | None = None
