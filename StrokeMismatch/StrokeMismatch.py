@@ -438,7 +438,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot show the AIF."), waitCursor=True):
             points = node.aifPoints if node.aifMode == AifMode.Manual else None
-            chart = self.logic.updateAifPlot(node.perfusionNode, points, motionCorrection=node.settings.motion_correction,
+            chart = self.logic.updateAifPlot(node.perfusionNode, points, settings=self.logic.caseSettingsFromParameterNode(node),
                                              **self.logic.seriesOptionsFromParameterNode(node))
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
@@ -464,7 +464,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or node.aifMode != AifMode.Manual or not node.perfusionNode:
             return
         try:
-            self.logic.updateAifPlot(node.perfusionNode, caller, motionCorrection=node.settings.motion_correction,
+            self.logic.updateAifPlot(node.perfusionNode, caller, settings=self.logic.caseSettingsFromParameterNode(node),
                                      **self.logic.seriesOptionsFromParameterNode(node))
         except StrokeMismatchError as error:
             slicer.util.showStatusMessage(str(error), 3000)
@@ -707,10 +707,12 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         seriesOptions = {"modality": modality, "frameTimes": frameTimes, "echoTime": echoTime,
                          "repetitionTime": repetitionTime}
         series = self.readSeries(perfusionNode, **seriesOptions)
-        motion = (settings.motion_correction if settings is not None else True) if motionCorrection is None \
-            else bool(motionCorrection)
-        series.metadata["previewKey"] = (perfusionNode.GetID(), perfusionNode.GetMTime(), motion,
-                                         repr(sorted(seriesOptions.items())))
+        overrides = {}
+        for key, value in (("method", method), ("motion_correction", motionCorrection), ("lesion", lesionSettings)):
+            if value is not None:
+                overrides[key] = value
+        settings = dataclasses.replace(settings if settings is not None else CaseSettings(), **overrides)
+        series.metadata["previewKey"] = self._previewKey(perfusionNode, settings, seriesOptions)
         aifVoxels = None
         if aifPointsNode is not None:
             aifVoxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
@@ -720,11 +722,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                 raise ValueError(_("DSC-MR needs the ADC map for the ischemic core: select it (ADC input)."))
             adc = np.array(slicer.util.arrayFromVolume(adcNode), dtype=np.float32)
             adcGeometry = mrmlio.volume_geometry(adcNode)
-        overrides = {"aif_voxels": aifVoxels}
-        for key, value in (("method", method), ("motion_correction", motionCorrection), ("lesion", lesionSettings)):
-            if value is not None:
-                overrides[key] = value
-        settings = dataclasses.replace(settings if settings is not None else CaseSettings(), **overrides)
+        settings = dataclasses.replace(settings, aif_voxels=aifVoxels)
         logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {settings.method}")
         result = run_case(series, adc=adc, adc_geometry=adcGeometry, settings=settings, progress=progress)
         reuse = self.lastOutputs if replaceOutputs else None
@@ -736,13 +734,16 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         logging.info("StrokeMismatch: done")
         return outputs
 
-    def updateAifPlot(self, perfusionNode, aifPointsNode=None, *, motionCorrection=True, **seriesOptions):
+    def updateAifPlot(self, perfusionNode, aifPointsNode=None, *, settings=None, motionCorrection=None,
+                      **seriesOptions):
         """Plot the AIF: of the last run (automatic), or the AIF that Apply would take from the
         manual points, before or after Apply. Returns the chart node.
 
-        The manual preview runs the same Lib steps as Apply (``pipeline.prepare_series``: motion
-        correction, baseline detection on the brain, concentration; then ``pipeline.case_aif``),
-        so the curve shown is the AIF Apply uses. ``seriesOptions`` as for ``readSeries``.
+        The manual preview runs the same Lib steps as Apply (``pipeline.prepare_series``: slice
+        timing, motion correction, baseline detection on the brain, concentration; then
+        ``pipeline.case_aif``) with the same ``settings`` (``CaseSettings``, default the schema's;
+        ``motionCorrection`` overrides its motion correction), so the curve shown is the AIF Apply
+        uses. ``seriesOptions`` as for ``readSeries``.
         """
         if aifPointsNode is None:
             if self.lastResult is None:
@@ -750,7 +751,12 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             return mrmlio.plot_curves(self.lastResult.series.times, inspector.case_curves(self.lastResult),
                                       chart=self.lastOutputs.get("aifChart"), name="AIF",
                                       y_title=_("Concentration (a.u.)"))
-        series, prepared = self._preparedSeries(perfusionNode, motionCorrection, seriesOptions)
+        from StrokeMismatchLib.pipeline import CaseSettings
+
+        settings = settings if settings is not None else CaseSettings()
+        if motionCorrection is not None:
+            settings = dataclasses.replace(settings, motion_correction=bool(motionCorrection))
+        series, prepared = self._preparedSeries(perfusionNode, settings, seriesOptions)
         voxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
         from StrokeMismatchLib.pipeline import case_aif
 
@@ -760,26 +766,32 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): aif.curve},
                                   chart=chart, name=name, y_title=_("Concentration (a.u.)"))
 
-    def _preparedSeries(self, perfusionNode, motionCorrection, seriesOptions):
+    @staticmethod
+    def _previewKey(perfusionNode, settings, seriesOptions):
+        """What the prepared series depends on: the node's state, the case settings, the options."""
+        return (perfusionNode.GetID(), perfusionNode.GetMTime(), repr(settings.settings_dict()), repr(settings.baseline),
+                repr(sorted(seriesOptions.items())))
+
+    def _preparedSeries(self, perfusionNode, settings, seriesOptions):
         """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it
-        analysed this node with these options, else computed once per node state and options."""
-        from StrokeMismatchLib.pipeline import CaseSettings, PreparedSeries, prepare_series
+        analysed this node with these settings and options, else computed once per key."""
+        from StrokeMismatchLib.pipeline import PreparedSeries, prepare_series
         from StrokeMismatchLib.validation import validate_series
 
         if perfusionNode is None:
             raise ValueError(_("Select the perfusion series."))
-        key = (perfusionNode.GetID(), perfusionNode.GetMTime(), bool(motionCorrection), repr(sorted(seriesOptions.items())))
+        key = self._previewKey(perfusionNode, settings, seriesOptions)
         result = self.lastResult
         if result is not None and result.series.metadata.get("previewKey") == key:
             return result.series, PreparedSeries(result.signal, result.motion, result.baseline, result.baseline_image,
-                                                 result.brain_mask, result.brain_mask_source, result.concentration)
+                                                 result.brain_mask, result.brain_mask_source, result.concentration,
+                                                 slice_timing=getattr(result, "slice_timing", None))
         if self._preview is None or self._preview[0] != key:
             series = self.readSeries(perfusionNode, **seriesOptions)
             if series.modality is None:
                 raise ValueError(_("Choose the modality (MR or CT) first."))
             validate_series(series)  # the check run_case makes first
-            prepared = prepare_series(series, CaseSettings(motion_correction=bool(motionCorrection)))
-            self._preview = (key, series, prepared)
+            self._preview = (key, series, prepare_series(series, settings))
         return self._preview[1], self._preview[2]
 
     # --- curve inspector -------------------------------------------------------------------------

@@ -56,7 +56,13 @@ def test_analyze_dicom_series_matches_the_in_memory_analysis(dicom_folder, tmp_p
     np.testing.assert_allclose(summary["inputs"]["frame_times_s"], phantom.series.times, atol=0.2)
     assert len(set(np.round(np.diff(summary["inputs"]["frame_times_s"]), 1))) > 1
 
-    stored = dataclasses.replace(phantom.series, signal=np.round(phantom.series.signal).astype(np.float32))
+    # The factory stamps slice k 10 ms after slice 0 (AcquisitionTime): the reader reports that slice
+    # timing and the analysis corrects it, so the in-memory reference gets the same slice timing.
+    assert summary["inputs"]["metadata"]["slice_timing_s"] == pytest.approx(0.01 * np.arange(16), abs=1e-3)
+    assert summary["analysis"]["slice_timing"]["applied"] is True
+    metadata = dict(phantom.series.metadata, slice_timing_s=summary["inputs"]["metadata"]["slice_timing_s"])
+    stored = dataclasses.replace(phantom.series, signal=np.round(phantom.series.signal).astype(np.float32),
+                                 metadata=metadata)
     reference = run_case(stored, settings=CaseSettings(motion_correction=False)).lesion.masks
     for name, truth in (("core", phantom.true_core), ("hypoperfusion", phantom.true_hypoperfusion)):
         found = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "masks" / f"{name}.nii.gz"))) > 0

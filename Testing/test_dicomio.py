@@ -178,3 +178,123 @@ def test_inputs_are_not_modified(tmp_path):
     dicomio.read_dicom_perfusion(tmp_path)
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     assert before == after
+
+
+# --- issue 17: vendor layouts, odd files, refusals that say the real reason -----------------
+
+def test_fifo_in_the_folder_is_skipped_without_hanging(tmp_path):
+    import os
+    import threading
+
+    write_classic_series(tmp_path, _signal(), TIMES)
+    os.mkfifo(tmp_path / "pipe.dcm")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(series=dicomio.read_dicom_perfusion(tmp_path)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():  # unblock the reader so the test run can end, then fail
+        with open(tmp_path / "pipe.dcm", "wb"):
+            pass
+        pytest.fail("reading a folder with a FIFO hung")
+    assert result["series"].signal.shape == _signal().shape
+
+
+def test_gzipped_dicom_files_are_read(tmp_path):
+    import gzip
+
+    paths = write_classic_series(tmp_path / "in", _signal(), TIMES)
+    for path in paths:
+        (tmp_path / "in" / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    series = dicomio.read_dicom_perfusion(tmp_path / "in")
+    np.testing.assert_allclose(series.signal, _signal(), atol=1e-3)
+    np.testing.assert_allclose(series.times, TIMES, atol=0.011)
+
+
+def test_series_without_image_position_is_listed_and_refused_with_the_reason(tmp_path):
+    def strip(ds, k, t):
+        del ds.ImagePositionPatient
+
+    write_classic_series(tmp_path, _signal(), TIMES, customize=strip, description="Vendor export")
+    (info,) = dicomio.list_dicom_series(tmp_path)
+    assert "0 slices" not in info.label()
+    assert "cannot be read" in info.label() and "ImagePositionPatient" in info.label()
+    with pytest.raises(InputFileError, match="no ImagePositionPatient"):
+        dicomio.read_dicom_perfusion(tmp_path)
+
+
+def test_mosaic_read_as_one_wide_slice_is_refused(tmp_path):
+    """A mosaic whose headers do not say so (no MOSAIC, no CSA): 6 × 64 = 384 pixels of 3.2 mm."""
+    signal = np.full((1, 384, 384, 4), 500.0)
+    write_classic_series(tmp_path, signal, np.arange(4) * 1.5, modality="MR", spacing=(3.2, 3.2, 3.0))
+    with pytest.raises(InputFileError, match="no head is wider than 500 mm.*mosaic"):
+        dicomio.read_dicom_perfusion(tmp_path)
+
+
+def test_mosaic_without_its_csa_header_is_refused(tmp_path):
+    from dicom_factory import write_siemens_mosaic
+
+    write_siemens_mosaic(tmp_path, np.full((5, 8, 8, 3), 300.0), np.arange(3) * 1.5, with_csa=False)
+    with pytest.raises(InputFileError, match="Siemens mosaic.*no Siemens CSA image header"):
+        dicomio.read_dicom_perfusion(tmp_path)
+    (info,) = dicomio.list_dicom_series(tmp_path)
+    assert "cannot be read" in info.label()
+
+
+def test_enhanced_repetition_time_comes_from_the_shared_mr_timing_group(tmp_path):
+    write_enhanced_series(tmp_path / "e.dcm", _signal() + 500.0, TIMES, tr_ms=1250.0)
+    series = dicomio.read_dicom_perfusion(tmp_path)
+    assert series.tr == pytest.approx(1.25)
+    assert series.metadata["time_source"].startswith("DICOM AcquisitionDateTime")
+
+
+def test_one_time_per_series_without_tr_asks_for_tr_and_tr_then_works(tmp_path):
+    from dicom_factory import write_ge_epi
+
+    from StrokeMismatchLib import fileio
+
+    times = np.arange(12) * 2.0
+    signal = _signal(times=times) + 500.0
+    paths = write_ge_epi(tmp_path, signal, times, tr_ms=2000.0, timer=None)
+    import pydicom
+
+    for path in paths:  # an export that dropped RepetitionTime
+        ds = pydicom.dcmread(path)
+        del ds.RepetitionTime
+        ds.save_as(path)
+    with pytest.raises(InputFileError, match="one AcquisitionTime for the whole series.*--tr"):
+        dicomio.read_dicom_perfusion(tmp_path)
+    series = fileio.read_perfusion(tmp_path, tr=2.0)
+    np.testing.assert_allclose(series.times, times)
+    np.testing.assert_allclose(series.signal, signal)
+    assert "given TR 2 s" in series.metadata["time_source"]
+    assert series.metadata["slice_timing_source"] is None
+
+
+def test_frames_that_cannot_be_ordered_are_refused_with_the_reason(tmp_path):
+    from dicom_factory import write_ge_epi
+
+    def same_instance(ds, k, t):
+        ds.InstanceNumber = k + 1
+
+    times = np.arange(4) * 2.0
+    write_ge_epi(tmp_path, _signal(times=times), times, tr_ms=2000.0, timer=None)
+    import pydicom
+
+    for path in tmp_path.iterdir():
+        ds = pydicom.dcmread(path)
+        same_instance(ds, 0, 0)
+        ds.save_as(path)
+    with pytest.raises(InputFileError, match="cannot be put in order"):
+        dicomio.read_dicom_perfusion(tmp_path)
+
+
+def test_given_tr_does_not_replace_frame_times_recorded_in_ct_headers(tmp_path):
+    """CT headers carry frame times but no RepetitionTime: a --tr must not replace them."""
+    from StrokeMismatchLib import fileio
+
+    write_classic_series(tmp_path, _signal() - 1000.0, TIMES, modality="CT", intercept=-1024.0)
+    series = fileio.read_perfusion(tmp_path, tr=2.0)
+    np.testing.assert_allclose(series.times, TIMES, atol=0.011)
+    assert any("was not used for the frame timing" in w for w in series.metadata["warnings"])

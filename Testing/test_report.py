@@ -17,7 +17,7 @@ image_module = pytest.importorskip("matplotlib.image")
 pipeline = pytest.importorskip("StrokeMismatchLib.pipeline")
 volume = pytest.importorskip("StrokeMismatchLib.phantom.volume")
 
-DATA_URI = re.compile(r'<img alt="([a-z0-9]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+DATA_URI = re.compile(r'<img alt="([a-z0-9_]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 def _run(modality):
@@ -92,7 +92,7 @@ def test_report_states_volumes_with_units_criteria_reasons_and_disclaimer(mr_cas
 def test_report_pictures_exist_are_nonblank_and_coloured(mr_report):
     _, text, pictures = mr_report
     images = _images(text)
-    assert set(images) == {"montage", "maps", "aif", "render3d"}
+    assert set(images) == {"montage", "tmax_row", "maps", "aif", "render3d"}
     for name, png in images.items():
         rgb = _decode(png)
         assert rgb.shape[0] > 200 and rgb.shape[1] > 300, name
@@ -222,5 +222,5 @@ def test_report_without_opengl_notes_the_missing_3d_picture(mr_case, tmp_path, m
     result, _ = mr_case
     monkeypatch.setattr(render3d, "_make_render_window", lambda vtk, size: None)
     text = report.write_report(result, tmp_path / "no3d.html").read_text(encoding="utf-8")
-    assert set(_images(text)) == {"montage", "maps", "aif"}
+    assert set(_images(text)) == {"montage", "tmax_row", "maps", "aif"}
     assert "3D picture" in text and "OpenGL" in text

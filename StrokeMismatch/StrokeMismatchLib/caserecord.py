@@ -156,6 +156,8 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
                      "scale_note": MAP_SCALE_NOTES[result.modality], "outside_mask": "NaN"},
             "motion": ({"applied": True, **_to_dict(result.motion)} if result.motion is not None
                        else {"applied": False}),
+            "slice_timing": (result.slice_timing.to_dict() if getattr(result, "slice_timing", None) is not None
+                             else {"applied": False, "reason": "switched off"}),
             "cleanup_steps": lesion_dict.get("steps"),
             "hemispheres": lesion_dict.get("hemispheres"),
             "rcbf_reference": lesion_dict.get("reference"),

@@ -4,7 +4,8 @@
     stroke-mismatch analyze --perfusion PATH [--diffusion ADC] [--modality mr|ct] [--te S] ...
 
 Exit codes: 0 success, 2 bad input or output location (one line ``stroke-mismatch: error: …``),
-1 unexpected failure (one line; ``--debug`` shows the traceback), 130 cancelled (Ctrl-C).
+1 unexpected failure (one line; ``--debug`` shows the traceback), 3 results written but sending them
+(``--send``/``--stow``) failed, 130 cancelled (Ctrl-C).
 Progress goes to stderr (``--quiet`` silences it); ``--json`` prints summary.json to stdout.
 """
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,rethreshold,recompute}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,rethreshold,recompute,listen}")
 
     common = _ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", help="output folder")
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings you do not give keep the values of the original analysis.")
     rethreshold.add_argument("result", metavar="RESULT_DIR", help="folder written by analyze or demo")
     add_setting_options(rethreshold)
+    add_dicom_out_options(rethreshold)
     recompute = sub.add_parser(
         "recompute", parents=[common],
         help="volumes and verdicts of hand-corrected core / hypoperfusion masks of a result folder",
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--core", metavar="PATH", help="edited core mask (default: as analysed)")
     recompute.add_argument("--hypoperfusion", metavar="PATH",
                            help="edited hypoperfusion mask (default: as analysed)")
+    add_dicom_out_options(recompute)
 
     demo = sub.add_parser("demo", parents=[common, analysis],
                           help="run the whole analysis on a built-in digital phantom (no input needed)",
@@ -119,7 +122,43 @@ def build_parser() -> argparse.ArgumentParser:
                          "times (frame times in the sidecar, DICOM headers or .seq.nrrd take precedence; "
                          "a disagreeing --tr is reported as a warning)")
     analyze.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
+    add_dicom_out_options(analyze)
+    add_listen_command(sub, parents=[analysis])
     return parser
+
+
+def add_dicom_out_options(parser) -> None:
+    """--dicom-out / --send / --stow (DICOM results for PACS; dicomout.py, dicomnet.py)."""
+    group = parser.add_argument_group("DICOM results (for a DICOM input; needs the 'dicom' extra)")
+    group.add_argument("--dicom-out", metavar="DIR",
+                       help="also write DICOM objects into DIR: segmentation (core, penumbra, hypoperfusion), "
+                       "parametric maps (CBF, CBV, MTT, Tmax), a summary capture and a measurement report (SR), "
+                       "as new series of the source study, marked NOT FOR CLINICAL USE")
+    group.add_argument("--send", metavar="AET@HOST:PORT", help="send the DICOM objects by C-STORE to this node")
+    group.add_argument("--stow", metavar="URL", help="send the DICOM objects by DICOMweb STOW-RS to this URL")
+
+
+def add_listen_command(sub, parents) -> None:
+    """``stroke-mismatch listen``: the DICOM receiver node (dicomnet.ListenerNode)."""
+    listen = sub.add_parser(
+        "listen", parents=parents,
+        help="DICOM node: analyse perfusion series pushed to it (C-STORE) and send the results back",
+        description="Receive perfusion series by C-STORE; a series is analysed when no instance of it "
+        "arrived for --settle seconds; the DICOM results are sent to --send. Only the --send node and "
+        "--allow peers may connect. Cases are logged in OUT/cases.jsonl. " + DISCLAIMER)
+    listen.add_argument("--port", type=int, required=True, help="DICOM port to listen on")
+    listen.add_argument("--ae-title", required=True, help="this node's AE title")
+    listen.add_argument("--send", required=True, metavar="AET@HOST:PORT", help="where results are sent")
+    listen.add_argument("--out", metavar="DIR", default="stroke-mismatch-node", help="the node's folder")
+    listen.add_argument("--allow", action="append", default=[], metavar="AET@HOST",
+                        help="another peer allowed to send (calling AE title @ address); repeatable")
+    listen.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    listen.add_argument("--settle", type=_positive, default=10.0, metavar="S",
+                        help="a series is complete when no instance came for S seconds (0.5-600, default 10)")
+    listen.add_argument("--max-series-mb", type=_positive, default=2048.0, help="largest series accepted (MB)")
+    listen.add_argument("--max-instances", type=int, default=20000, help="most instances per series")
+    listen.add_argument("--max-pending", type=int, default=4, help="most series received or queued at once")
+    listen.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
 
 
 def _number(text, what):
@@ -373,6 +412,7 @@ def _cmd_analyze(args):
         raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
     series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series,
                             force_modality=args.force_modality)
+    _check_dicom_out(args, series)
     adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
     mask = None
     if args.brain_mask:
@@ -390,12 +430,86 @@ def _cmd_analyze(args):
         args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
         default_out=f"stroke-mismatch-{stem}", subject=subject_from_path(path.resolve()),
     )
+    sent = _dicom_out(args, result, summary)
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
     elif args.quiet:
         print(format_one_line(summary))
     else:
         print(format_summary(summary, out_dir))
+    return _report_sends(sent)
+
+
+def _check_dicom_out(args, series, inputs=None):
+    """Before the analysis: --send/--stow need --dicom-out, and DICOM results need a DICOM input
+    (``inputs``: the summary.json ``inputs`` of a result folder, for rethreshold/recompute)."""
+    if (args.send or args.stow) and not args.dicom_out:
+        raise InputDataError("--send and --stow send the DICOM results: give --dicom-out DIR too.")
+    if args.dicom_out:
+        from .dicomout import require_dicom_source
+        from .dicomnet import parse_peer
+
+        require_dicom_source(series, inputs)
+        from .dicomout import FILE_NAMES
+        from .errors import OutputError
+
+        present = [name for name in FILE_NAMES.values() if (Path(args.dicom_out) / name).exists()]
+        if present and not args.overwrite:
+            raise OutputError(f"{args.dicom_out} already holds DICOM results ({', '.join(present[:3])}…): "
+                              "choose another --dicom-out folder or add --overwrite.")
+        if args.send:
+            parse_peer(args.send)
+
+
+def _dicom_out(args, result, summary):
+    """Write the DICOM objects (--dicom-out) and send them (--send, --stow); returns the send reports."""
+    if not args.dicom_out:
+        return []
+    from .dicomout import export_case_dicom
+    from .dicomnet import send_cstore, send_stow
+
+    exported = export_case_dicom(result, result.record(subject=summary.get("subject")), args.dicom_out)
+    if not args.quiet:
+        print(f"DICOM results: {len(exported.files)} objects in {args.dicom_out}", file=sys.stderr)
+    reports = []
+    if args.send:
+        reports.append(send_cstore(exported.files, args.send))
+    if args.stow:
+        reports.append(send_stow(exported.files, args.stow))
+    return reports
+
+
+def _report_sends(reports) -> int:
+    """Print each send's outcome; exit code 3 when one failed (the local files are kept)."""
+    code = 0
+    for report in reports:
+        if report.ok:
+            print(f"{PROG}: {report.message()}", file=sys.stderr)
+        else:
+            _error(f"{report.message()}. The DICOM files are kept; send them again later.")
+            code = 3
+    return code
+
+
+def _cmd_listen(args):
+    """Run the receiver node until Ctrl-C."""
+    import logging
+
+    from .dicomnet import ListenerConfig, ListenerNode, analyse_received_series, parse_peer
+
+    allowed = [parse_peer(f"{text}:1") if ":" not in text else parse_peer(text) for text in args.allow]
+    settings = _case_settings(args)
+    config = ListenerConfig(
+        out_dir=Path(args.out), ae_title=args.ae_title, port=args.port, send_to=parse_peer(args.send),
+        host=args.host, allowed_ae_titles=tuple(p.ae_title for p in allowed),
+        allowed_hosts=tuple(p.host for p in allowed), settle_s=args.settle,
+        max_series_bytes=int(args.max_series_mb * 1024 ** 2), max_instances=args.max_instances,
+        max_pending=args.max_pending,
+        analyse=lambda folder, case_dir, entry: analyse_received_series(folder, case_dir, entry, settings))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(f"{PROG} listen: {args.ae_title} on port {args.port}, results to {args.send}; Ctrl-C stops. "
+          f"{DISCLAIMER}", file=sys.stderr)
+    ListenerNode(config).serve_forever()
     return 0
 
 
@@ -411,6 +525,7 @@ def _cmd_derived(args):
     if out_dir.resolve() == source.resolve():
         raise InputDataError("--out must differ from the result folder: the original result is kept as it is.")
     case = load_case_maps(source)
+    _check_dicom_out(args, None, (case.summary or {}).get("inputs"))
     if args.command == "rethreshold":
         overrides = {spec.name: getattr(args, spec.name) for spec in all_settings()
                      if getattr(args, spec.name, None) is not None}
@@ -423,13 +538,14 @@ def _cmd_derived(args):
         derived = recomputed_result(case, core, hypo)
     summary = write_case_outputs(derived, out_dir, overwrite=args.overwrite, report=args.report,
                                  subject=args.subject)
+    sent = _dicom_out(args, derived, summary)
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
     elif args.quiet:
         print(format_one_line(summary))
     else:
         print(format_summary(summary, out_dir))
-    return 0
+    return _report_sends(sent)
 
 
 def _read_adc(args, read_volume):
@@ -617,6 +733,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "listen":
+            return _cmd_listen(args)
         if args.command in ("rethreshold", "recompute"):
             return _cmd_derived(args)
         return _cmd_analyze(args)

@@ -8,10 +8,20 @@ time and rescale. Planes are grouped by slice position (sorted along the slice n
 within each position, ordered in time, giving ``[K, J, I, T]``.
 
 Frame order: the vendor's temporal index (TemporalPositionIdentifier / TemporalPositionIndex)
-when every plane has one, otherwise the acquisition time. Frame times (s, relative to the first
-frame) come from the first header source that is present on every plane and strictly
-increasing: acquisition date-time, acquisition time, trigger time, content time. Unequal
-intervals are kept as they are (variable-rate CTP).
+when every plane has one, otherwise the acquisition time, then InstanceNumber. Frame times and
+slice timing: :mod:`dicom_timing` (per-frame header times, or frame index × TR when the headers
+carry one time for the whole series, as GE classic EPI does). Siemens mosaics (all slices of a
+volume tiled in one image) are cut into their slices by :mod:`dicom_mosaic` (CSA header through
+nibabel). Files named ``*.dcm.gz`` are read through gzip; FIFOs, sockets and device files in the
+folder are skipped without being opened.
+
+Values: stored × RescaleSlope + RescaleIntercept (CT: HU). Philips MR with an MR scale slope
+(2005,100E): the floating-point value (stored × RS + RI) / (RS × SS), as dcm2niix writes it
+(the display value differs by the constant factor 1/(RS·SS) within a series; DSC ratios do not
+change); ``metadata["value_scaling"]`` says which.
+
+A series whose in-plane extent exceeds 500 mm (no head is that wide: a mosaic read as one slice
+gives ~1.2 m) is refused.
 
 Geometry: ImagePositionPatient / ImageOrientationPatient / PixelSpacing are LPS (DICOM
 PS3.3 C.7.6.2.1.1); the IJK-to-RAS matrix flips x and y.
@@ -19,18 +29,26 @@ PS3.3 C.7.6.2.1.1); the IJK-to-RAS matrix flips x and y.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from . import dicom_mosaic
+from .dicom_timing import TIME_SOURCES, frame_timing
 from .errors import InputDataError, InputFileError, StrokeMismatchError
 from .geometry import LPS_TO_RAS, Geometry
 from .series import PerfusionSeries
 
-TIME_SOURCES = ("acquisition_datetime", "acquisition_time", "trigger_time", "content_time")
+MAX_HEAD_FOV_MM = 500.0  # no head (nor any CT/MR head field of view) is wider than this
+MAX_GZIP_BYTES = 2 * 1024**3  # a .dcm.gz inflating beyond this is refused, not loaded
+PHILIPS_SCALE_SLOPE = (0x2005, 0x100E)
+GE_RTIA_TIMER = (0x0021, 0x105E)  # GEMS_RELA_01 RTIA_timer (DS, s): when each slice was acquired  # Philips MR Imaging DD 001, MR scale slope (FL)
 
 
 @dataclass
@@ -47,14 +65,17 @@ class DicomSeriesInfo:
     n_slices: int = 0
     number: int | None = None
     files: list = field(default_factory=list, repr=False)
+    problem: str | None = None  # why the series cannot be placed (e.g. no ImagePositionPatient)
 
     def label(self) -> str:
-        """One line for listings: number, description, modality, frames, UID."""
+        """One line for listings: number, description, modality, frames (or why it cannot be
+        read), UID."""
         number = "?" if self.number is None else str(self.number)
-        return (
-            f"#{number} '{self.description}' {self.modality}, {self.n_slices} slices x "
-            f"{self.n_frames} frames ({self.n_files} files), UID {self.uid}"
-        )
+        if self.problem and not self.n_slices:
+            shape = f"cannot be read: {self.problem}"
+        else:
+            shape = f"{self.n_slices} slices x {self.n_frames} frames"
+        return f"#{number} '{self.description}' {self.modality}, {shape} ({self.n_files} files), UID {self.uid}"
 
 
 @dataclass
@@ -74,6 +95,9 @@ class _Plane:
     slope: float
     intercept: float
     te: float | None  # s
+    tile: int | None = None  # slice index inside a Siemens mosaic
+    mosaic: object = None  # dicom_mosaic.MosaicLayout of that mosaic
+    slice_time: float | None = None  # s after the volume onset (CSA MosaicRefAcqTimes)
 
 
 # --- header parsing ------------------------------------------------------------------------
@@ -154,6 +178,11 @@ def _time_candidates(ds, *, enhanced=False, content=None, cardiac=None):
         tm = _tm_seconds(ds.get("ContentTime", None))
         day = _da_days(ds.get("ContentDate", None)) or 0
         times["content_time"] = None if tm is None else day * 86400.0 + tm
+        if GE_RTIA_TIMER in ds and "GE" in str(ds.get("Manufacturer", "") or "").upper():
+            try:  # GE RTIA timer (s from the start of the run): slice timing only
+                times["ge_rtia_timer"] = _number(ds[GE_RTIA_TIMER].value)
+            except (KeyError, TypeError):
+                pass
     else:
         get = (lambda item, name: item.get(name, None) if item is not None else None)
         times["acquisition_datetime"] = _dt_seconds(get(content, "FrameAcquisitionDateTime"))
@@ -177,18 +206,36 @@ def _rescale(ds):
     return (1.0 if slope is None or slope == 0 else slope), (0.0 if intercept is None else intercept)
 
 
+def _philips_scale(ds):
+    """Philips MR scale slope (2005,100E) when the file is Philips MR and carries it, else None."""
+    if "PHILIPS" not in str(ds.get("Manufacturer", "") or "").upper() or PHILIPS_SCALE_SLOPE not in ds:
+        return None
+    try:
+        value = ds[PHILIPS_SCALE_SLOPE].value
+        value = float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value if np.isfinite(value) and value != 0 else None
+
+
 def _classic_planes(path, ds):
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
         raise InputFileError(
             f"{path} has no ImagePositionPatient/ImageOrientationPatient: its position in the "
-            "patient is unknown. Export the series again with full geometry tags."
+            "patient is unknown. Export the series again with full geometry tags, or convert it "
+            "with dcm2niix and give the NIfTI file."
         )
     spacing = ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None)
     if spacing is None:
         raise InputFileError(f"{path} has no PixelSpacing: the voxel size is unknown.")
     slope, intercept = _rescale(ds)
+    scale_slope = _philips_scale(ds)
+    if scale_slope is not None:  # floating-point value = (SV·RS + RI) / (RS·SS)
+        slope, intercept = 1.0 / scale_slope, intercept / (slope * scale_slope)
     echo = _number(ds.get("EchoTime", None))
     temporal = _number(ds.get("TemporalPositionIdentifier", None))
+    if dicom_mosaic.looks_like_mosaic(ds):
+        return _mosaic_planes(path, ds, slope, intercept, echo, temporal)
     return [
         _Plane(
             path=path,
@@ -205,6 +252,25 @@ def _classic_planes(path, ds):
             intercept=intercept,
             te=None if echo is None else echo / 1000.0,
         )
+    ]
+
+
+def _mosaic_planes(path, ds, slope, intercept, echo, temporal):
+    """One plane per tile of a Siemens mosaic (geometry and slice times from the CSA header)."""
+    layout = dicom_mosaic.mosaic_layout(path, ds)
+    orientation = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient")
+    spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing")
+    times = _time_candidates(ds)
+    instance = int(_number(ds.get("InstanceNumber", None)) or 0)
+    return [
+        _Plane(
+            path=path, frame=None, position=layout.first + s * layout.step * layout.normal,
+            orientation=orientation, spacing=spacing, rows=layout.rows, columns=layout.columns,
+            times=times, temporal_index=temporal, instance=instance, slope=slope, intercept=intercept,
+            te=None if echo is None else echo / 1000.0, tile=s, mosaic=layout,
+            slice_time=None if layout.slice_times is None else float(layout.slice_times[s]),
+        )
+        for s in range(layout.n)
     ]
 
 
@@ -276,11 +342,38 @@ def _planes_of(path, ds):
 
 def _has_dicm_magic(path):
     try:
-        with open(path, "rb") as handle:
+        with _open(path) as handle:
             handle.seek(128)
             return handle.read(4) == b"DICM"
+    except Exception:  # noqa: BLE001 - unreadable or a damaged .gz (zlib.error): not DICOM-like
+        return False
+
+
+def _is_regular_file(path):
+    """True for a regular file (following symlinks); FIFOs, sockets and devices would block
+    or never end when read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def _open(path):
+    """A binary file object for ``path``; ``*.gz`` is inflated (at most MAX_GZIP_BYTES)."""
+    if not str(path).lower().endswith(".gz"):
+        return open(path, "rb")
+    with gzip.open(path, "rb") as handle:
+        data = handle.read(MAX_GZIP_BYTES + 1)
+    if len(data) > MAX_GZIP_BYTES:
+        raise InputFileError(f"{path} inflates to more than {MAX_GZIP_BYTES // 1024**3} GiB; it is not one DICOM image.")
+    return io.BytesIO(data)
+
+
+def _dcmread(path, **kwargs):
+    import pydicom
+
+    with _open(path) as handle:
+        return pydicom.dcmread(handle, **kwargs)
 
 
 def _scan(folder):
@@ -299,15 +392,17 @@ def _scan(folder):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
+            if not _is_regular_file(path):
+                continue  # a FIFO, socket or device file: opening it could block forever
             n_files += 1
             try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                ds = _dcmread(path, stop_before_pixels=True)
             except InvalidDicomError:
                 if _has_dicm_magic(path):
                     corrupt.append(path)
                 continue
             except Exception:  # noqa: BLE001 - any parser failure means a damaged file
-                if _has_dicm_magic(path) or name.lower().endswith((".dcm", ".ima")):
+                if _has_dicm_magic(path) or name.lower().endswith((".dcm", ".ima", ".dcm.gz")):
                     corrupt.append(path)
                 continue
             if "Rows" not in ds or "SeriesInstanceUID" not in ds:
@@ -324,11 +419,17 @@ def _scan(folder):
 
 def _info(uid, items):
     ds = items[0][1]
-    n_planes, positions = 0, set()
+    n_planes, positions, problem = 0, set(), None
     for path, item in items:
         try:
             planes = _planes_of(path, item)
-        except (StrokeMismatchError, AttributeError, TypeError, ValueError):
+        except StrokeMismatchError as error:
+            if problem is None:
+                text = str(error)
+                problem = text[len(str(path)):].strip() if text.startswith(str(path)) else text
+            continue
+        except (AttributeError, TypeError, ValueError) as error:
+            problem = problem or f"unreadable header ({type(error).__name__}: {error})"
             continue
         n_planes += len(planes)
         for plane in planes:
@@ -345,6 +446,7 @@ def _info(uid, items):
         n_slices=len(positions),
         number=None if number is None else int(number),
         files=[path for path, _ in items],
+        problem=problem,
     )
 
 
@@ -394,10 +496,8 @@ def _pixels(path, cache):
     rescale was already applied (SimpleITK/GDCM applies it)."""
     if path in cache:
         return cache[path]
-    import pydicom
-
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = _dcmread(path)
         _check_pixel_data_length(dataset, path)
         array = np.asarray(dataset.pixel_array)
         applied = False
@@ -440,6 +540,14 @@ def _check_pixel_data_length(dataset, path):
 
 def _plane_pixels(plane, cache):
     array, applied = _pixels(plane.path, cache)
+    if plane.tile is not None:
+        layout = plane.mosaic
+        if array.shape != (layout.rows * layout.grid, layout.columns * layout.grid):
+            raise InputFileError(
+                f"The pixel data of {plane.path} ({array.shape}) is not the {layout.grid} x {layout.grid} "
+                "mosaic its header describes: the file is truncated or corrupt."
+            )
+        array = dicom_mosaic.tile(array, layout, plane.tile)
     if plane.frame is not None:
         if array.ndim != 3 or plane.frame >= array.shape[0]:
             raise InputFileError(
@@ -458,42 +566,39 @@ def _plane_pixels(plane, cache):
     return array
 
 
-def _frame_times(grid):
-    """Frame times (s from the first frame) and the header source used, from the planes
-    ``grid[k][t]``; the first source present everywhere and strictly increasing wins."""
-    tried = []
-    for source in TIME_SOURCES:
-        values = np.array([[plane.times.get(source) for plane in row] for row in grid], dtype=object)
-        if any(v is None for v in values.ravel()):
-            continue
-        values = values.astype(float)
-        # Midnight crossing for time-of-day sources without a date.
-        times = np.median(values, axis=0)
-        if source in ("acquisition_time", "content_time") and np.any(np.diff(times) < -43200):
-            values = np.where(values < values[:, :1] - 43200, values + 86400.0, values)
-            times = np.median(values, axis=0)
-        times = times - times[0]
-        if np.all(np.diff(times) > 0):
-            return times, source
-        tried.append(source)
-    if tried:
-        raise InputDataError(
-            "The frame times in the DICOM headers are not strictly increasing "
-            f"(checked {', '.join(t.replace('_', ' ') for t in tried)}): frames repeat or are out "
-            "of order. Check that the folder holds one complete acquisition, or convert the "
-            "series to NIfTI with a sidecar listing the frame times."
-        )
+def _repetition_time(ds):
+    """RepetitionTime (s) of a classic file or an enhanced object (shared, then first per-frame
+    MR Timing and Related Parameters functional group), or None."""
+    value = _number(ds.get("RepetitionTime", None))
+    if value is None:
+        shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+        value = _number(_group_attr(None, shared, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
+    if value is None:
+        per_frame = _first_item(ds, "PerFrameFunctionalGroupsSequence")
+        value = _number(_group_attr(per_frame, None, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
+    return None if value is None or value <= 0 else value / 1000.0
+
+
+def _check_extent(info, first):
+    """Refuse an in-plane extent no head has (a mosaic read as one slice is ~1.2 m wide)."""
+    extent = np.array([first.rows * first.spacing[0], first.columns * first.spacing[1]])
+    if np.max(extent) <= MAX_HEAD_FOV_MM:
+        return
     raise InputFileError(
-        "The DICOM headers give no per-frame times (no acquisition, trigger or content time). "
-        "Convert the series to NIfTI with a JSON sidecar giving the frame times (s)."
+        f"Series {info.uid} ('{info.description}') has images {extent[1]:.0f} x {extent[0]:.0f} mm "
+        f"({first.columns} x {first.rows} pixels of {first.spacing[1]:g} x {first.spacing[0]:g} mm): no "
+        f"head is wider than {MAX_HEAD_FOV_MM:.0f} mm, so this is not one slice of a head. It is "
+        "probably a mosaic (several slices tiled in one image) whose tiling its headers do not describe. "
+        + "Export the series as separate slices or enhanced DICOM, or convert it with dcm2niix."
     )
 
 
-def _assemble(info, items, folder):
+def _assemble(info, items, folder, given_tr=None):
     planes = []
     for path, ds in items:
         planes.extend(_planes_of(path, ds))
     first = planes[0]
+    _check_extent(info, first)
     for plane in planes:
         if (plane.rows, plane.columns) != (first.rows, first.columns):
             raise InputFileError(
@@ -542,7 +647,22 @@ def _assemble(info, items, folder):
         return (primary, fallback, plane.instance)
 
     grid = [sorted(group, key=time_key) for group in slices]
-    times, time_source = _frame_times(grid)
+    ds = items[0][1]
+    header_tr = _repetition_time(ds)
+    tr_for_timing, tr_label = (header_tr, "RepetitionTime") if header_tr is not None else (given_tr, "given TR")
+    timing = frame_timing(grid, tr=tr_for_timing, tr_source=tr_label,
+                          manufacturer=str(ds.get("Manufacturer", "") or ""),
+                          modality=str(ds.get("Modality", "") or ""))
+    if timing.source == "index_tr" and not use_index:
+        for row in grid:
+            instances = [plane.instance for plane in row]
+            if len(set(instances)) != len(instances) and len({plane.path for plane in row}) == len(row):
+                raise InputFileError(
+                    f"Series {info.uid}: the frames of one slice cannot be put in order: the headers give "
+                    "no temporal position, one acquisition time for the whole series, and repeated "
+                    "InstanceNumbers. Export the series again, or convert it with dcm2niix."
+                )
+    times = timing.times
 
     keys = np.asarray(keys)
     if len(keys) > 1:
@@ -587,36 +707,54 @@ def _assemble(info, items, folder):
     te = float(np.median(te_values)) if te_values and modality == "mr" else None
     if te is not None and te <= 0:
         te = None
-    tr = _number(ds.get("RepetitionTime", None))
+    scale_slope = _philips_scale(ds)
     metadata = {
+        "folder": str(folder),
         "series_uid": info.uid,
         "series_description": info.description,
+        "study_date": str(ds.get("StudyDate", "") or "") or None,
+        "study_description": str(ds.get("StudyDescription", "") or "") or None,
         "series_number": info.number,
         "manufacturer": str(ds.get("Manufacturer", "") or ""),
-        "frame_time_source": time_source,
-        "frame_order": "temporal index" if use_index else "time",
+        "frame_time_source": timing.source,
+        "time_source": timing.label,
+        "frame_order": ("temporal index" if use_index else
+                        "InstanceNumber" if timing.source == "index_tr" else "time"),
         "enhanced": any(plane.frame is not None for plane in planes),
+        "mosaic": any(plane.tile is not None for plane in planes),
         "n_files": info.n_files,
+        "value_scaling": (
+            f"Philips floating point: (stored × RescaleSlope + RescaleIntercept) / (RescaleSlope × "
+            f"MR scale slope (2005,100E) {scale_slope:g}), as dcm2niix"
+            if scale_slope is not None else "stored × RescaleSlope + RescaleIntercept"),
     }
+    if timing.slice_times is not None:
+        metadata["slice_timing_s"] = [round(float(v), 6) for v in timing.slice_times]
+        metadata["slice_timing_source"] = timing.slice_source
+    else:
+        metadata["slice_timing_source"] = None
     return PerfusionSeries(
         signal=signal,
         times=times,
         geometry=geometry,
         modality=modality,
         te=te,
-        tr=None if tr is None else tr / 1000.0,
+        tr=header_tr if header_tr is not None else given_tr,
         source=f"DICOM series {info.number if info.number is not None else info.uid} in {folder}",
         metadata=metadata,
     )
 
 
-def read_dicom_perfusion(folder, *, series=None) -> PerfusionSeries:
+def read_dicom_perfusion(folder, *, series=None, tr=None) -> PerfusionSeries:
     """Read a 4D perfusion series from a DICOM ``folder``.
 
     ``series`` chooses among several series (SeriesNumber, SeriesInstanceUID or description);
     without it a folder with several series raises an :class:`InputFileError` listing them.
     Returns signal ``[K, J, I, T]`` float32 (CT in HU after RescaleSlope/Intercept), frame
-    times in s from the first frame, TE/TR in s. Any failure is a :class:`StrokeMismatchError`.
+    times in s from the first frame, TE/TR in s. ``tr`` (s, e.g. the user's ``--tr``) times the
+    frames as index × TR only when the headers give neither per-frame times nor a RepetitionTime.
+    ``metadata`` names the time source (``time_source``), the slice timing (``slice_timing_s``,
+    ``slice_timing_source``) and the value scaling. Any failure is a :class:`StrokeMismatchError`.
     """
     try:
         by_series, corrupt = _scan(folder)
@@ -629,7 +767,7 @@ def read_dicom_perfusion(folder, *, series=None) -> PerfusionSeries:
                 f"{len(corrupt)} file(s) in {folder} look like DICOM but cannot be read "
                 f"(truncated or corrupt): {names}. Remove them or export the series again."
             )
-        return _assemble(info, by_series[info.uid], folder)
+        return _assemble(info, by_series[info.uid], folder, given_tr=tr)
     except StrokeMismatchError:
         raise
     except MemoryError:

@@ -63,7 +63,7 @@ def read_perfusion(path, *, series=None, modality=None, tr=None, te=None, times=
         from . import dicomio
 
         folder = path if path.is_dir() else path.parent
-        loaded = dicomio.read_dicom_perfusion(folder, series=series)
+        loaded = dicomio.read_dicom_perfusion(folder, series=series, tr=tr)  # tr: only where headers give no timing
         return _override(loaded, modality=modality, tr=tr, te=te, times=times, force_modality=force_modality,
                          where="the DICOM header (Modality)")
     if name.endswith(SEQUENCE_SUFFIXES):

@@ -375,6 +375,9 @@ def read_nifti_perfusion(path, *, sidecar=None, tr=None, te=None, times=None, mo
                 "ProtocolName"):
         if key in facts:
             metadata[key] = facts[key]
+    from .slicetiming import sidecar_metadata
+
+    metadata.update(sidecar_metadata(facts, signal.shape[0], warnings))  # BIDS SliceTiming (issue 17 hook)
     series = PerfusionSeries(signal, frame_times, geometry, modality, te=te_value, tr=tr_value,
                              source=f"NIfTI {path.name}", metadata=metadata)
     warnings.extend(validate_series(series))

@@ -73,6 +73,7 @@ class CaseResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
+    slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
 
     @property
     def geometry(self) -> Geometry:
@@ -192,12 +193,13 @@ def run_case(
     times = np.asarray(series.times, dtype=float)
     lap("validate")
 
-    # 2.-4. motion correction, baseline, brain mask, concentration ------------------------------
+    # 2.-4. slice timing, motion correction, baseline, brain mask, concentration ----------------
     prepared = prepare_series(series, settings, brain_mask=user_mask, bar=bar, lap=lap)
     warnings.extend(prepared.warnings)
     signal, motion, baseline = prepared.signal, prepared.motion, prepared.baseline
     baseline_image, mask, mask_source = prepared.baseline_image, prepared.brain_mask, prepared.brain_mask_source
     concentration = prepared.concentration
+    slice_timing = prepared.slice_timing
 
     # 5. AIF ------------------------------------------------------------------------------------------
     bar.step("aif", "Selecting the arterial input function")
@@ -272,6 +274,7 @@ def run_case(
         warnings=_unique(warnings),
         timings_s=timings,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        slice_timing=slice_timing,
     )
 
     # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
@@ -301,12 +304,13 @@ class PreparedSeries:
     brain_mask_source: str
     concentration: np.ndarray
     warnings: list = field(default_factory=list)
+    slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
 
 
 def prepare_series(series: PerfusionSeries, settings: CaseSettings, *, brain_mask=None, bar=None,
                    lap=None) -> PreparedSeries:
-    """Motion correction, baseline and bolus arrival, brain mask and signal -> concentration,
-    exactly as :func:`run_case` does them (it calls this). ``brain_mask``: bool [K, J, I] on the
+    """Slice timing, motion correction, baseline and bolus arrival, brain mask and signal ->
+    concentration, exactly as :func:`run_case` does them (it calls this). ``brain_mask``: bool [K, J, I] on the
     series grid, already checked (None: automatic). Used alone by the Slicer panel's manual-AIF
     preview, so that the curve shown before Apply is the AIF Apply uses."""
     from . import perfusion
@@ -318,13 +322,24 @@ def prepare_series(series: PerfusionSeries, settings: CaseSettings, *, brain_mas
     geometry = series.geometry
     warnings: list[str] = []
 
+    # slice timing (issue 17 hook): each slice's curves on the frame times, on the data as
+    # acquired (slice k is the slice acquired at slice_times[k]), before motion correction.
     signal = series.signal
+    slice_timing = None
+    if settings.slice_timing_correction:
+        from .slicetiming import correct_slice_timing, slice_times_of
+
+        slice_times, slice_source = slice_times_of(series)
+        signal, slice_timing = correct_slice_timing(signal, times, slice_times, source=slice_source)
+        if slice_timing.reason.startswith("not applied"):
+            warnings.append(f"Slice timing ({slice_source}) {slice_timing.reason}.")
+
     motion = None
     if settings.motion_correction:
         from .motion import correct_motion
 
         sub = bar.step("motion", "Correcting motion")
-        signal, motion = correct_motion(series.signal, geometry, times, progress=sub)
+        signal, motion = correct_motion(signal, geometry, times, progress=sub)
         warnings.extend(getattr(motion, "warnings", []) or [])
     lap("motion")
 
@@ -360,7 +375,8 @@ def prepare_series(series: PerfusionSeries, settings: CaseSettings, *, brain_mas
         signal, times, modality=modality, te=series.te, baseline=(start, stop)
     )
     lap("brain_mask")
-    return PreparedSeries(signal, motion, baseline, baseline_image, mask, mask_source, concentration, warnings)
+    return PreparedSeries(signal, motion, baseline, baseline_image, mask, mask_source, concentration, warnings,
+                          slice_timing)
 
 
 def case_aif(prepared: PreparedSeries, times, modality: str, voxels=None):

@@ -371,6 +371,11 @@ class CaseSettings(_Validated):
     motion_correction: bool = setting(
         True, group="Deconvolution", label="Motion correction",
         help="Rigid registration of every frame to the pre-bolus mean before the analysis.")
+    slice_timing_correction: bool = setting(
+        True, group="Deconvolution", label="Slice-timing correction",
+        help="Resample each slice's curves from its own acquisition time (DICOM slice timing, BIDS "
+             "SliceTiming) to the frame times before deconvolution; series without slice timing are "
+             "left as they are.")
     verdict_stability: bool = setting(
         True, group="Reporting", label="Verdict stability",
         help="Re-run the lesion analysis around each threshold (Tmax ±1 s, ADC ±50, rCBF ±5 points) "
