@@ -775,7 +775,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def _preparedSeries(self, perfusionNode, settings, seriesOptions):
         """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it
         analysed this node with these settings and options, else computed once per key."""
-        from StrokeMismatchLib.pipeline import PreparedSeries, prepare_series
+        from StrokeMismatchLib.pipeline import PreparedSeries, analysis_series, prepare_series
         from StrokeMismatchLib.validation import validate_series
 
         if perfusionNode is None:
@@ -790,7 +790,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             series = self.readSeries(perfusionNode, **seriesOptions)
             if series.modality is None:
                 raise ValueError(_("Choose the modality (MR or CT) first."))
-            validate_series(series)  # the check run_case makes first
+            validate_series(series)  # the checks and steps run_case makes first
+            series, _ = analysis_series(series, settings)  # CT: the analysis grid (issue 15)
             self._preview = (key, series, prepare_series(series, settings))
         return self._preview[1], self._preview[2]
 

@@ -596,7 +596,10 @@ def _noisy_synthetic():
 
 def test_default_noise_steps_are_reported_and_chain():
     maps, baseline, truth, inner, normal = _noisy_synthetic()
-    result = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline)
+    # CBF smoothing is off by default since issue 15 (denoising before deconvolution): switch it on
+    result = _analyze_lesion(maps, GEOMETRY, modality="ct", baseline_image=baseline,
+                             settings=_LesionSettings(cbf_smoothing_fwhm_mm=4.0))
+    assert _LesionSettings().cbf_smoothing_fwhm_mm == 0.0
     assert [s.name for s in result.steps] == STEP_NAMES
     by_name = {s.name: s for s in result.steps}
     for name in ("tmax_median_filter", "cbf_smoothing", "morphological_opening", "fill_holes"):
@@ -611,7 +614,7 @@ def test_default_noise_steps_are_reported_and_chain():
 
 @pytest.mark.parametrize("switch, value, step_name, base", [
     ("tmax_median_filter", False, "tmax_median_filter", {}),
-    ("cbf_smoothing_fwhm_mm", 0.0, "cbf_smoothing", {}),
+    ("cbf_smoothing_fwhm_mm", 0.0, "cbf_smoothing", {"cbf_smoothing_fwhm_mm": 4.0}),
     ("opening", False, "morphological_opening", {}),
     # without the median the outlier inside the block is a hole for fill_holes to fill
     ("fill_holes", False, "fill_holes", {"tmax_median_filter": False})])
@@ -645,7 +648,8 @@ def test_core_opening_is_separate_and_mr_skips_ct_steps():
     assert "core" in step(opened, "morphological_opening").parameters["targets"]
     assert opened.masks["core"].sum() <= plain.masks["core"].sum()
     adc = np.where(truth["core"], 500.0, 800.0)
-    mr = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc)
+    mr = _analyze_lesion(maps, GEOMETRY, modality="mr", adc=adc,
+                         settings=_LesionSettings(cbf_smoothing_fwhm_mm=4.0))
     assert not step(mr, "tmax_median_filter").enabled
     cbf_step = step(mr, "cbf_smoothing")
     assert cbf_step.enabled and not cbf_step.applied and "ADC" in cbf_step.note

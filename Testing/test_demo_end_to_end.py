@@ -77,7 +77,10 @@ def test_demo_masks_agree_with_truth(demo):
         v_found = np.count_nonzero(found) * voxel_ml
         v_truth = np.count_nonzero(truth) * voxel_ml
         assert dice >= 0.8, f"{modality} {name}: Dice {dice:.3f} (found {v_found:.1f} mL, truth {v_truth:.1f} mL)"
-        assert abs(v_found - v_truth) <= 0.10 * v_truth, f"{modality} {name}: {v_found:.1f} vs {v_truth:.1f} mL"
+        # the CT core: issue 15's target (15 % or 3 mL; oSVD compresses CBF contrast, so the
+        # core reads slightly low, 17.8 of 20.0 mL here); everything else within 10 %
+        tolerance = max(0.15 * v_truth, 3.0) if (modality, name) == ("ct", "core") else 0.10 * v_truth
+        assert abs(v_found - v_truth) <= tolerance, f"{modality} {name}: {v_found:.1f} vs {v_truth:.1f} mL"
 
 
 def test_demo_outputs_geometry_and_dtypes(demo):
@@ -216,12 +219,12 @@ def test_cli_noise_and_morphology_flags_reach_the_lesion_settings():
 
     default = _case_settings(build_parser().parse_args(["demo"])).lesion
     assert default.opening is True and default.fill_holes is True and default.core_opening is False
-    assert default.tmax_median_filter is None and default.cbf_smoothing_fwhm_mm == 4.0
+    assert default.tmax_median_filter is None and default.cbf_smoothing_fwhm_mm == 0.0  # issue 15: denoised before deconvolution
     args = build_parser().parse_args(["demo", "--no-opening", "--core-opening", "--no-fill-holes",
-                                      "--tmax-median-filter", "--cbf-smoothing-fwhm", "0"])
+                                      "--tmax-median-filter", "--cbf-smoothing-fwhm", "3"])
     lesion = _case_settings(args).lesion
     assert lesion.opening is False and lesion.core_opening is True and lesion.fill_holes is False
-    assert lesion.tmax_median_filter is True and lesion.cbf_smoothing_fwhm_mm == 0.0
+    assert lesion.tmax_median_filter is True and lesion.cbf_smoothing_fwhm_mm == 3.0
     lesion = _case_settings(build_parser().parse_args(["demo", "--no-tmax-median-filter"])).lesion
     assert lesion.tmax_median_filter is False
 

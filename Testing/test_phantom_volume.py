@@ -225,3 +225,45 @@ def test_truth_agrees_with_clinical_definitions_with_margins(mr):
     oligemia = tissue & (mr.zones == 1)
     assert oligemia.any() and np.all(maps["tmax"][oligemia] <= 3.5)
     assert np.all(maps["tmax"][penumbra] >= 7.5)
+
+
+def test_vessels_are_defined_in_mm_not_voxels():
+    """Issue 15: the artery is a 1.9 mm-radius tube at any resolution (2 × 2 voxels at 1.8 mm,
+    ≈ π·1.9² / 0.45² ≈ 56 voxels per slice at 0.45 mm), so its share of the brain does not
+    grow as the matrix coarsens."""
+    coarse = make_volume_phantom("ct", shape=(2, 64, 64), noise_hu=0, times=np.arange(30.0))
+    fine = make_volume_phantom("ct", shape=(2, 256, 256), spacing=(0.45, 0.45, 5.0), noise_hu=0,
+                               times=np.arange(30.0))
+    assert coarse.artery_mask[0].sum() == 4
+    area_fine = fine.artery_mask[0].sum() * 0.45 ** 2
+    assert area_fine == pytest.approx(np.pi * 1.9 ** 2, rel=0.1)
+    thick = make_volume_phantom("ct", shape=(2, 256, 256), spacing=(0.45, 0.45, 5.0), noise_hu=0,
+                                times=np.arange(30.0), vessel_radius_mm=3.0)
+    assert thick.artery_mask[0].sum() * 0.45 ** 2 == pytest.approx(np.pi * 9.0, rel=0.1)
+    with pytest.raises(InputDataError):
+        make_volume_phantom("ct", vessel_radius_mm=0.0)
+
+
+def test_brain_size_in_mm_and_core_scale():
+    small = make_volume_phantom("ct", shape=(16, 128, 128), spacing=(1.8, 1.8, 5.0), noise_hu=0,
+                                times=np.arange(30.0), brain_radii_mm=(68, 84, 60), core_scale=0.52)
+    large = make_volume_phantom("ct", shape=(16, 128, 128), spacing=(1.8, 1.8, 5.0), noise_hu=0,
+                                times=np.arange(30.0), brain_radii_mm=(68, 84, 60), core_scale=1.04)
+    assert small.info["brain_radii_mm"] == [68.0, 84.0, 60.0]
+    # adult-sized brain: ≈ 136 mm wide
+    width_mm = small.brain_mask[8].any(axis=0).sum() * 1.8
+    assert 125 <= width_mm <= 140
+    assert 7.0 <= small.volumes_ml["core_ml"] <= 13.0
+    assert 70.0 <= large.volumes_ml["core_ml"] <= 95.0
+    assert small.volumes_ml["hypoperfusion_ml"] == pytest.approx(large.volumes_ml["hypoperfusion_ml"])
+
+
+def test_clinical_ct_noise_and_memory_light_float32():
+    phantom = make_volume_phantom("ct", shape=(2, 128, 128), spacing=(0.45, 0.45, 5.0), noise_hu=15.0,
+                                  times=np.arange(30.0), seed=9)
+    signal = phantom.series.signal
+    assert signal.dtype == np.float32
+    wm = phantom.labels == WM
+    baseline = signal[wm][:, :10]
+    assert baseline.std() == pytest.approx(15.0, rel=0.05)
+    assert baseline.mean() == pytest.approx(30.0, abs=0.5)

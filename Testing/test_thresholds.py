@@ -134,3 +134,25 @@ def test_smooth_in_plane_preserves_constants_and_keeps_nan_outside():
     noisy = np.random.default_rng(0).normal(40.0, 10.0, (1, 40, 40))
     assert np.std(smooth_in_plane(noisy, 4.0, (5.0, 1.8, 1.8))) < 0.5 * np.std(noisy)
     np.testing.assert_array_equal(smooth_in_plane(noisy, 0.0, (5.0, 1.8, 1.8)), noisy)
+
+
+def test_trimmed_mean_reference_ignores_a_few_vessel_voxels():
+    """Default statistic (issue 15): the mean of the 5th–95th percentile, so 3 % vessel voxels at
+    20× tissue CBF do not move it, while a GM/WM mix still gives its average (not the median)."""
+    geometry = Geometry.from_spacing((1, 10, 20), (2.0, 2.0, 5.0))
+    cbf = np.full(geometry.shape, 25.0)  # white matter
+    cbf[0, :4] = 60.0  # 40 % grey matter
+    cbf[0, 9, :6] = 1200.0  # 6 vessel voxels (3 %)
+    tmax = np.full(geometry.shape, 2.0)
+    tissue = np.ones(geometry.shape, bool)
+    kwargs = dict(method="tmax_lt_4", tissue=tissue, tmax=tmax)
+    _, trimmed = rcbf_reference(cbf, **kwargs)
+    _, mean = rcbf_reference(cbf, statistic="mean", **kwargs)
+    _, median = rcbf_reference(cbf, statistic="median", **kwargs)
+    assert trimmed["statistic"] == "trimmed_mean"
+    gm_wm_mean = (80 * 60.0 + 114 * 25.0) / 194
+    assert trimmed["value"] == pytest.approx(gm_wm_mean, rel=0.05)
+    assert mean["value"] > 1.5 * gm_wm_mean  # the vessels pull the plain mean up
+    assert median["value"] == 25.0  # the median is the majority tissue's CBF
+    with pytest.raises(InputDataError, match="trimmed_mean"):
+        rcbf_reference(cbf, statistic="mode", **kwargs)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import DISCLAIMER
+from . import cleanup
 from .adc import AdcUnitInfo, adc_to_micro
 from .cleanup_chain import CleanupInputs, run_cleanup
 from .criteria import criteria_to_dicts, evaluate_criteria
@@ -277,27 +278,49 @@ def analyze_lesion(maps, geometry: Geometry, *, modality: str, adc=None, adc_geo
     if modality == "mr":
         core = core_adc_grid.copy()
     else:
+        # issue 15: the reference tissue excludes CSF (``tissue``) and large vessels
+        reference_tissue, reference_vessels = tissue, None
+        if settings.rcbf_exclude_vessels:
+            window = settings.vessel_ttp_window_s
+            reference_vessels, _, _ = cleanup.vessel_region(
+                cbv, tissue=tissue, modality=modality, cbv_threshold=settings.vessel_cbv,
+                cbv_multiple=settings.vessel_cbv_multiple, ttp=ttp, aif_ttp=aif_ttp,
+                ttp_window_s=frame_interval_s if window is None else window, voxel_ml=voxel_ml)
+            if reference_vessels is not None:
+                reference_tissue = tissue & ~reference_vessels
+                if np.count_nonzero(reference_tissue) < 0.5 * np.count_nonzero(tissue):
+                    # The vessel rule took most of the brain (an AIF error inflates CBV): it is
+                    # not finding vessels, so the reference keeps them (said in "excluded").
+                    reference_tissue, reference_vessels = tissue, None
+                    warnings.append("The vessel rule marked most of the brain, so it was not applied "
+                                    "to the rCBF reference (check the AIF).")
         rcbf, reference = rcbf_reference(
-            cbf, method=settings.rcbf_reference, tissue=tissue, tmax=tmax,
+            cbf, method=settings.rcbf_reference, tissue=reference_tissue, tmax=tmax,
             hemispheres=hemispheres, affected_side=side["affected_side"],
             tmax_threshold=settings.tmax_threshold, normal_tmax=settings.reference_normal_tmax,
             statistic=settings.rcbf_statistic, mirror_sigma_mm=settings.mirror_sigma_mm)
         reference["threshold"] = settings.core_rcbf
+        reference["excluded"] = {
+            "csf": bool(settings.csf_exclusion and csf is not None),
+            "vessels": reference_vessels is not None,
+            "vessel_ml": (0.0 if reference_vessels is None
+                          else volume_ml(reference_vessels & tissue, voxel_ml))}
         core = core_from_rcbf(rcbf, settings.core_rcbf) & analysed  # no Tmax → not analysed
         fwhm = float(settings.cbf_smoothing_fwhm_mm)
         if fwhm > 0:
             # Per-voxel CT CBF at a few HU of noise scatters too much for a voxel-wise 30 %
             # threshold: smooth the tissue CBF in-plane, then divide by the same reference.
-            smoothed = smooth_in_plane(np.where(tissue, cbf, np.nan), fwhm,
+            # (vessels left out of the smoothing so their CBF does not spill into tissue)
+            smoothed = smooth_in_plane(np.where(reference_tissue, cbf, np.nan), fwhm,
                                        geometry.spacing[::-1])
             if reference.get("value"):
                 with np.errstate(invalid="ignore"):
                     rcbf_smooth = smoothed / reference["value"]
             else:  # mirror: each voxel over the smoothed CBF at its mirror position
                 rcbf_smooth, _ = rcbf_reference(
-                    smoothed, method="mirror", tissue=tissue, hemispheres=hemispheres,
+                    smoothed, method="mirror", tissue=reference_tissue, hemispheres=hemispheres,
                     mirror_sigma_mm=settings.mirror_sigma_mm)
-            rcbf_smooth = np.where(tissue, rcbf_smooth, rcbf)  # outside tissue: unsmoothed
+            rcbf_smooth = np.where(reference_tissue, rcbf_smooth, rcbf)  # elsewhere: unsmoothed
             core_smoothed = core_from_rcbf(rcbf_smooth, settings.core_rcbf) & analysed
             rcbf = rcbf_smooth
         reference["cbf_smoothing_fwhm_mm"] = fwhm

@@ -165,6 +165,9 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
             "core_grids": lesion_dict.get("core_grids"),
             "adc_brain_coverage": lesion_dict.get("adc_brain_coverage"),
             "timings_s": {k: round(v, 3) for k, v in (result.timings_s or {}).items()},
+            # issue 15: CT analysis grid and denoising before deconvolution (None when not used)
+            "analysis_grid": getattr(result, "analysis_grid", None),
+            "denoising": getattr(result, "denoising", None),
         },
         software={"name": "StrokeMismatch", "version": __version__, "created": result.created,
                   "disclaimer": DISCLAIMER},

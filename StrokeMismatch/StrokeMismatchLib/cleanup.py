@@ -143,16 +143,22 @@ def opening(masks: dict, *, enabled: bool, radius_voxels: int, voxel_ml: float, 
     return _report("morphological_opening", True, True, parameters, masks, after, voxel_ml)
 
 
-def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, targets=None):
+def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, targets=None,
+               max_area_mm2: float | None = None, pixel_area_mm2: float | None = None):
     """Fill holes of ``targets`` slice by slice (2D, 4-connected background): voxels fully
     enclosed by a lesion in their slice join it. With ``allowed`` (e.g. tissue without CSF and
     vessels) a hole is filled only when every voxel of it is allowed (a ring of lesion around
     a CSF space stays a ring). Rationale: inside a hypoperfused region, voxels with almost no flow have
     a residue without a meaningful peak, so their Tmax is random although the
-    tissue is hypoperfused. The step *adds* volume: its report shows negative "removed"."""
+    tissue is hypoperfused. The step *adds* volume: its report shows negative "removed".
+    With ``max_area_mm2`` and ``pixel_area_mm2`` (in-plane voxel area) a hole larger than
+    ``max_area_mm2`` in its slice stays open: a region that large is not a few voxels of noisy
+    Tmax but tissue the lesion merely surrounds."""
     targets = list(masks) if targets is None else list(targets)
+    capped = bool(max_area_mm2 and max_area_mm2 > 0 and pixel_area_mm2)
     parameters = {"connectivity": "2D per slice, 4-connected background", "targets": targets,
-                  "restricted_to": "analysed tissue" if allowed is not None else "none"}
+                  "restricted_to": "analysed tissue" if allowed is not None else "none",
+                  "max_area_mm2": float(max_area_mm2) if capped else None}
     if not enabled:
         return _report("fill_holes", False, False, parameters, masks, _copy(masks), voxel_ml,
                        "switched off")
@@ -173,6 +179,11 @@ def fill_holes(masks: dict, *, enabled: bool, voxel_ml: float, allowed=None, tar
             labels, _ = ndimage.label(holes, structure=structure)
             bad = np.unique(labels[holes & ~allowed[box]])
             holes &= ~np.isin(labels, bad[bad > 0])
+        if capped and holes.any():
+            labels, _ = ndimage.label(holes, structure=structure)
+            area = np.bincount(labels.ravel()) * float(pixel_area_mm2)
+            too_big = np.flatnonzero(area > float(max_area_mm2))
+            holes &= ~np.isin(labels, too_big[too_big > 0])
         after[key] = mask.copy()
         after[key][box] |= holes
     return _report("fill_holes", True, True, parameters, masks, after, voxel_ml)

@@ -145,8 +145,11 @@ def fill_holes(masks, inp: CleanupInputs, state):
     allowed = inp.tissue.copy()
     if state.get("vessels") is not None:
         allowed &= ~state["vessels"]
+    spacing = inp.geometry.spacing
     return cleanup.fill_holes(masks, enabled=inp.settings.fill_holes, voxel_ml=inp.voxel_ml,
-                              allowed=allowed, targets=inp.tmax_names)
+                              allowed=allowed, targets=inp.tmax_names,
+                              max_area_mm2=inp.settings.fill_holes_max_mm2,
+                              pixel_area_mm2=float(spacing[0] * spacing[1]))
 
 
 def morphological_opening(masks, inp: CleanupInputs, state):

@@ -2,11 +2,13 @@
 
     stroke-mismatch demo [--modality mr|ct] [--out DIR]
     stroke-mismatch analyze --perfusion PATH [--diffusion ADC] [--modality mr|ct] [--te S] ...
+    stroke-mismatch cohort MANIFEST.csv|BIDS_DIR --out DIR [--scheduler ADDRESS] [--workers N] [--resume] ...
 
 Exit codes: 0 success, 2 bad input or output location (one line ``stroke-mismatch: error: …``),
 1 unexpected failure (one line; ``--debug`` shows the traceback), 3 results written but sending them
 (``--send``/``--stow``) failed, 130 cancelled (Ctrl-C).
 Progress goes to stderr (``--quiet`` silences it); ``--json`` prints summary.json to stdout.
+``cohort`` exits 3 when the cohort finished but some cases failed (listed, with reasons).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "penumbra, mismatch and trial criteria from DSC-MRI or CT perfusion. " + DISCLAIMER,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,rethreshold,recompute,listen}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,analyze,cohort,rethreshold,recompute,listen}")
 
     common = _ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", help="output folder")
@@ -124,6 +127,48 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
     add_dicom_out_options(analyze)
     add_listen_command(sub, parents=[analysis])
+
+    cohort = sub.add_parser(
+        "cohort", help="analyse many cases (a manifest CSV or a BIDS-like folder) in parallel on Dask",
+        description="Run the analyze pipeline on every case of MANIFEST into DIR/<subject>/, in parallel on Dask "
+        "(a local cluster of worker processes, or an existing cluster with --scheduler), and write DIR/cohort.csv "
+        "(one row per subject) and DIR/cohort.html. The settings options apply to every case; a case's age, nihss "
+        "and collateral_score in the manifest override them. A failed case is reported with its reason and the "
+        "cohort continues (exit code 3 when any case failed). Needs the 'cohort' extra (dask[distributed]).")
+    cohort.add_argument("manifest", metavar="MANIFEST",
+                        help="CSV with columns subject, perfusion [, diffusion, modality, age, nihss, "
+                        "collateral_score, tr, te] (paths relative to the CSV), or a BIDS-like folder: "
+                        "sub-*/[ses-*/] with one perfusion series (…_dsc/_pwi/_perf/_ctp.nii.gz) and an ADC (…_adc)")
+    cohort.add_argument("--out", required=True, metavar="DIR", help="output folder of the cohort")
+    cohort.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786), used as it is; "
+                        "its workers must see the inputs and DIR at the same paths (start them with --nthreads 1)")
+    cohort.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes of the local cluster (default: CPU cores, at most one per 3 GiB "
+                        "of memory); each analyses one case at a time")
+    cohort.add_argument("--memory-limit", metavar="SIZE",
+                        help="memory limit per local worker, e.g. 4GiB (default: the machine's memory / workers); "
+                        "a case that exceeds it fails with that reason")
+    cohort.add_argument("--resume", action="store_true",
+                        help="skip cases whose inputs (content hash), settings and software version are unchanged "
+                        "and whose results are complete; rerun the others")
+    cohort.add_argument("--overwrite", action="store_true",
+                        help="redo every case in an output folder that holds results of an earlier run")
+    cohort.add_argument("--quiet", action="store_true",
+                        help="no progress display; print one line per case at the end (batch logs)")
+    cohort.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not write each case's report.html")
+    cohort.add_argument("--save-series", action="store_true",
+                        help="also write each case's analysed series as series/perfusion.seq.nrrd")
+    cohort.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    group = cohort.add_argument_group("defaults for cases whose manifest row leaves them empty")
+    group.add_argument("--modality", choices=["mr", "ct"], type=str.lower, help="MR (DSC) or CT perfusion")
+    group.add_argument("--tr", type=_positive, metavar="S", help="repetition time in seconds (files without frame times)")
+    group.add_argument("--te", type=_positive, metavar="S", help="echo time in seconds (MR)")
+    group.add_argument("--adc-unit", choices=["1e-6", "1e-3", "mm2/s"],
+                       help="unit of the ADC values (default: detected from the brain median)")
+    add_setting_options(cohort)
+    cohort.set_defaults(aif_voxels=None, baseline_frames=None)
     return parser
 
 
@@ -396,39 +441,19 @@ def _format_agreement(truth):
 
 
 def _cmd_analyze(args):
-    from .fileio import read_perfusion, read_volume
-
-    path = Path(args.perfusion)
-    if not path.exists():
-        from .errors import InputFileError
-
-        raise InputFileError(f"The perfusion input {path} does not exist.")
-    if args.series is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
-        raise InputDataError(
-            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
-            "remove --series, or give the DICOM folder with --perfusion."
-        )
-    if args.force_modality and args.modality is None:
-        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
-    series = read_perfusion(path, modality=args.modality, tr=args.tr, te=args.te, series=args.series,
-                            force_modality=args.force_modality)
-    _check_dicom_out(args, series)
-    adc, adc_geometry, adc_unit = _read_adc(args, read_volume)
-    mask = None
-    if args.brain_mask:
-        mask_array, mask_geometry = _read_3d(read_volume, args.brain_mask, "brain mask")
-        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
-            raise InputDataError(
-                f"The brain mask {args.brain_mask} is not on the perfusion grid "
-                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
-            )
-        mask = mask_array > 0
+    inputs = read_case_inputs(
+        args.perfusion, series_id=args.series, modality=args.modality, tr=args.tr, te=args.te,
+        diffusion=args.diffusion, dwi_b0=args.dwi_b0, dwi_b=args.dwi_b, b_value=args.b_value,
+        adc_unit=args.adc_unit, brain_mask=args.brain_mask, force_modality=args.force_modality)
+    _check_dicom_out(args, inputs.series)
     from .caserecord import subject_from_path
 
+    path = Path(args.perfusion)
     stem = path.name.split(".")[0] or "case"
     result, summary, out_dir = _run_and_write(
-        args, series, adc=adc, adc_geometry=adc_geometry, adc_unit=adc_unit, brain_mask=mask,
-        default_out=f"stroke-mismatch-{stem}", subject=subject_from_path(path.resolve()),
+        args, inputs.series, adc=inputs.adc, adc_geometry=inputs.adc_geometry, adc_unit=inputs.adc_unit,
+        brain_mask=inputs.brain_mask, default_out=f"stroke-mismatch-{stem}",
+        subject=subject_from_path(path.resolve()),
     )
     sent = _dicom_out(args, result, summary)
     if args.json:
@@ -513,6 +538,91 @@ def _cmd_listen(args):
     return 0
 
 
+class CaseInputs(NamedTuple):
+    """What one case reads from disk: the series, the ADC (array, geometry, unit) and a mask."""
+
+    series: object
+    adc: object = None
+    adc_geometry: object = None
+    adc_unit: str | None = None
+    brain_mask: object = None
+
+
+def read_case_inputs(perfusion, *, series_id=None, modality=None, tr=None, te=None, diffusion=None,
+                     dwi_b0=None, dwi_b=None, b_value=1000.0, adc_unit=None, brain_mask=None,
+                     force_modality=False) -> CaseInputs:
+    """Read one case's inputs as ``analyze`` does (``cohort`` runs each case through this too):
+    the perfusion series (``tr``, ``te`` in s; ``force_modality``: analyse as ``modality`` even
+    when the file says otherwise), the ADC from ``diffusion`` or a DWI pair (``b_value`` s/mm²),
+    and a brain mask on the perfusion grid. Raises the library's errors."""
+    from .fileio import read_perfusion, read_volume
+
+    path = Path(perfusion)
+    if not path.exists():
+        from .errors import InputFileError
+
+        raise InputFileError(f"The perfusion input {path} does not exist.")
+    if series_id is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
+        raise InputDataError(
+            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
+            "remove --series, or give the DICOM folder with --perfusion."
+        )
+    if force_modality and modality is None:
+        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
+    series = read_perfusion(path, modality=modality, tr=tr, te=te, series=series_id, force_modality=force_modality)
+    adc, adc_geometry, adc_unit = _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume)
+    mask = None
+    if brain_mask:
+        mask_array, mask_geometry = _read_3d(read_volume, brain_mask, "brain mask")
+        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
+            raise InputDataError(
+                f"The brain mask {brain_mask} is not on the perfusion grid "
+                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
+            )
+        mask = mask_array > 0
+    return CaseInputs(series, adc, adc_geometry, adc_unit, mask)
+
+
+def _cmd_cohort(args):
+    """``stroke-mismatch cohort``: every case of the manifest on Dask (see ``cohort.py``)."""
+    from .cohort import (CohortProgress, check_cohort_out, dask_distributed, format_cohort_summary,
+                         format_outcome_line, read_manifest, run_cohort)
+    from .settings import all_settings
+
+    dask_distributed()  # a clear message now when Dask is missing
+    _case_settings(args)  # every setting checked once, before any case
+    given = {spec.name: getattr(args, spec.name) for spec in all_settings() if getattr(args, spec.name) is not None}
+    if args.scheduler and (args.workers or args.memory_limit):
+        raise InputDataError("--workers and --memory-limit set up the local cluster; a --scheduler cluster keeps "
+                             "its own workers.")
+    if args.workers is not None and args.workers < 1:
+        raise InputDataError(f"--workers must be at least 1, not {args.workers}.")
+    manifest = read_manifest(args.manifest)
+    check_cohort_out(args.out, manifest, resume=args.resume, overwrite=args.overwrite)
+    if not args.quiet:
+        sys.stderr.write(manifest.describe() + "\n")
+        sys.stderr.flush()
+    display = None if args.quiet else CohortProgress(len(manifest.cases))
+    try:
+        result = run_cohort(manifest, args.out, scheduler=args.scheduler, workers=args.workers,
+                            memory_limit=args.memory_limit or "auto", settings=given, modality=args.modality,
+                            tr=args.tr, te=args.te, adc_unit=args.adc_unit, report=args.report,
+                            save_series=args.save_series, resume=args.resume, overwrite=args.overwrite,
+                            progress=display)
+    finally:
+        if display is not None:
+            display.finish()
+    if args.quiet:
+        for outcome in result.outcomes:
+            print(format_outcome_line(outcome))
+        counts = result.counts
+        print(f"cohort: {counts['total']} cases, {counts['done']} analysed, {counts['skipped']} unchanged, "
+              f"{counts['failed']} failed; {result.files['csv']}")
+    else:
+        print(format_cohort_summary(result))
+    return 3 if result.failed else 0
+
+
 def _cmd_derived(args):
     """``rethreshold`` and ``recompute``: a previous result folder, derived without deconvolving."""
     from .outputs import check_output_dir, write_case_outputs
@@ -548,30 +658,30 @@ def _cmd_derived(args):
     return _report_sends(sent)
 
 
-def _read_adc(args, read_volume):
+def _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume):
     """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
     from .errors import InputDataError
 
-    pair = (args.dwi_b0, args.dwi_b)
-    if args.diffusion and any(pair):
+    pair = (dwi_b0, dwi_b)
+    if diffusion and any(pair):
         raise InputDataError("Give either --diffusion (an ADC map) or --dwi-b0 with --dwi-b, not both.")
-    if args.diffusion:
-        adc, geometry = _read_3d(read_volume, args.diffusion, "ADC map")
-        return adc, geometry, args.adc_unit
+    if diffusion:
+        adc, geometry = _read_3d(read_volume, diffusion, "ADC map")
+        return adc, geometry, adc_unit
     if not any(pair):
-        return None, None, args.adc_unit
+        return None, None, adc_unit
     if not all(pair):
         raise InputDataError("Computing the ADC needs both DWI images: --dwi-b0 PATH and --dwi-b PATH.")
     from .dwi import adc_from_dwi
 
-    b0, b0_geometry = _read_3d(read_volume, args.dwi_b0, "b0 image")
-    weighted, weighted_geometry = _read_3d(read_volume, args.dwi_b, "diffusion-weighted image")
+    b0, b0_geometry = _read_3d(read_volume, dwi_b0, "b0 image")
+    weighted, weighted_geometry = _read_3d(read_volume, dwi_b, "diffusion-weighted image")
     if not b0_geometry.same_grid(weighted_geometry, tolerance_mm=0.01):
         raise InputDataError(
-            f"{args.dwi_b0} and {args.dwi_b} are not on the same grid: give the b0 and b-{args.b_value:g} "
+            f"{dwi_b0} and {dwi_b} are not on the same grid: give the b0 and b-{b_value:g} "
             "images of one DWI acquisition."
         )
-    return adc_from_dwi(b0, weighted, args.b_value), b0_geometry, "1e-6"
+    return adc_from_dwi(b0, weighted, b_value), b0_geometry, "1e-6"
 
 
 def _read_3d(read_volume, path, what):
@@ -735,6 +845,8 @@ def main(argv=None) -> int:
             return _cmd_demo(args)
         if args.command == "listen":
             return _cmd_listen(args)
+        if args.command == "cohort":
+            return _cmd_cohort(args)
         if args.command in ("rethreshold", "recompute"):
             return _cmd_derived(args)
         return _cmd_analyze(args)

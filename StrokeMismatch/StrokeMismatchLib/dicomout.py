@@ -521,6 +521,15 @@ def export_case_dicom(result, record, out_dir) -> DicomResults:
     folder, uid = require_dicom_source(result.series, summary.get("inputs"))
     masks = {name: result.lesion.masks.get(name) for name in ("core", "penumbra", "hypoperfusion")}
     maps = {name: getattr(result.maps, name) for name in MAP_ORDER}
+    geometry = result.series.geometry
+    grid = getattr(result, "analysis_grid", None) or {}
+    if grid.get("applied"):  # issue 15: CT analysed on a coarser grid; back onto the source grid
+        from .denoise import upsample_to_grid
+
+        geometry = Geometry(np.asarray(grid["input_ijk_to_ras"], float), tuple(grid["input_shape_kji"]))
+        masks = {k: None if v is None else upsample_to_grid(v, grid["factors_ij"], geometry.shape)
+                 for k, v in masks.items()}
+        maps = {k: upsample_to_grid(v, grid["factors_ij"], geometry.shape) for k, v in maps.items()}
     montage = None
     try:
         from .report_figures import make_report_images
@@ -529,5 +538,5 @@ def export_case_dicom(result, record, out_dir) -> DicomResults:
         montage = images.get("montage")
     except Exception:  # noqa: BLE001 - the capture is still made, with the numbers only
         montage = None
-    return export_dicom(out_dir, masks=masks, maps=maps, geometry=result.series.geometry, source_folder=folder,
+    return export_dicom(out_dir, masks=masks, maps=maps, geometry=geometry, source_folder=folder,
                         summary=summary, modality=result.modality, series_uid=uid, montage_png=montage)

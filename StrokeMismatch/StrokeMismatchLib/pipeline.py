@@ -73,6 +73,8 @@ class CaseResult:
     warnings: list = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     created: str = ""
+    analysis_grid: dict | None = None  # issue 15: CT analysis resolution (denoise.to_analysis_grid)
+    denoising: dict | None = None  # issue 15: denoising before deconvolution
     slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
 
     @property
@@ -191,29 +193,56 @@ def run_case(
                 f"(k, j, i) < {geometry.shape}."
             )
     times = np.asarray(series.times, dtype=float)
+    aif_voxels = settings.aif_voxels
     lap("validate")
+
+    # --- issue 15 hook: CT analysed at a defined in-plane resolution (denoise.py) ------------
+    series, grid_info = analysis_series(series, settings)
+    if grid_info is not None and grid_info["applied"]:
+        from .denoise import block_mask, block_mean
+
+        factors = grid_info["factors_ij"]
+        geometry = series.geometry
+        user_mask = None if user_mask is None else block_mask(user_mask, factors)
+        if aif_mask is not None:  # a block holding any AIF voxel is an AIF voxel
+            aif_mask = block_mean(aif_mask.astype(np.float32), factors) > 0
+        aif_voxels = voxels_on_analysis_grid(aif_voxels, grid_info, geometry.shape)
+    if grid_info is not None:
+        lap("analysis_grid")
 
     # 2.-4. slice timing, motion correction, baseline, brain mask, concentration ----------------
     prepared = prepare_series(series, settings, brain_mask=user_mask, bar=bar, lap=lap)
     warnings.extend(prepared.warnings)
     signal, motion, baseline = prepared.signal, prepared.motion, prepared.baseline
     baseline_image, mask, mask_source = prepared.baseline_image, prepared.brain_mask, prepared.brain_mask_source
-    concentration = prepared.concentration
-    slice_timing = prepared.slice_timing
+    concentration, slice_timing = prepared.concentration, prepared.slice_timing
+    start, stop = baseline.start, baseline.stop
 
     # 5. AIF ------------------------------------------------------------------------------------------
     bar.step("aif", "Selecting the arterial input function")
-    voxels = settings.aif_voxels
+    voxels = aif_voxels
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
     aif = case_aif(prepared, times, modality, voxels)
     warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
     lap("aif")
 
+    # --- issue 15 hook: denoise the concentration before deconvolution (AIF from unsmoothed) ---
+    denoise_method = settings.denoise_method(modality)
+    conc_for_maps, denoise_info = concentration, None
+    if denoise_method != "none":
+        from .denoise import baseline_noise_sd, denoise_concentration
+
+        conc_for_maps, denoise_info = denoise_concentration(
+            concentration, geometry, mask, method=denoise_method,
+            sigma_mm=settings.denoise_sigma_mm,
+            noise_sd=baseline_noise_sd(concentration, mask, (start, stop)))
+        lap("denoise")
+
     # 6. maps ----------------------------------------------------------------------------------------
     sub = bar.step("maps", f"Deconvolution ({settings.method})")
     maps = perfusion.compute_maps(
-        concentration,
+        conc_for_maps,
         aif,
         times,
         method=settings.method,
@@ -222,6 +251,7 @@ def run_case(
         tissue_density=settings.tissue_density,
         progress=sub,
     )
+    del conc_for_maps
     lap("maps")
 
     # 7. lesion ------------------------------------------------------------------------------------
@@ -273,6 +303,8 @@ def run_case(
         adc_geometry=adc_geometry,
         warnings=_unique(warnings),
         timings_s=timings,
+        analysis_grid=grid_info,
+        denoising=denoise_info,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         slice_timing=slice_timing,
     )
@@ -290,7 +322,6 @@ def run_case(
     return result
 
 
-# --------------------------------------------------------------------------------------------
 @dataclass
 class PreparedSeries:
     """Steps 2-4 of :func:`run_case`: the analysed signal (motion corrected when enabled), the
@@ -387,6 +418,27 @@ def case_aif(prepared: PreparedSeries, times, modality: str, voxels=None):
     aif_signal = prepared.signal if modality == "mr" else None
     return perfusion.select_aif(prepared.concentration, np.asarray(times, dtype=float),
                                 mask=prepared.brain_mask, voxels=voxels, signal=aif_signal)
+
+
+def analysis_series(series: PerfusionSeries, settings: CaseSettings):
+    """The series on its analysis grid and the grid report (issue 15): CT at the in-plane
+    resolution ``settings.ct_analysis_resolution_mm`` (``denoise.to_analysis_grid``), other
+    modalities unchanged (report None). :func:`run_case` and the Slicer AIF preview call it."""
+    if series.modality != "ct":
+        return series, None
+    from .denoise import to_analysis_grid
+
+    return to_analysis_grid(series, settings.ct_analysis_resolution_mm)
+
+
+def voxels_on_analysis_grid(voxels, grid_info, shape):
+    """(k, j, i) voxels of the acquired grid -> the analysis grid of :func:`analysis_series`."""
+    if voxels is None or not grid_info or not grid_info.get("applied"):
+        return voxels
+    factors = grid_info["factors_ij"]
+    scaled = np.asarray(voxels) // np.array([1, factors[1], factors[0]])
+    scaled = np.minimum(scaled, np.array(shape) - 1)
+    return np.unique(scaled, axis=0)
 
 
 # --------------------------------------------------------------------------------------------

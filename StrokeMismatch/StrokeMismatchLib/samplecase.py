@@ -24,7 +24,9 @@ from .series import PerfusionSeries
 #: voxels of 1.8 × 1.8 × 5 mm, 3 HU noise): the CT core (rCBF) needs the finer grid.
 SAMPLE_CASES = {
     "mr": {"modality": "mr", "shape": (12, 48, 48), "spacing": (2.4, 2.4, 5.0), "seed": 0, "snr": 20.0,
-           "te": 0.03, "lesion_side": "left"},
+           "te": 0.03, "lesion_side": "left",
+           # the phantom's former vessel radius (0.75 × the voxel diagonal): the case published so far
+           "vessel_radius_mm": 0.75 * 2.4 * 2 ** 0.5},
     "ct": {"modality": "ct", "seed": 0, "noise_hu": 3.0, "lesion_side": "left"},
 }
 #: Sample name (Sample Data module) per modality.

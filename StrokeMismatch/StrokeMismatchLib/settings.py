@@ -30,7 +30,9 @@ from .errors import InputDataError
 KINDS = ("float", "int", "bool", "auto_bool", "choice", "optional_float", "optional_int")
 METHODS = ("oSVD", "cSVD", "sSVD", "Tikhonov")
 RCBF_REFERENCES = ("contralateral", "tmax_lt_4", "mirror")
-RCBF_STATISTICS = ("mean", "median")
+RCBF_STATISTICS = ("trimmed_mean", "median", "mean")
+#: Denoising of the concentration before deconvolution (denoise.py); "auto": TIPS on CT, none on MR.
+DENOISE_CHOICES = ("auto", "tips", "gaussian", "none")
 #: Extra Tmax volumes always reported (s); Tmax > 10 s also feeds the HIR.
 REPORT_TMAX_THRESHOLDS_S = (4.0, 8.0, 10.0)
 
@@ -226,8 +228,13 @@ class LesionSettings(_Validated):
         help="Normal CBF for the CT core: the unaffected hemisphere (contralateral), tissue with "
              "Tmax < reference-normal-tmax (tmax_lt_4), or the mirrored voxel (mirror).")
     rcbf_statistic: str = setting(
-        "mean", choices=RCBF_STATISTICS, group="rCBF reference (CT)", label="Reference statistic",
-        help="Mean or median of the reference tissue CBF.")
+        "trimmed_mean", choices=RCBF_STATISTICS, group="rCBF reference (CT)", label="Reference statistic",
+        help="Statistic of the reference tissue CBF: trimmed mean (5th–95th percentile; robust to "
+             "stray vessel and CSF voxels, still the grey/white average), median or mean.")
+    rcbf_exclude_vessels: bool = setting(
+        True, group="rCBF reference (CT)", label="Reference without vessels",
+        help="Leave the voxels of the vessel rule (CBV above the limit, arterial timing) out of the "
+             "rCBF reference tissue, as CSF is.")
     reference_normal_tmax: float = setting(
         4.0, unit="s", minimum=1.0, maximum=10.0, group="rCBF reference (CT)",
         label="Normal tissue: Tmax below", help="For rcbf_reference tmax_lt_4: normal tissue has Tmax below this.")
@@ -277,9 +284,10 @@ class LesionSettings(_Validated):
         3, unit="voxels", minimum=1, maximum=9, group="Clean-up", label="Tmax median size",
         cli="--tmax-median-size", help="Width of the Tmax median filter (1 = none).")
     cbf_smoothing_fwhm_mm: float = setting(
-        4.0, unit="mm", minimum=0.0, maximum=20.0, group="Clean-up", label="CT CBF smoothing FWHM",
+        0.0, unit="mm", minimum=0.0, maximum=20.0, group="Clean-up", label="CT CBF smoothing FWHM",
         cli="--cbf-smoothing-fwhm",
-        help="CT core: in-plane Gaussian smoothing of tissue CBF before rCBF < threshold (0: off).")
+        help="CT core: in-plane Gaussian smoothing of tissue CBF before rCBF < threshold (0: off; "
+             "off by default since the concentration is denoised before deconvolution).")
     opening: bool = setting(
         True, group="Clean-up", label="Opening of Tmax masks",
         help="Morphological opening of the Tmax masks (removes thin speckle).")
@@ -290,6 +298,10 @@ class LesionSettings(_Validated):
         cli="--opening-radius", help="Radius of the opening ball, × the finest spacing (in-plane for thick slices).")
     fill_holes: bool = setting(
         True, group="Clean-up", label="Fill holes", help="Fill 2D holes of the Tmax masks inside tissue.")
+    fill_holes_max_mm2: float = setting(
+        400.0, unit="mm²", minimum=0.0, maximum=10000.0, group="Clean-up", label="Largest hole filled",
+        cli="--fill-holes-max-area",
+        help="Holes larger than this area in their slice stay open (0: no limit).")
     cluster_removal: bool = setting(
         True, group="Clean-up", label="Remove small clusters",
         help="Remove connected clusters smaller than the minimum volumes.")
@@ -371,6 +383,18 @@ class CaseSettings(_Validated):
     motion_correction: bool = setting(
         True, group="Deconvolution", label="Motion correction",
         help="Rigid registration of every frame to the pre-bolus mean before the analysis.")
+    ct_analysis_resolution_mm: float = setting(
+        2.0, unit="mm", minimum=0.0, maximum=10.0, group="Deconvolution", label="CT analysis resolution",
+        cli="--ct-analysis-resolution",
+        help="CT finer than this in-plane is block-averaged by whole factors to at most this voxel "
+             "size (0.45 mm → 1.8 mm) before the analysis; maps are on that grid (0: as acquired).")
+    denoise: str = setting(
+        "auto", choices=DENOISE_CHOICES, group="Deconvolution", label="Denoising",
+        help="Denoise the concentration in-plane before deconvolution: TIPS bilateral (edge "
+             "preserving), Gaussian or none; auto: TIPS on CT, none on MR.")
+    denoise_sigma_mm: float = setting(
+        2.5, unit="mm", minimum=0.0, maximum=10.0, group="Deconvolution", label="Denoising σ",
+        help="Spatial σ of the denoising kernel (TIPS reaches 2σ).")
     slice_timing_correction: bool = setting(
         True, group="Deconvolution", label="Slice-timing correction",
         help="Resample each slice's curves from its own acquisition time (DICOM slice timing, BIDS "
@@ -384,6 +408,12 @@ class CaseSettings(_Validated):
     aif_mask: Any = None
     baseline: tuple | None = None
     lesion: LesionSettings = field(default_factory=_default_lesion_settings)
+
+    def denoise_method(self, modality: str) -> str:
+        """The denoising actually used: "auto" is TIPS on CT and none on MR."""
+        if self.denoise == "auto":
+            return "tips" if modality == "ct" else "none"
+        return self.denoise
 
     def __post_init__(self):
         super().__post_init__()

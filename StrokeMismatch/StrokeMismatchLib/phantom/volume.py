@@ -6,9 +6,12 @@ origin) describe the same brain:
 
 - an ellipsoidal brain with a thin CSF rim, a grey-matter (GM) cortical ribbon, white matter (WM)
   inside, deep grey nuclei and two CSF ventricles near the midline;
-- an artery (2 × 2 voxel tube through all slices, unaffected side) carrying the AIF, and the
-  superior sagittal sinus (posterior midline) carrying a delayed, broadened venous curve with a
-  larger area than the AIF (as measured arterial curves suffer partial volume);
+- an artery (a vertical tube of radius ``vessel_radius_mm``, default 1.9 mm, i.e. an ICA/M1-like
+  calibre of 3.8 mm, defined in mm so it is 2 × 2 voxels at 1.8 mm and ≈ 8 × 8 at 0.45 mm) on the
+  unaffected side carrying the AIF, and the superior sagittal sinus (posterior midline, same
+  radius) carrying a delayed, broadened venous curve with a larger area than the AIF (as measured
+  arterial curves suffer partial volume). Voxels are labelled by their centre (no partial-volume
+  mixing at the vessel wall);
 - optionally a one-sided lesion: an ischemic core (CBF 10 %, CBV 40 % of normal, delay 6 s,
   dispersion 3 s, ADC ≈ 500 × 10⁻⁶ mm²/s) inside a hypoperfused region (CBF 80 %, CBV 90 %,
   delay 5 s, dispersion 2 s: true Tmax ≈ 7.9–8.1 s) inside an oligemic rim (CBF 85 %, delay
@@ -170,11 +173,12 @@ def _ellipsoid(u, v, w, centre, radii):
                    + ((w - centre[2]) / radii[2]) ** 2)
 
 
-def _anatomy(ras, radii, vessels, lesion_sign, skull):
+def _anatomy(ras, radii, vessels, lesion_sign, skull, core_scale=1.0):
     """Labels, lesion zones and skull mask at RAS points ``[..., 3]``.
 
     ``radii``: brain semi-axes (mm); ``vessels``: dict with artery (x, y) and radius, vein
-    radius; ``lesion_sign``: −1 left, +1 right, 0 none.
+    radius; ``lesion_sign``: −1 left, +1 right, 0 none; ``core_scale`` multiplies the core
+    ellipsoid's semi-axes (1: the default core).
     """
     x, y, z = ras[..., 0], ras[..., 1], ras[..., 2]
     u, v, w = x / radii[0], y / radii[1], z / radii[2]
@@ -202,7 +206,8 @@ def _anatomy(ras, radii, vessels, lesion_sign, skull):
         tissue = (labels == GM) | (labels == WM)
         hemisphere = lesion_sign * u > 0.04
         d_outer = _ellipsoid(u, v, w, (lesion_sign * 0.52, 0.08, 0.10), (0.56, 0.72, 0.90))
-        d_core = _ellipsoid(u, v, w, (lesion_sign * 0.55, 0.10, 0.05), (0.30, 0.34, 0.50))
+        d_core = _ellipsoid(u, v, w, (lesion_sign * 0.55, 0.10, 0.05),
+                            tuple(core_scale * r for r in (0.30, 0.34, 0.50)))
         zones[tissue & hemisphere & (d_outer <= 1.0)] = OLIGEMIA
         zones[tissue & hemisphere & (d_outer <= 0.84)] = HYPOPERFUSED
         zones[tissue & hemisphere & (d_core <= 1.0)] = CORE
@@ -229,6 +234,10 @@ def make_volume_phantom(
     adc_noise=20.0,
     skull=True,
     dt_fine=0.02,
+    # issue 15 (clinical CTP): vessel calibre in mm, brain size in mm, core size
+    vessel_radius_mm=1.9,
+    brain_radii_mm=None,
+    core_scale=1.0,
 ) -> VolumePhantom:
     """Simulate a brain perfusion exam with known truth (see the module docstring).
 
@@ -241,6 +250,13 @@ def make_volume_phantom(
     60, CT 1 s × 50, or CT ``variable_rate``); ``te`` echo time s (MR); ``residue`` shape
     (PERFUSION.md §11.1); ``adc_unit`` "1e-6" (10⁻⁶ mm²/s), "1e-3" or "mm2/s"; ``adc_noise``
     Gaussian SD of the ADC in 10⁻⁶ mm²/s; ``skull`` a 1000 HU shell around the brain (CT only).
+    ``vessel_radius_mm`` artery and sinus radius (mm, at any resolution); ``brain_radii_mm``
+    brain semi-axes (x, y, z) in mm (default: fractions of the field of view, as before; give
+    e.g. (68, 84, 60) for an adult-sized brain in a clinical 230 mm field of view);
+    ``core_scale`` multiplies the core's semi-axes (core volume ∝ ``core_scale``³ until it
+    reaches the hemisphere's edge). Clinical CTP: ``shape=(32, 512, 512)``,
+    ``spacing=(0.45, 0.45, 5.0)``, ``noise_hu=15``, ``times=np.arange(40.0)`` (see
+    benchmarks/bench_ct_accuracy.py).
     """
     if modality not in ("mr", "ct"):
         raise InputDataError(f"Unknown phantom modality {modality!r}: use 'mr' or 'ct'.")
@@ -250,6 +266,8 @@ def make_volume_phantom(
         raise InputDataError(f"adc_unit must be one of {sorted(ADC_UNITS)}, not {adc_unit!r}.")
     if scale <= 0:
         raise InputDataError("scale must be positive.")
+    if not (vessel_radius_mm > 0 and core_scale > 0):
+        raise InputDataError("vessel_radius_mm and core_scale must be positive.")
     rng = np.random.default_rng(seed)
 
     shape = tuple(DEFAULT_SHAPE if shape is None else shape)
@@ -259,11 +277,12 @@ def make_volume_phantom(
         spacing = spacing / np.array([scale, scale, 1.0])
     geometry = _grid_geometry(shape, spacing)
     fov = np.array(shape[::-1]) * spacing  # i, j, k extent in mm
-    radii = np.array(BRAIN_FRACTION) * fov
+    radii = (np.array(BRAIN_FRACTION) * fov if brain_radii_mm is None
+             else np.asarray(brain_radii_mm, dtype=float))
     lesion_sign = (-1 if lesion_side == "left" else 1) if lesion else 0
     artery_side = 1 if lesion_side == "left" else -1  # opposite the (would-be) lesion
 
-    # Vessels centred on voxel corners of the perfusion grid: exactly 2 × 2 voxels per slice.
+    # Vessels centred on voxel corners of the perfusion grid (2 × 2 voxels at 1.8 mm).
     def snap(value_mm, axis):
         centre0 = geometry.ijk_to_ras[axis, 3]
         step = abs(geometry.ijk_to_ras[axis, axis])
@@ -274,10 +293,10 @@ def make_volume_phantom(
         "artery_y": snap(0.22 * radii[1], 1),
         "vein_x": snap(0.0, 0),
         "vein_dy": 0.0,
-        "radius": 0.75 * np.hypot(spacing[0], spacing[1]),
+        "radius": float(vessel_radius_mm),
     }
     labels, zones, skull_mask = _anatomy(_centres_ras(geometry), radii, vessels, lesion_sign,
-                                         skull and modality == "ct")
+                                         skull and modality == "ct", core_scale=core_scale)
 
     times = default_times(modality, variable_rate=variable_rate) if times is None else np.asarray(times, float)
     aif_peak = 400.0 if modality == "ct" else 1.0
@@ -345,15 +364,18 @@ def make_volume_phantom(
         info.update(kappa_t=float(kappa_t), kappa_a=float(kappa_a), snr=snr, noise_sigma=sigma, te_s=te)
         tr = float(np.median(np.diff(times))) if times.size > 1 else None
     else:
-        base = np.vectorize(CT_HU.get, otypes=[float])(labels)
+        lut = np.array([CT_HU[label] for label in sorted(CT_HU)], dtype=np.float32)
+        base = lut[labels]
         base[skull_mask] = CT_SKULL_HU
         signal = concentration
-        signal += base.astype(np.float32)[..., None]
+        signal += base[..., None]
         if noise_hu:
-            signal += np.float32(noise_hu) * rng.standard_normal(signal.shape, dtype=np.float32)
+            # slice by slice (the same random stream as one call) so no full-size temporary
+            for k in range(signal.shape[0]):
+                signal[k] += np.float32(noise_hu) * rng.standard_normal(signal.shape[1:], dtype=np.float32)
         info.update(noise_hu=noise_hu, aif_peak_hu=aif_peak, skull=bool(skull))
         te, tr = None, None
-    series = PerfusionSeries(signal.astype(np.float32), times, geometry, modality, te=te, tr=tr,
+    series = PerfusionSeries(signal.astype(np.float32, copy=False), times, geometry, modality, te=te, tr=tr,
                              source="phantom",
                              metadata={"phantom": True, "lesion_side": lesion_side if lesion else None,
                                        "seed": seed})
@@ -365,7 +387,8 @@ def make_volume_phantom(
         adc_shape = (int(np.ceil(fov[2] / 4.0)) + 1, int(np.ceil(fov[1] / adc_spacing[1])),
                      int(np.ceil(fov[0] / adc_spacing[0])))
         adc_geometry = _grid_geometry(adc_shape, adc_spacing, offset_ras=(1.3, -2.1, 1.7))
-        adc_labels, adc_zones, _ = _anatomy(_centres_ras(adc_geometry), radii, vessels, lesion_sign, False)
+        adc_labels, adc_zones, _ = _anatomy(_centres_ras(adc_geometry), radii, vessels, lesion_sign, False,
+                                            core_scale=core_scale)
         adc_values = np.vectorize(ADC_VALUES.get, otypes=[float])(adc_labels)
         adc_tissue = (adc_labels == GM) | (adc_labels == WM)
         adc_values[adc_tissue & (adc_zones == CORE)] = ADC_CORE
