@@ -24,7 +24,7 @@ from slicer import (
 )
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper, parameterPack
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -33,25 +33,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from StrokeMismatchLib import DISCLAIMER, mrmlio
+from StrokeMismatchLib import DISCLAIMER, inspector, mrmlio
 from StrokeMismatchLib.errors import AnalysisCancelled, StrokeMismatchError
 
-#: Where the sample data is published (a GitHub release of the project); files made by
-#: scripts/make_sample_data.py, which prints these SHA256 values (Testing/test_sample_data.py
-#: regenerates the files and checks them).
-SAMPLE_DATA_URL = "https://github.com/StrokeMismatch/SlicerStrokeMismatch/releases/download/sample-data-v2/"
-SAMPLE_SERIES_FILE = "StrokeMismatchPhantomMR.seq.nrrd"
-SAMPLE_SERIES_SHA256 = "98552858311ce53bd497ef0a5c4f3346dd81dab9475b4c95620bf0795ffc452a"
-SAMPLE_ADC_FILE = "StrokeMismatchPhantomMR-ADC.nrrd"
-SAMPLE_ADC_SHA256 = "4407eb540d5e507500a40b17778dea86922f12915d3eb76de12e46e15c52440f"
-#: Ground truth of the sample phantom (mL), printed by scripts/make_sample_data.py.
-SAMPLE_TRUTH_ML = {"core": 14.688, "hypoperfusion": 54.317, "penumbra": 39.629}
-#: Accepted relative error of the self-test's volumes against the truth (plus 1 mL). Outside
-#: Slicer the same run gives core 14.0 mL (−4.5 %) and hypoperfusion 55.8–56.3 mL (+2.7 … +3.7 %)
-#: over noise seeds 0–2; Testing/test_sample_data.py checks that it meets these tolerances.
+#: The sample cases (Sample Data → Stroke perfusion) are built on the spot from the digital phantom
+#: (``StrokeMismatchLib.samplecase``): no download, they work offline. Accepted relative error of
+#: the self-test's volumes against the phantom's truth (plus 1 mL); Testing/test_sample_data.py
+#: checks that the analysis meets it outside Slicer.
 SAMPLE_TOLERANCE = {"core": 0.10, "hypoperfusion": 0.10}
-#: Echo time of the sample phantom (ms): .seq.nrrd files carry no TE that Slicer reads.
-SAMPLE_ECHO_TIME_MS = 30.0
 
 
 #
@@ -89,28 +78,42 @@ class StrokeMismatch(ScriptedLoadableModule):
 _sampleDataRegistered = False
 
 
+def loadSampleCase(modality="mr"):
+    """Build the sample phantom with the Lib (no download) and add it to the scene.
+
+    :param modality: "mr" (DSC-MR series + ADC) or "ct" (CT perfusion series).
+    :return: dict of nodes: sequence, browser, proxy, and adc (MR).
+    """
+    from StrokeMismatchLib.samplecase import make_sample_case
+
+    return mrmlio.sample_case_nodes(make_sample_case(modality))
+
+
 def registerSampleData():
-    """Register the phantom series and ADC in the Sample Data module (one click to try)."""
+    """Register the MR and CT phantoms in the Sample Data module (one click, offline)."""
     global _sampleDataRegistered
     if _sampleDataRegistered:
         return
     _sampleDataRegistered = True
     import SampleData
 
+    from StrokeMismatchLib.samplecase import SAMPLE_NAMES
+
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources/Icons")
     logic = SampleData.SampleDataLogic
     if hasattr(logic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
         logic.registerCustomSampleDataCategory("Stroke perfusion", title=_("Stroke perfusion"))
-    logic.registerCustomSampleDataSource(
-        category="Stroke perfusion",
-        sampleName="StrokeMismatchPhantomMR",
-        thumbnailFileName=os.path.join(iconsPath, "StrokeMismatch.png"),
-        uris=[SAMPLE_DATA_URL + SAMPLE_SERIES_FILE, SAMPLE_DATA_URL + SAMPLE_ADC_FILE],
-        fileNames=[SAMPLE_SERIES_FILE, SAMPLE_ADC_FILE],
-        nodeNames=["PhantomPerfusion", "PhantomADC"],
-        checksums=["SHA256:" + SAMPLE_SERIES_SHA256, "SHA256:" + SAMPLE_ADC_SHA256],
-        loadFileTypes=["SequenceFile", "VolumeFile"],
-    )
+    for modality, sampleName in SAMPLE_NAMES.items():
+        # The Sample Data button calls customDownloader(source): the case is built locally.
+        logic.registerCustomSampleDataSource(
+            category="Stroke perfusion",
+            sampleName=sampleName,
+            thumbnailFileName=os.path.join(iconsPath, "StrokeMismatch.png"),
+            uris=[],
+            fileNames=[],
+            nodeNames=[sampleName],
+            customDownloader=lambda source=None, modality=modality: loadSampleCase(modality),
+        )
 
 
 #
@@ -123,54 +126,72 @@ class Modality(enum.Enum):
     CT = "CT"
 
 
-class DeconvolutionMethod(enum.Enum):
-    oSVD = "oSVD"
-    cSVD = "cSVD"
-    sSVD = "sSVD"
-    Tikhonov = "Tikhonov"
-
-
 class AifMode(enum.Enum):
     Automatic = "Automatic"
     Manual = "Manual"
 
 
-class ModalityDefault(enum.Enum):
-    """A clean-up step whose default depends on the modality (``LesionSettings`` None/True/False)."""
+class AutoOnOff(enum.Enum):
+    """A setting of kind "auto_bool" (None = by modality, as its help says; True; False)."""
 
-    Default = "Default"
+    Auto = "Auto"
     On = "On"
     Off = "Off"
 
     def setting(self):
-        """The ``LesionSettings`` value: None (modality default), True or False."""
-        return {"Default": None, "On": True, "Off": False}[self.name]
+        """The Lib value: None (automatic, by modality), True or False."""
+        return {"Auto": None, "On": True, "Off": False}[self.name]
 
-    def label(self):
-        return {"Default": _("Modality default (CT on, MR off)"), "On": _("On"), "Off": _("Off")}[self.name]
+    @classmethod
+    def fromSetting(cls, value):
+        return cls.Auto if value is None else (cls.On if value else cls.Off)
 
 
-class RcbfReference(enum.Enum):
-    """Reference of the CT relative CBF (values = ``LesionSettings.rcbf_reference``)."""
+#: An optional number (age, NIHSS, vessel TTP window...) is held as this value below the
+#: setting's minimum when not given; its spin box shows "auto" or "not given" there.
+OPTIONAL_OFFSET = 1
 
-    Contralateral = "contralateral"
-    TmaxBelow4 = "tmax_lt_4"
-    Mirror = "mirror"
 
-    def label(self):
-        return {"Contralateral": _("Contralateral hemisphere"), "TmaxBelow4": _("Tissue with Tmax < 4 s"),
-                "Mirror": _("Mirror voxel (smoothed)")}[self.name]
+def _settingField(spec):
+    """The annotated type of the parameter-pack field of one schema setting
+    (``StrokeMismatchLib.settings.Setting``): the range is the schema's (an optional number
+    reserves one step below its minimum for "not given"), choices and default are the schema's
+    (a parameter pack takes its defaults from ``Default``, not from class attributes)."""
+    if spec.kind == "bool":
+        return Annotated[bool, Default(bool(spec.default))]
+    if spec.kind == "auto_bool":
+        return Annotated[AutoOnOff, Default(AutoOnOff.fromSetting(spec.default))]
+    if spec.kind == "choice":
+        return Annotated[str, Choice(list(spec.choices)), Default(str(spec.default))]
+    number = int if spec.kind in ("int", "optional_int") else float
+    low = spec.minimum
+    if spec.kind.startswith("optional"):
+        low = spec.minimum - OPTIONAL_OFFSET
+    default = spec.default if spec.default is not None else low
+    return Annotated[number, WithinRange(number(low), number(spec.maximum)), Default(number(default))]
+
+
+def _settingsPack():
+    """The parameter pack holding every user setting of the schema (``settings.all_settings()``),
+    one field per setting, same name, default, unit and range as the command line."""
+    from StrokeMismatchLib.settings import all_settings
+
+    namespace = {"__annotations__": {spec.name: _settingField(spec) for spec in all_settings()},
+                 "__module__": __name__,
+                 "__doc__": "Every analysis setting (StrokeMismatchLib.settings), derived from the schema."}
+    return parameterPack(type("StrokeMismatchSettings", (), namespace))
+
+
+StrokeMismatchSettings = _settingsPack()
 
 
 @parameterNodeWrapper
 class StrokeMismatchParameterNode:
-    """Settings of the panel, saved with the scene.
+    """The panel's state, saved with the scene.
 
-    Times in the GUI: frame times in s (comma separated), TE and TR in ms. Thresholds: core ADC
-    in 10⁻⁶ mm²/s, core rCBF in % of the reference, Tmax in s. Clean-up (defaults = the Lib's
-    ``LesionSettings``): CSF limits in HU (CT) and 10⁻⁶ mm²/s (MR), CBF smoothing FWHM in mm
-    (0 = off), minimum cluster volumes in mL; ``ModalityDefault`` fields are None/True/False in
-    the Lib. Clinical values: 0 (age) or -1 (NIHSS, collateral score) mean unknown.
+    ``settings`` holds every analysis setting of ``StrokeMismatchLib.settings`` (derived from the
+    schema: same names, defaults, units and ranges as ``stroke-mismatch analyze``). The other
+    fields are the inputs: frame times in s (comma separated), TE and TR in ms.
     """
 
     # connectGui sets each node combo box's nodeTypes from these annotations (a MultiVolume or a
@@ -183,33 +204,8 @@ class StrokeMismatchParameterNode:
     adcVolume: vtkMRMLScalarVolumeNode | None
     aifMode: AifMode = AifMode.Automatic
     aifPoints: vtkMRMLMarkupsFiducialNode | None
-    method: DeconvolutionMethod = DeconvolutionMethod.oSVD
-    coreAdcThreshold: Annotated[float, WithinRange(100.0, 1500.0)] = 620.0
-    coreRcbfPercent: Annotated[float, WithinRange(5.0, 60.0)] = 30.0
-    tmaxThreshold: Annotated[float, WithinRange(2.0, 20.0)] = 6.0
-    rcbfReference: RcbfReference = RcbfReference.Contralateral
-    motionCorrection: bool = True
-    cleanupBrainMask: bool = True
-    tmaxMedianFilter: ModalityDefault = ModalityDefault.Default
-    cbfSmoothingFwhmMm: Annotated[float, WithinRange(0.0, 20.0)] = 0.0
-    cleanupCsf: bool = True
-    csfHu: Annotated[float, WithinRange(-20.0, 40.0)] = 15.0
-    csfAdc: Annotated[float, WithinRange(1000.0, 4000.0)] = 2000.0
-    cleanupVessels: bool = True
-    vesselCbv: Annotated[float, WithinRange(1.0, 100.0)] = 8.0
-    vesselCbvMultiple: Annotated[float, WithinRange(1.5, 50.0)] = 4.0
-    cleanupHemisphere: bool = False
-    cleanupFillHoles: bool = True
-    cleanupOpening: bool = True
-    cleanupCoreOpening: bool = False
-    coreWithinHypoperfusion: ModalityDefault = ModalityDefault.Default
-    cleanupClusters: bool = True
-    minCoreMl: Annotated[float, WithinRange(0.0, 50.0)] = 0.5
-    minHypoperfusionMl: Annotated[float, WithinRange(0.0, 100.0)] = 1.0
+    settings: StrokeMismatchSettings
     showTmaxAbove10: bool = True
-    age: Annotated[int, WithinRange(0, 120)] = 0
-    nihss: Annotated[int, WithinRange(-1, 42)] = -1
-    collateralScore: Annotated[int, WithinRange(-1, 5)] = -1
     replaceOutputs: bool = False
     outputSegmentation: vtkMRMLSegmentationNode | None
     outputTable: vtkMRMLTableNode | None
@@ -238,7 +234,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/StrokeMismatch.ui"))
         self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._settingWidgets = self._createSettingWidgets(slicer.util.findChild(uiWidget, "settingsFrame"))
+        self.ui = slicer.util.childWidgetVariables(uiWidget)  # the setting widgets included
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = StrokeMismatchLogic()
@@ -253,6 +250,43 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.aifPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onAifPointsNodeChanged)
 
         self.initializeParameterNode()
+
+    def _createSettingWidgets(self, frame) -> dict:
+        """One collapsible group per schema group (``settings.settings_by_group()``), one widget
+        per setting: range, unit as suffix, tool tip = help, bound to ``settings.<name>``.
+        Returns {setting name: widget}."""
+        import ctk
+        import qt
+
+        from StrokeMismatchLib.settings import settings_by_group
+
+        widgets = {}
+        frameLayout = frame.layout()
+        for group, specs in settings_by_group().items():
+            box = ctk.ctkCollapsibleGroupBox()
+            box.title = _(group)
+            box.objectName = "settingsGroup" + "".join(part.capitalize() for part in group.split() if part.isalnum())
+            box.collapsed = group not in ("Core", "Hypoperfusion")
+            form = qt.QFormLayout(box)
+            frameLayout.addWidget(box)
+            for spec in specs:
+                look = StrokeMismatchLogic.settingWidgetSpec(spec)
+                widget = getattr(qt, look["widget"])()
+                if look["widget"] in ("QSpinBox", "QDoubleSpinBox"):
+                    if look["widget"] == "QDoubleSpinBox":
+                        widget.decimals = look["decimals"]
+                    widget.minimum, widget.maximum = look["minimum"], look["maximum"]
+                    widget.singleStep = look["step"]
+                    widget.suffix = look["suffix"]
+                    widget.specialValueText = look["specialValueText"]
+                widget.objectName = f"{spec.name}Setting"
+                widget.toolTip = look["toolTip"]
+                widget.setProperty("SlicerParameterName", look["parameterName"])
+                label = qt.QLabel(_(look["label"]) + ":")
+                label.toolTip = look["toolTip"]
+                form.addRow(label, widget)
+                widgets[spec.name] = widget
+        return widgets
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -270,8 +304,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
         self._observeAifPoints(None)
-        self._observeCrosshair(False)
-        self.logic.forgetResults()
+        self._observeCrosshair(False)  # the Logic forgets its results itself (resetState)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -313,13 +346,10 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = (_("Compute maps, core, penumbra and criteria.") if not missing
                                        else _("To run: ") + "; ".join(missing))
         self.ui.updateFromSegmentsButton.enabled = node.outputSegmentation is not None
-        self.ui.coreAdcSpinBox.enabled = node.modality == Modality.MR  # the Lib takes the MR core from ADC
-        self.ui.coreRcbfSpinBox.enabled = node.modality == Modality.CT  # and the CT core from relative CBF
-        for widget in (self.ui.rcbfReferenceComboBox, self.ui.cbfSmoothingSpinBox):  # CT core only
-            widget.enabled = node.modality == Modality.CT
-        self.ui.csfHuSpinBox.enabled = node.cleanupCsf and node.modality == Modality.CT
-        self.ui.csfAdcSpinBox.enabled = node.cleanupCsf and node.modality == Modality.MR
-        self.ui.minCoreSpinBox.enabled = self.ui.minHypoperfusionSpinBox.enabled = node.cleanupClusters
+        # MR takes the core from ADC, CT from relative CBF: grey out the other modality's settings
+        for names, modality in ((self.logic.MR_ONLY_SETTINGS, Modality.MR), (self.logic.CT_ONLY_SETTINGS, Modality.CT)):
+            for name in names:
+                self._settingWidgets[name].enabled = node.modality == modality
         self.ui.echoTimeSpinBox.enabled = node.modality == Modality.MR
         manual = node.aifMode == AifMode.Manual
         self.ui.aifPointsSelector.enabled = manual
@@ -399,7 +429,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to update from the segments."), waitCursor=True):
             table = self.logic.updateFromSegments(node.outputSegmentation, tableNode=node.outputTable,
-                                                  settings=self.logic.lesionSettingsFromParameterNode(node))
+                                                  settings=self.logic.caseSettingsFromParameterNode(node).lesion)
             node.outputTable = table
             self.ui.resultLabel.text = self.logic.summaryText()
             self.logic.showTable(table)
@@ -408,7 +438,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot show the AIF."), waitCursor=True):
             points = node.aifPoints if node.aifMode == AifMode.Manual else None
-            chart = self.logic.updateAifPlot(node.perfusionNode, points, **self.logic.seriesOptionsFromParameterNode(node))
+            chart = self.logic.updateAifPlot(node.perfusionNode, points, settings=self.logic.caseSettingsFromParameterNode(node),
+                                             **self.logic.seriesOptionsFromParameterNode(node))
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def onAifPointsNodeChanged(self, markupsNode) -> None:
@@ -433,7 +464,8 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or node.aifMode != AifMode.Manual or not node.perfusionNode:
             return
         try:
-            self.logic.updateAifPlot(node.perfusionNode, caller, **self.logic.seriesOptionsFromParameterNode(node))
+            self.logic.updateAifPlot(node.perfusionNode, caller, settings=self.logic.caseSettingsFromParameterNode(node),
+                                     **self.logic.seriesOptionsFromParameterNode(node))
         except StrokeMismatchError as error:
             slicer.util.showStatusMessage(str(error), 3000)
         self._checkCanApply()
@@ -478,7 +510,7 @@ class StrokeMismatchWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
+class StrokeMismatchLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     """Runs the analysis on MRML nodes; usable from the Python console without the GUI::
 
         import StrokeMismatch
@@ -487,11 +519,18 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         outputs["table"], outputs["segmentation"], outputs["tmax"]
 
     After ``process`` the logic keeps the concentration, the AIF, the maps and the masks of
-    the last run for the curve inspector (``inspectAtRAS``) and ``updateFromSegments``.
+    the last run for the curve inspector (``inspectAtRAS``) and ``updateFromSegments``; all of
+    it is dropped by ``resetState``, called at the start of each run and when the scene closes.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        VTKObservationMixin.__init__(self)
+        self.resetState()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+
+    def resetState(self) -> None:
+        """Forget everything kept from a previous run (the one place where state is reset)."""
         self.lastResult = None
         self.lastOutputs = {}
         self._preview = None
@@ -499,6 +538,9 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         self._lastInspectedVoxel = None
         self._lastInspection = None
         self._lastSummary = None
+
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        self.resetState()
 
     def getParameterNode(self):
         return StrokeMismatchParameterNode(super().getParameterNode())
@@ -534,61 +576,92 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             "repetitionTime": node.repetitionTimeMs / 1000.0 if node.repetitionTimeMs > 0 else None,
         }
 
-    def lesionSettingsFromParameterNode(self, node):
-        """``analysis.LesionSettings`` from the panel's thresholds, clean-up and clinical fields."""
-        return self.lesionSettings(
-            coreAdcThreshold=node.coreAdcThreshold, coreRcbfPercent=node.coreRcbfPercent,
-            tmaxThreshold=node.tmaxThreshold, rcbfReference=node.rcbfReference.value,
-            vesselCbv=node.vesselCbv, vesselCbvMultiple=node.vesselCbvMultiple,
-            csfHu=node.csfHu, csfAdc=node.csfAdc, cbfSmoothingFwhmMm=node.cbfSmoothingFwhmMm,
-            tmaxMedianFilter=node.tmaxMedianFilter.setting(),
-            coreWithinHypoperfusion=node.coreWithinHypoperfusion.setting(),
-            minCoreMl=node.minCoreMl, minHypoperfusionMl=node.minHypoperfusionMl,
-            cleanup={"brain": node.cleanupBrainMask, "csf": node.cleanupCsf, "vessels": node.cleanupVessels,
-                     "hemisphere": node.cleanupHemisphere, "fillHoles": node.cleanupFillHoles,
-                     "opening": node.cleanupOpening, "coreOpening": node.cleanupCoreOpening,
-                     "clusters": node.cleanupClusters},
-            age=node.age if node.age > 0 else None, nihss=node.nihss if node.nihss >= 0 else None,
-            collateralScore=node.collateralScore if node.collateralScore >= 0 else None)
+    # --- settings (all derived from StrokeMismatchLib.settings) --------------------------------
+    #: Settings that concern one modality only (greyed out on the panel for the other).
+    MR_ONLY_SETTINGS = ("core_adc", "csf_adc", "vessel_cbv_multiple")
+    CT_ONLY_SETTINGS = ("core_rcbf_percent", "rcbf_reference", "rcbf_statistic", "reference_normal_tmax",
+                        "mirror_sigma_mm", "bone_hu", "csf_hu", "vessel_cbv", "cbf_smoothing_fwhm_mm")
 
-    #: Clean-up switch of the panel -> ``LesionSettings`` field(s) it sets (those that exist);
-    #: "morphology" (opening + hole filling of the Tmax masks) is kept for older scripts.
-    CLEANUP_FIELDS = {"brain": ("brain_mask",), "csf": ("csf_exclusion",), "vessels": ("vessel_exclusion",),
-                      "hemisphere": ("restrict_to_affected_hemisphere",), "fillHoles": ("fill_holes",),
-                      "opening": ("opening",), "coreOpening": ("core_opening",),
-                      "morphology": ("opening", "fill_holes"), "clusters": ("cluster_removal",)}
+    @staticmethod
+    def settingWidgetSpec(spec) -> dict:
+        """How the panel shows one schema setting: widget class, range, decimals, step, suffix
+        (the unit), the text shown for "not given", tool tip (help, range, default, CLI flag)."""
+        suffix = ("" if not spec.unit else (" %" if spec.unit == "%" else f" {spec.unit}"))
+        toolTip = f"{spec.help} Range {spec.range_text()}; default {spec.default_text()}; command line {spec.cli_flag}."
+        widget = {"bool": "QCheckBox", "auto_bool": "QComboBox", "choice": "QComboBox", "int": "QSpinBox",
+                  "optional_int": "QSpinBox"}.get(spec.kind, "QDoubleSpinBox")
+        result = {"name": spec.name, "widget": widget, "label": spec.label, "group": spec.group, "suffix": suffix,
+                  "toolTip": toolTip, "parameterName": f"settings.{spec.name}"}
+        if widget in ("QSpinBox", "QDoubleSpinBox"):
+            optional = spec.kind.startswith("optional")
+            decimals = 0 if widget == "QSpinBox" else (2 if spec.maximum <= 5 else (1 if spec.maximum <= 100 else 0))
+            result.update(minimum=spec.minimum - (OPTIONAL_OFFSET if optional else 0), maximum=spec.maximum,
+                          decimals=decimals, step=1.0 if decimals == 0 else 10.0 ** -decimals * 5,
+                          specialValueText=(_("auto") if spec.kind == "optional_float" else _("not given"))
+                          if optional else "")
+        return result
 
-    def lesionSettings(self, *, coreAdcThreshold=620.0, coreRcbfPercent=30.0, tmaxThreshold=6.0,
-                       rcbfReference="contralateral", vesselCbv=8.0, vesselCbvMultiple=4.0, csfHu=15.0,
-                       csfAdc=2000.0, cbfSmoothingFwhmMm=0.0, tmaxMedianFilter=None, coreWithinHypoperfusion=None,
-                       minCoreMl=0.5, minHypoperfusionMl=1.0, cleanup=None, age=None, nihss=None,
-                       collateralScore=None):
-        """``analysis.LesionSettings`` (defaults = the Lib's).
+    @staticmethod
+    def settingToLib(spec, value):
+        """A parameter-node value -> the Lib's value (auto/on/off -> None/True/False; an optional
+        number below its minimum -> None)."""
+        if spec.kind == "auto_bool":
+            return value.setting()
+        if spec.kind.startswith("optional"):
+            return None if value < spec.minimum else value
+        return value
 
-        Core ADC in 10⁻⁶ mm²/s, core rCBF in % of the ``rcbfReference`` ("contralateral",
-        "tmax_lt_4", "mirror"), Tmax in s; vessel CBV in mL/100 g (CT) and as a multiple of the
-        brain median (MR); CSF below ``csfHu`` HU (CT) / ADC above ``csfAdc`` 10⁻⁶ mm²/s (MR);
-        CT CBF smoothing FWHM in mm (0 = off); ``tmaxMedianFilter`` and ``coreWithinHypoperfusion``
-        None (modality default: on for CT, off for MR), True or False; smallest kept clusters in
-        mL; ``cleanup`` switch name -> bool (see ``CLEANUP_FIELDS``).
-        """
-        from StrokeMismatchLib.analysis import LesionSettings
+    @classmethod
+    def panelSettings(cls) -> list:
+        """Every setting as the parameter node holds it: name, default (the Lib's value), unit
+        (the widget suffix), minimum / maximum (of the parameter-node field), kind, choices,
+        group, label. Read from the parameter-node class, for tests against the schema."""
+        import typing
 
-        known = {field.name for field in dataclasses.fields(LesionSettings)}
-        values = {"core_adc": float(coreAdcThreshold), "core_rcbf_percent": float(coreRcbfPercent),
-                  "tmax_threshold": float(tmaxThreshold), "rcbf_reference": str(rcbfReference),
-                  "vessel_cbv": float(vesselCbv), "vessel_cbv_multiple": float(vesselCbvMultiple),
-                  "csf_hu": float(csfHu), "csf_adc": float(csfAdc), "cbf_smoothing_fwhm_mm": float(cbfSmoothingFwhmMm),
-                  "tmax_median_filter": tmaxMedianFilter, "core_within_hypoperfusion": coreWithinHypoperfusion,
-                  "min_core_ml": float(minCoreMl), "min_hypoperfusion_ml": float(minHypoperfusionMl),
-                  "age": age, "nihss": nihss, "collateral_score": collateralScore}
-        for switch, enabled in (cleanup or {}).items():
-            fields = [name for name in self.CLEANUP_FIELDS.get(switch, ()) if name in known]
-            if not fields:
-                logging.warning(f"StrokeMismatch: clean-up switch '{switch}' is not supported by this version")
-            for name in fields:
-                values[name] = bool(enabled)
-        return LesionSettings(**{key: value for key, value in values.items() if key in known})
+        from StrokeMismatchLib.settings import all_settings
+
+        hints = typing.get_type_hints(StrokeMismatchSettings, include_extras=True)
+        defaults = StrokeMismatchSettings()
+        rows = []
+        for spec in all_settings():
+            hint = hints[spec.name]
+            extras = typing.get_args(hint)[1:] if typing.get_origin(hint) is Annotated else ()
+            ranges = [e for e in extras if isinstance(e, WithinRange)]
+            choices = [e for e in extras if isinstance(e, Choice)]
+            widget = cls.settingWidgetSpec(spec)
+            rows.append({
+                "name": spec.name, "kind": spec.kind, "group": widget["group"], "label": widget["label"],
+                "default": cls.settingToLib(spec, getattr(defaults, spec.name)),
+                "unit": widget["suffix"].strip(),
+                "minimum": getattr(ranges[0], "minimum", None) if ranges else None,
+                "maximum": getattr(ranges[0], "maximum", None) if ranges else None,
+                "choices": tuple(getattr(choices[0], "choices", ())) if choices else (),
+                "widget": widget["widget"], "parameterName": widget["parameterName"]})
+        return rows
+
+    def caseSettingsFromParameterNode(self, node):
+        """``settings.CaseSettings`` from the panel (refused with the schema's message when a
+        value is outside its range)."""
+        from StrokeMismatchLib.settings import all_settings, case_settings_from_values
+
+        values = {spec.name: self.settingToLib(spec, getattr(node.settings, spec.name)) for spec in all_settings()}
+        return case_settings_from_values(values)
+
+    def setSettingsInParameterNode(self, node, **values) -> None:
+        """Set settings of the panel by their schema names in the Lib's values (None = auto /
+        not given), e.g. ``setSettingsInParameterNode(node, tmax_threshold=8.0, age=70)``."""
+        from StrokeMismatchLib.settings import settings_by_name
+
+        specs = settings_by_name()
+        for name, value in values.items():
+            spec = specs[name]
+            if spec.kind == "auto_bool":
+                value = AutoOnOff.fromSetting(spec.validate(value))
+            elif spec.kind.startswith("optional") and value is None:
+                value = (int if spec.kind == "optional_int" else float)(spec.minimum - OPTIONAL_OFFSET)
+            else:
+                value = spec.validate(value)
+            setattr(node.settings, name, value)
 
     # --- analysis -----------------------------------------------------------------------------
     def processFromParameterNode(self, node, *, replaceOutputs=False, progress=None) -> dict:
@@ -599,14 +672,14 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             if points is None or points.GetNumberOfControlPoints() == 0:
                 raise ValueError(_("Manual AIF: place at least one point in an artery, or choose automatic AIF."))
         return self.process(
-            node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node),
-            method=node.method.value, aifPointsNode=points,
-            lesionSettings=self.lesionSettingsFromParameterNode(node), motionCorrection=node.motionCorrection,
-            showTmaxAbove10=node.showTmaxAbove10, replaceOutputs=replaceOutputs, progress=progress)
+            node.perfusionNode, node.adcVolume, **self.seriesOptionsFromParameterNode(node), aifPointsNode=points,
+            settings=self.caseSettingsFromParameterNode(node), showTmaxAbove10=node.showTmaxAbove10,
+            replaceOutputs=replaceOutputs, progress=progress)
 
     def process(self, perfusionNode, adcNode=None, *, modality=None, frameTimes=None, echoTime=None,
-                repetitionTime=None, method="oSVD", aifPointsNode=None, lesionSettings=None,
-                motionCorrection=True, showTmaxAbove10=True, replaceOutputs=False, progress=None) -> dict:
+                repetitionTime=None, method=None, aifPointsNode=None, lesionSettings=None,
+                motionCorrection=None, settings=None, showTmaxAbove10=True, replaceOutputs=False,
+                progress=None) -> dict:
         """Analyse a perfusion series node and create the output nodes.
 
         :param perfusionNode: Sequence node, its proxy volume, or MultiVolume node.
@@ -615,9 +688,11 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         :param modality: "mr" or "ct" (default: from the node attributes).
         :param frameTimes: frame times in s (default: sequence index values / MultiVolume labels).
         :param echoTime: TE in s (needed for MR); ``repetitionTime`` TR in s.
-        :param method: "oSVD", "cSVD", "sSVD" or "Tikhonov".
+        :param settings: ``StrokeMismatchLib.settings.CaseSettings`` (every setting, as on the
+            command line; default: the schema's defaults); ``method`` ("oSVD", "cSVD", "sSVD",
+            "Tikhonov"), ``motionCorrection`` (bool) and ``lesionSettings``
+            (``settings.LesionSettings``) override its parts when given.
         :param aifPointsNode: markups point list in arteries (manual AIF) or None (automatic).
-        :param lesionSettings: ``analysis.LesionSettings`` (see ``lesionSettings()``).
         :param replaceOutputs: True overwrites the previous run's nodes; False creates new ones.
         :param progress: ``progress(fraction, message)``; returning False cancels.
         :return: dict of nodes: cbf, cbv, mtt, tmax, ttp, baseline (volumes), segmentation,
@@ -629,8 +704,15 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         if perfusionNode is None:
             raise ValueError(_("Select the perfusion series."))
         logging.info("StrokeMismatch: reading the perfusion series")
-        series = self.readSeries(perfusionNode, modality=modality, frameTimes=frameTimes, echoTime=echoTime,
-                                 repetitionTime=repetitionTime)
+        seriesOptions = {"modality": modality, "frameTimes": frameTimes, "echoTime": echoTime,
+                         "repetitionTime": repetitionTime}
+        series = self.readSeries(perfusionNode, **seriesOptions)
+        overrides = {}
+        for key, value in (("method", method), ("motion_correction", motionCorrection), ("lesion", lesionSettings)):
+            if value is not None:
+                overrides[key] = value
+        settings = dataclasses.replace(settings if settings is not None else CaseSettings(), **overrides)
+        series.metadata["previewKey"] = self._previewKey(perfusionNode, settings, seriesOptions)
         aifVoxels = None
         if aifPointsNode is not None:
             aifVoxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
@@ -640,67 +722,82 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
                 raise ValueError(_("DSC-MR needs the ADC map for the ischemic core: select it (ADC input)."))
             adc = np.array(slicer.util.arrayFromVolume(adcNode), dtype=np.float32)
             adcGeometry = mrmlio.volume_geometry(adcNode)
-        settings = CaseSettings(method=method, motion_correction=motionCorrection, aif_voxels=aifVoxels,
-                                lesion=lesionSettings if lesionSettings is not None else self.lesionSettings())
-        logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {method}")
+        settings = dataclasses.replace(settings, aif_voxels=aifVoxels)
+        logging.info(f"StrokeMismatch: analysing {series.signal.shape} with {settings.method}")
         result = run_case(series, adc=adc, adc_geometry=adcGeometry, settings=settings, progress=progress)
+        reuse = self.lastOutputs if replaceOutputs else None
+        self.resetState()
+        outputs = mrmlio.write_case_outputs(result, base_name=perfusionNode.GetName() or "Perfusion", reuse=reuse,
+                                            show_tmax_above_10=showTmaxAbove10)
         self.lastResult = result
-        self._lastInspectedVoxel = None
-        self._lastSummary = None
-        outputs = self._writeOutputs(result, perfusionNode, replaceOutputs, showTmaxAbove10)
         self.lastOutputs = outputs
         logging.info("StrokeMismatch: done")
         return outputs
 
-    def _writeOutputs(self, result, perfusionNode, replaceOutputs, showTmaxAbove10) -> dict:
-        return mrmlio.write_case_outputs(result, base_name=perfusionNode.GetName() or "Perfusion",
-                                         reuse=self.lastOutputs if replaceOutputs else None,
-                                         show_tmax_above_10=showTmaxAbove10)
+    def updateAifPlot(self, perfusionNode, aifPointsNode=None, *, settings=None, motionCorrection=None,
+                      **seriesOptions):
+        """Plot the AIF: of the last run (automatic), or the AIF that Apply would take from the
+        manual points, before or after Apply. Returns the chart node.
 
-    def _plotAif(self, result, chart=None, name="AIF"):
-        return mrmlio.plot_curves(result.series.times, mrmlio.case_curves(result), chart=chart, name=name,
-                                  y_title=_("Concentration (a.u.)"))
-
-    def updateAifPlot(self, perfusionNode, aifPointsNode=None, **seriesOptions):
-        """Plot the AIF: of the last run, or (manual) the mean concentration under the points,
-        before or after Apply. Returns the chart node."""
-        from StrokeMismatchLib import perfusion
-
+        The manual preview runs the same Lib steps as Apply (``pipeline.prepare_series``: slice
+        timing, motion correction, baseline detection on the brain, concentration; then
+        ``pipeline.case_aif``) with the same ``settings`` (``CaseSettings``, default the schema's;
+        ``motionCorrection`` overrides its motion correction), so the curve shown is the AIF Apply
+        uses. ``seriesOptions`` as for ``readSeries``.
+        """
         if aifPointsNode is None:
             if self.lastResult is None:
                 raise ValueError(_("Automatic AIF: run Apply first, then the chosen AIF is plotted."))
-            return self._plotAif(self.lastResult, chart=self.lastOutputs.get("aifChart"))
-        if self.lastResult is not None and self.lastOutputs and perfusionNode is not None and \
-                self.lastResult.series.metadata.get("node_id") == perfusionNode.GetID():
-            concentration, series = self.lastResult.concentration, self.lastResult.series
-        else:
-            key = (perfusionNode.GetID(), perfusionNode.GetMTime(), repr(seriesOptions))
-            if self._preview is None or self._preview[0] != key:
-                series = self.readSeries(perfusionNode, **seriesOptions)
-                if series.modality is None:
-                    raise ValueError(_("Choose the modality (MR or CT) first."))
-                concentration = perfusion.signal_to_concentration(series.signal, series.times,
-                                                                  modality=series.modality, te=series.te)
-                self._preview = (key, series, concentration)
-            series, concentration = self._preview[1], self._preview[2]
+            return mrmlio.plot_curves(self.lastResult.series.times, inspector.case_curves(self.lastResult),
+                                      chart=self.lastOutputs.get("aifChart"), name="AIF",
+                                      y_title=_("Concentration (a.u.)"))
+        from StrokeMismatchLib.pipeline import CaseSettings
+
+        settings = settings if settings is not None else CaseSettings()
+        if motionCorrection is not None:
+            settings = dataclasses.replace(settings, motion_correction=bool(motionCorrection))
+        series, prepared = self._preparedSeries(perfusionNode, settings, seriesOptions)
         voxels = mrmlio.markups_voxels(aifPointsNode, series.geometry)
-        curve = mrmlio.mean_curve(concentration, voxels)
+        from StrokeMismatchLib.pipeline import case_aif
+
+        aif = case_aif(prepared, series.times, series.modality, voxels)  # the call run_case makes
         chart = self.lastOutputs.get("aifChart") if self.lastOutputs else None
         name = chart.GetName() if chart is not None else "AIF"
-        return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): curve},
+        return mrmlio.plot_curves(series.times, {_("AIF (manual, {n} voxels)").format(n=len(voxels)): aif.curve},
                                   chart=chart, name=name, y_title=_("Concentration (a.u.)"))
+
+    @staticmethod
+    def _previewKey(perfusionNode, settings, seriesOptions):
+        """What the prepared series depends on: the node's state, the case settings, the options."""
+        return (perfusionNode.GetID(), perfusionNode.GetMTime(), repr(settings.settings_dict()), repr(settings.baseline),
+                repr(sorted(seriesOptions.items())))
+
+    def _preparedSeries(self, perfusionNode, settings, seriesOptions):
+        """(series, ``pipeline.PreparedSeries``) for the AIF preview: the last run's when it
+        analysed this node with these settings and options, else computed once per key."""
+        from StrokeMismatchLib.pipeline import PreparedSeries, analysis_series, prepare_series
+        from StrokeMismatchLib.validation import validate_series
+
+        if perfusionNode is None:
+            raise ValueError(_("Select the perfusion series."))
+        key = self._previewKey(perfusionNode, settings, seriesOptions)
+        result = self.lastResult
+        if result is not None and result.series.metadata.get("previewKey") == key:
+            return result.series, PreparedSeries(result.signal, result.motion, result.baseline, result.baseline_image,
+                                                 result.brain_mask, result.brain_mask_source, result.concentration,
+                                                 slice_timing=getattr(result, "slice_timing", None))
+        if self._preview is None or self._preview[0] != key:
+            series = self.readSeries(perfusionNode, **seriesOptions)
+            if series.modality is None:
+                raise ValueError(_("Choose the modality (MR or CT) first."))
+            validate_series(series)  # the checks and steps run_case makes first
+            series, _ = analysis_series(series, settings)  # CT: the analysis grid (issue 15)
+            self._preview = (key, series, prepare_series(series, settings))
+        return self._preview[1], self._preview[2]
 
     # --- curve inspector -------------------------------------------------------------------------
     def hasResults(self) -> bool:
         return self.lastResult is not None
-
-    def forgetResults(self) -> None:
-        """Drop the arrays kept from the last run (scene closed)."""
-        self.lastResult = None
-        self.lastOutputs = {}
-        self._preview = None
-        self._inspectorChart = None
-        self._lastInspectedVoxel = None
 
     def inspectorChart(self):
         if self._inspectorChart is None or self._inspectorChart.GetScene() is None:
@@ -716,15 +813,15 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         result = self.lastResult
         if result is None:
             return None
-        voxel = mrmlio.ras_to_voxel(result.geometry, ras)
+        voxel = inspector.ras_to_voxel(result.geometry, ras)
         if voxel is None:
             return None
         if voxel == self._lastInspectedVoxel:
             return self._lastInspection
-        info = mrmlio.inspect_voxel(voxel, concentration=result.concentration, aif=result.aif,
+        info = inspector.inspect_voxel(voxel, concentration=result.concentration, aif=result.aif,
                                     times=result.series.times, maps=result.maps, masks=result.lesion.masks,
                                     brain_mask=result.brain_mask)
-        curves = mrmlio.inspector_curves(info, result.series.times, result.aif)
+        curves = inspector.inspector_curves(info, result.series.times, result.aif)
         mrmlio.plot_curves(result.series.times, curves, chart=self.inspectorChart(), name=_("Voxel curves"),
                            y_title=_("Fraction of peak"))
         self._lastInspectedVoxel = voxel
@@ -742,6 +839,7 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
         scene = segmentationNode.GetScene()
         tmax = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.TmaxVolumeID") or "")
         cbv = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.CBVVolumeID") or "")
+        analysed = scene.GetNodeByID(segmentationNode.GetAttribute("StrokeMismatch.AnalysisMasksVolumeID") or "")
         if tmax is None:
             raise ValueError(_("This segmentation was not made by Stroke Mismatch (its Tmax map is missing)."))
         hemispheres = None
@@ -752,7 +850,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             if settings is None:
                 settings = self.lastResult.lesion.settings
         table, result = mrmlio.recompute_from_segmentation(segmentationNode, tmax, tmax_volume=tmax,
-                                                           cbv_volume=cbv, hemispheres=hemispheres,
+                                                           cbv_volume=cbv, analysis_masks=analysed,
+                                                           hemispheres=hemispheres,
                                                            settings=settings, quality=quality,
                                                            table=tableNode)
         self._lastSummary = result
@@ -807,12 +906,13 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
             display.SetVisibility2DOutline(True)
         center = self._lesionCenterRAS()
         if center is not None:
-            slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
+            # through the lesion, without panning: the whole brain stays in view
+            slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], False)
         slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(outputs["tmax"])
         slicer.util.resetThreeDViews()  # only the segments are shown in 3D: centres on the lesion
 
     def _lesionCenterRAS(self):
-        return mrmlio.lesion_center_ras(self.lastResult) if self.lastResult is not None else None
+        return inspector.lesion_center_ras(self.lastResult) if self.lastResult is not None else None
 
 
 #
@@ -821,7 +921,8 @@ class StrokeMismatchLogic(ScriptedLoadableModuleLogic):
 
 
 class StrokeMismatchTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: the sample phantom through the Logic, volumes against the truth."""
+    """In-Slicer self-test: the sample phantoms (built locally, as Sample Data does) through the
+    Logic, volumes against the phantom's truth, edits and "Update from segments"."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -830,32 +931,16 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_phantom_sample_data()
         self.setUp()
+        self.test_ct_phantom_sample_data()
+        self.setUp()
         self.test_proxy_and_update_from_segments()
         self.setUp()
         self.test_multivolume_input()
 
-    def _loadSample(self):
-        import SampleData
+    def _checkVolumes(self, logic, outputs, modality):
+        from StrokeMismatchLib.samplecase import make_sample_case
 
-        registerSampleData()
-        # downloadSamples (plural): downloadSample returns only the first loaded node (the
-        # sequence), so the ADC would be missing (SampleData.py, Slicer 5.10/5.12).
-        nodes = SampleData.downloadSamples("StrokeMismatchPhantomMR")
-        sequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
-        adc = [node for node in nodes if hasattr(node, "IsA") and node.IsA("vtkMRMLScalarVolumeNode")
-               and "ADC" in node.GetName()]
-        self.assertIsNotNone(sequence)
-        self.assertEqual(len(adc), 1)
-        return sequence, adc[0]
-
-    def test_phantom_sample_data(self):
-        self.delayDisplay("Loading the phantom sample data")
-        sequence, adc = self._loadSample()
-        logic = StrokeMismatchLogic()
-        info = logic.frameInfo(sequence)
-        self.assertGreater(info["frames"], 10)
-        outputs = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                                motionCorrection=False)
+        truth = make_sample_case(modality).truth_ml
         for key in ("cbf", "cbv", "mtt", "tmax", "ttp", "segmentation", "table", "aifChart"):
             self.assertIn(key, outputs)
         segments = outputs["segmentation"].GetSegmentation()
@@ -865,44 +950,59 @@ class StrokeMismatchTest(ScriptedLoadableModuleTest):
         voxelMl = logic.lastResult.geometry.voxel_volume_ml
         core = float(np.count_nonzero(masks["core"])) * voxelMl
         hypo = float(np.count_nonzero(masks["hypoperfusion"])) * voxelMl
-        self.delayDisplay(f"core {core:.1f} mL (truth {SAMPLE_TRUTH_ML['core']:.1f}), "
-                          f"hypoperfusion {hypo:.1f} mL (truth {SAMPLE_TRUTH_ML['hypoperfusion']:.1f})")
+        self.delayDisplay(f"{modality}: core {core:.1f} mL (truth {truth['core']:.1f}), "
+                          f"hypoperfusion {hypo:.1f} mL (truth {truth['hypoperfusion']:.1f})")
         for name, value in (("core", core), ("hypoperfusion", hypo)):
-            self.assertAlmostEqual(value, SAMPLE_TRUTH_ML[name],
-                                   delta=SAMPLE_TOLERANCE[name] * SAMPLE_TRUTH_ML[name] + 1.0)
+            self.assertAlmostEqual(value, truth[name], delta=SAMPLE_TOLERANCE[name] * truth[name] + 1.0)
         rows = {row["Key"]: row for row in mrmlio.table_rows(outputs["table"])}
         self.assertAlmostEqual(float(rows["core_ml"]["Value"]), core, places=3)
         self.assertEqual(rows["core_ml"]["Unit"], "mL")
-        self.delayDisplay("Phantom test passed")
+
+    def test_phantom_sample_data(self):
+        self.delayDisplay("Building the MR sample phantom (no download)")
+        nodes = loadSampleCase("mr")
+        logic = StrokeMismatchLogic()
+        info = logic.frameInfo(nodes["sequence"])
+        self.assertEqual(info["frames"], 60)
+        self.assertAlmostEqual(info["te"], 0.03)  # TE comes with the sample: nothing to type
+        outputs = logic.process(nodes["sequence"], nodes["adc"], motionCorrection=False)
+        self._checkVolumes(logic, outputs, "mr")
+        self.delayDisplay("MR phantom test passed")
+
+    def test_ct_phantom_sample_data(self):
+        nodes = loadSampleCase("ct")
+        logic = StrokeMismatchLogic()
+        self.assertEqual(logic.frameInfo(nodes["proxy"])["modality"], "ct")
+        outputs = logic.process(nodes["proxy"], None, motionCorrection=False)
+        self._checkVolumes(logic, outputs, "ct")
 
     def test_proxy_and_update_from_segments(self):
-        sequence, adc = self._loadSample()
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence)
-        proxy = browser.GetProxyNode(sequence)
+        nodes = loadSampleCase("mr")
         logic = StrokeMismatchLogic()
-        outputs = logic.process(proxy, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                                motionCorrection=False)
+        outputs = logic.process(nodes["proxy"], nodes["adc"], motionCorrection=False)
         segmentation = outputs["segmentation"]
         tmax = outputs["tmax"]
+        applied = {row["Key"]: row["Value"] for row in mrmlio.table_rows(outputs["table"])}
+        # no edit: "Update from segments" gives Apply's numbers
+        table = logic.updateFromSegments(segmentation, tableNode=outputs["table"])
+        updated = {row["Key"]: row["Value"] for row in mrmlio.table_rows(table)}
+        for key in ("core_ml", "hypoperfusion_ml", "penumbra_ml", "tmax_gt_4_ml", "tmax_gt_8_ml", "tmax_gt_10_ml"):
+            self.assertAlmostEqual(float(updated[key]), float(applied[key]), places=4)
         segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("Ischemic core")
         core = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
         edited = np.zeros_like(core)  # the user erases the whole core
         slicer.util.updateSegmentBinaryLabelmapFromArray(edited, segmentation, segmentId, tmax)
         table = logic.updateFromSegments(segmentation, tableNode=outputs["table"])
-        rows = mrmlio.table_rows(table)
-        coreRows = [r for r in rows if r["Unit"] == "mL" and "core" in r["Key"].lower()]
-        self.assertTrue(coreRows)
-        self.assertAlmostEqual(float(coreRows[0]["Value"]), 0.0)
+        rows = {row["Key"]: row for row in mrmlio.table_rows(table)}
+        self.assertAlmostEqual(float(rows["core_ml"]["Value"]), 0.0)
         after = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax)
         self.assertEqual(int(after.sum()), 0)  # the edit was kept
         # re-running without "replace" makes new nodes and leaves the edited ones alone
-        again = logic.process(sequence, adc, modality="mr", echoTime=SAMPLE_ECHO_TIME_MS / 1000.0,
-                              motionCorrection=False)
+        again = logic.process(nodes["sequence"], nodes["adc"], motionCorrection=False)
         self.assertIsNot(again["segmentation"], segmentation)
         self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, tmax).sum()), 0)
         # the curve inspector works on the last run
-        center = logic._lesionCenterRAS()
-        info = logic.inspectAtRAS(center)
+        info = logic.inspectAtRAS(logic._lesionCenterRAS())
         self.assertIn(info["class"], ("core", "penumbra", "normal", "outside"))
         self.assertGreater(len(info["residue"]), 3)
 

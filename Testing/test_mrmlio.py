@@ -16,6 +16,11 @@ OBLIQUE = np.array([[-1.5, 0.1, 0.0, 10.0],
                     [0.0, 0.0, 0.0, 1.0]])
 
 
+def _without_status(rows):
+    """The rows after the quality-status row (present when ``quality.quality_status`` exists)."""
+    return [row for row in rows if row["Key"] != "quality_status"]
+
+
 def _series(shape=(3, 5, 6), times=(0.0, 1.2, 2.0, 3.5, 6.0), seed=1):
     rng = np.random.default_rng(seed)
     signal = rng.uniform(50, 500, size=shape + (len(times),)).astype(np.float32)
@@ -170,7 +175,7 @@ def test_metrics_table_has_values_units_and_criteria_reasons(scene):
     criteria = [{"name": "DEFUSE 3", "eligible": True, "reasons": ["core 12.5 mL < 70 mL", "ratio >= 1.8"]},
                 {"name": "EXTEND-IA", "verdict": "not met", "reasons": "mismatch volume 9 mL < 10 mL"}]
     table = mrmlio.table_from_metrics(metrics, criteria)
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert [r["Item"] for r in rows] == list(metrics) + ["DEFUSE 3", "EXTEND-IA"]
     assert [r["Key"] for r in rows] == list(metrics) + ["criterion", "criterion"]
     assert float(rows[0]["Value"]) == pytest.approx(12.5) and rows[0]["Unit"] == "mL"
@@ -181,7 +186,7 @@ def test_metrics_table_has_values_units_and_criteria_reasons(scene):
     assert table.GetNumberOfColumns() == 6
     # refilling the same table replaces the rows instead of appending
     mrmlio.table_from_metrics({"a": (1.0, "s")}, [], table=table)
-    assert table.GetNumberOfRows() == 1
+    assert len(_without_status(mrmlio.table_rows(table))) == 1
 
 
 def test_plot_curves_builds_table_series_and_chart(scene):
@@ -216,54 +221,9 @@ def test_markups_points_map_to_voxels_and_outside_points_are_dropped(scene):
     markups.AddControlPoint(1000.0, 1000.0, 1000.0)
     voxels = mrmlio.markups_voxels(markups, geometry)
     np.testing.assert_array_equal(voxels, [[1, 2, 4]])
-    assert mrmlio.ras_to_voxel(geometry, [1000, 0, 0]) is None
     empty = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "none")
     with pytest.raises(InputDataError, match="AIF point"):
         mrmlio.markups_voxels(empty, geometry)
-
-
-def test_classify_voxel(scene):
-    core = np.zeros((2, 2, 2), bool)
-    core[0, 0, 0] = True
-    pen = np.zeros((2, 2, 2), bool)
-    pen[1, 1, 1] = True
-    brain = np.ones((2, 2, 2), bool)
-    brain[0, 1, 0] = False
-    masks = {"core": core, "penumbra": pen}
-    assert mrmlio.classify_voxel(masks, (0, 0, 0), brain) == "core"
-    assert mrmlio.classify_voxel(masks, (1, 1, 1), brain) == "penumbra"
-    assert mrmlio.classify_voxel(masks, (1, 0, 0), brain) == "normal"
-    assert mrmlio.classify_voxel(masks, (0, 1, 0), brain) == "outside"
-
-
-def test_inspect_voxel_residue_peak_is_the_voxel_cbf_and_its_lag_tmax(scene):
-    perfusion = pytest.importorskip("StrokeMismatchLib.perfusion")
-    from StrokeMismatchLib.phantom.curves import simulate_curves
-
-    times = np.arange(0.0, 80.0, 1.0)
-    cbf = np.array([[[60.0, 20.0], [40.0, 10.0]]])
-    delay = np.array([[[0.0, 8.0], [2.0, 4.0]]])
-    curves = simulate_curves(cbf, np.full(cbf.shape, 4.0), delay=delay, times=times)
-    maps = perfusion.compute_maps(curves.tissue, curves.aif, times, method="oSVD",
-                                  hematocrit_factor=1.0, tissue_density=1.0)
-    core = np.zeros(cbf.shape, bool)
-    core[0, 1, 1] = True
-    penumbra = np.zeros(cbf.shape, bool)
-    penumbra[0, 0, 1] = True
-    for voxel, expected_class in (((0, 0, 0), "normal"), ((0, 0, 1), "penumbra"), ((0, 1, 1), "core")):
-        info = mrmlio.inspect_voxel(voxel, concentration=curves.tissue, aif=curves.aif, times=times,
-                                    maps=maps, masks={"core": core, "penumbra": penumbra})
-        assert info["class"] == expected_class
-        np.testing.assert_array_equal(info["concentration"], curves.tissue[voxel])
-        # the plotted residue is CBF·R(t): its peak is the map's CBF, at lag Tmax
-        assert info["residue"].max() == pytest.approx(info["cbf"], rel=0.05)
-        step = float(np.diff(info["residue_times"])[0])  # Tmax is refined below one grid step
-        assert info["residue_times"][np.argmax(info["residue"])] == pytest.approx(info["tmax"], abs=step)
-        assert info["cbf"] == pytest.approx(float(maps.cbf[voxel]))
-    # the longer the delay, the later the residue peak (what the teacher shows for penumbra)
-    lags = [mrmlio.inspect_voxel(v, concentration=curves.tissue, aif=curves.aif, times=times, maps=maps,
-                                 masks={})["tmax"] for v in ((0, 0, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1))]
-    assert lags == sorted(lags) and lags[-1] - lags[0] > 5.0
 
 
 def test_metrics_table_from_the_lib_metric_and_rule_objects(scene):
@@ -275,7 +235,7 @@ def test_metrics_table_from_the_lib_metric_and_rule_objects(scene):
     ok = criteria_module.Criterion("core", 12.0, "< 70 mL", "pass", "core 12.0 mL is below 70 mL", "mL")
     rule = criteria_module.RuleResult("DEFUSE 3", True, [ok], [])
     table = mrmlio.table_from_metrics(metrics, [rule])
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert rows[0]["Item"] == "Ischemic core volume" and rows[0]["Key"] == "core_ml"
     assert rows[0]["Unit"] == "mL" and float(rows[0]["Value"]) == pytest.approx(12.0)
     assert "infinite" in rows[1]["Details"] and "core is empty" in rows[1]["Details"]
@@ -320,19 +280,6 @@ def test_edited_segment_read_back_gives_recomputed_metrics_and_segments_stay(sce
     assert [r.status for r in gated.criteria] == ["indeterminate (quality)"] * len(gated.criteria)
 
 
-def test_inspector_curves_are_peak_normalised_with_units_in_legends():
-    info = {"concentration": np.array([0.0, 2.0, 1.0]), "residue": np.array([10.0, 40.0, 5.0]),
-            "residue_times": np.array([0.0, 1.0, 2.0])}
-    curves = mrmlio.inspector_curves(info, [0, 1, 2], np.array([0.0, 8.0, 2.0]))
-    (tissue_name, tissue), (aif_name, aif), (res_name, (lags, residue)) = curves.items()
-    assert "peak 2" in tissue_name and "peak 8" in aif_name and "40.0 mL/100 g/min" in res_name
-    np.testing.assert_allclose(tissue, [0, 1, 0.5])
-    np.testing.assert_allclose(aif, [0, 1, 0.25])
-    np.testing.assert_allclose(residue, [0.25, 1, 0.125])
-    np.testing.assert_allclose(mrmlio.mean_curve(np.arange(24.0).reshape(2, 2, 2, 3), [[0, 0, 0], [1, 1, 1]]),
-                               [10.5, 11.5, 12.5])
-
-
 def test_cbf_window_follows_the_data(scene):
     """DSC-MR CBF is relative (hundreds of 'mL/100 g/min' on the phantom): a fixed 0–80 window
     would saturate it, so CBF and CBV are windowed from 0 to the 99th percentile of the map."""
@@ -353,8 +300,43 @@ def test_summary_table_lists_quality_flags(scene):
                          "The bolus may not have passed: CBV and CBF can be too low."),
              {"code": "motion", "severity": "info", "message": "Motion 0.4 mm", "explanation": "Small."}]
     table = mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags)
-    rows = mrmlio.table_rows(table)
+    rows = _without_status(mrmlio.table_rows(table))
     assert [r["Key"] for r in rows] == ["core_ml", "quality:short_scan", "quality:motion"]
     assert rows[1]["Verdict"] == "warning" and "45 s" in rows[1]["Item"]
     assert "bolus" in rows[1]["Details"]
     assert rows[2]["Verdict"] == "info"
+
+
+def test_reading_a_sequence_makes_one_copy_of_the_4d_data(scene):
+    """Issue 8: the read made two full copies (stack, then astype). Peak numpy allocation while
+    reading is now one float32 copy of the series (plus small per-frame objects)."""
+    import tracemalloc
+
+    series = _series(shape=(8, 40, 40), times=tuple(np.arange(30) * 1.5))
+    seq = _add_sequence(scene, series)
+    nbytes = series.signal.astype(np.float32).nbytes
+    mrmlio.series_from_node(seq)  # warm-up (imports, caches)
+    tracemalloc.start()
+    try:
+        read = mrmlio.series_from_node(seq)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(read.signal, series.signal)
+    assert read.signal.dtype == np.float32
+    assert peak < 1.25 * nbytes, (peak / nbytes)
+
+
+def test_summary_table_starts_with_the_quality_status(scene):
+    """Pass / warn / fail first in the Slicer table (issue 9's gate), once the Lib computes it."""
+    from StrokeMismatchLib import quality
+    from StrokeMismatchLib.quality import QualityFlag
+
+    flags = [QualityFlag("short_scan", "warning", "The scan lasts 45 s (under 60 s).", "The bolus may not have passed.")]
+    rows = mrmlio.table_rows(mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags))
+    if hasattr(quality, "quality_status"):
+        assert rows[0]["Key"] == "quality_status" and rows[0]["Item"] == "Quality status"
+        assert rows[0]["Verdict"] == quality.quality_status(flags)["status"] == "warn"
+        assert rows[1]["Key"] == "core_ml"
+    else:  # before the quality gate lands the table starts with the metrics
+        assert rows[0]["Key"] == "core_ml" and all(r["Key"] != "quality_status" for r in rows)

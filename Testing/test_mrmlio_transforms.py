@@ -8,7 +8,7 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from StrokeMismatchLib import mrmlio  # noqa: E402
+from StrokeMismatchLib import inspector, mrmlio  # noqa: E402
 from StrokeMismatchLib.errors import InputDataError  # noqa: E402
 from StrokeMismatchLib.geometry import Geometry  # noqa: E402
 from StrokeMismatchLib.series import PerfusionSeries  # noqa: E402
@@ -41,9 +41,9 @@ def test_volume_geometry_and_markups_voxels_are_in_world_coordinates(scene):
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF")
     points.AddControlPointWorld(vtk.vtkVector3d(*world))
     np.testing.assert_array_equal(mrmlio.markups_voxels(points, geometry), [[2, 3, 4]])
-    assert mrmlio.ras_to_voxel(geometry, world) == (2, 3, 4)
+    assert inspector.ras_to_voxel(geometry, world) == (2, 3, 4)
     # without the transform the same point falls elsewhere: the test would catch ignoring it
-    assert mrmlio.ras_to_voxel(Geometry(LOCAL, (4, 5, 6)), world) != (2, 3, 4)
+    assert inspector.ras_to_voxel(Geometry(LOCAL, (4, 5, 6)), world) != (2, 3, 4)
 
 
 def test_untransformed_volume_geometry_is_unchanged(scene):

@@ -4,6 +4,9 @@ Run as a script to refresh the README screenshot::
 
     QT_QPA_PLATFORM=offscreen python Testing/test_ui.py   # writes Resources/Screenshots/panel.png
 
+The screenshot's texts (frames, frame times, results) come from a real run of the module's Logic
+on the MR sample (``real_run_texts``), never typed by hand.
+
 Slicer and CTK widgets are unknown to PySide6's QUiLoader, so the XML is pre-processed: each
 custom class is replaced by the Qt class it extends (``<customwidgets><extends>``), with two
 display substitutions for a faithful picture (ctkCollapsibleButton -> QGroupBox,
@@ -142,7 +145,9 @@ def test_parameter_names_match_fields_and_every_field_is_bound():
             bound[name] = widget
         for prop in widget.findall("property"):  # the template's invert-checkbox wart
             assert not (prop.get("stdset") == "0" and prop.get("name") in fields), prop.get("name")
-    assert set(bound) == set(fields), f"fields without a widget: {sorted(set(fields) - set(bound))}"
+    # "settings" (a parameter pack) is bound by the widgets the module builds from the schema
+    assert set(bound) == set(fields) - {"settings"}, f"fields without a widget: {sorted(set(fields) - set(bound))}"
+    assert "settings" in fields
     enums = enum_members()
     for name, widget in bound.items():
         annotation = fields[name]
@@ -168,16 +173,18 @@ def test_every_ui_name_used_in_python_exists_and_names_are_unique():
     assert used <= set(names), f"self.ui names missing in the .ui: {sorted(used - set(names))}"
 
 
-def test_advanced_and_clinical_sections_are_collapsed_by_default():
+def test_settings_section_holds_only_the_frame_for_the_schema_built_widgets():
+    """No setting is hand-made in the .ui: the module fills "settingsFrame" from the schema."""
     root = _tree().getroot()
     sections = {w.get("name"): w for w in _widgets(root) if w.get("class") == "ctkCollapsibleButton"}
-    for name in ("advancedCollapsibleButton", "clinicalCollapsibleButton"):
-        collapsed = [p for p in sections[name].findall("property") if p.get("name") == "collapsed"]
-        assert collapsed and collapsed[0].findtext("bool") == "true", name
-    advanced = {_dynamic_property(w, "SlicerParameterName") for w in sections["advancedCollapsibleButton"].iter("widget")}
-    assert {"method", "coreAdcThreshold", "coreRcbfPercent", "tmaxThreshold"} <= advanced
-    clinical = {_dynamic_property(w, "SlicerParameterName") for w in sections["clinicalCollapsibleButton"].iter("widget")}
-    assert clinical - {None} == {"age", "nihss", "collateralScore"}
+    assert "clinicalCollapsibleButton" not in sections  # the clinical inputs are a schema group now
+    inside = {w.get("name"): w for w in sections["advancedCollapsibleButton"].iter("widget")}
+    assert inside["settingsFrame"].find("layout").get("class") == "QVBoxLayout"
+    bound = {_dynamic_property(w, "SlicerParameterName") for w in _widgets(root)} - {None}
+    assert not {name for name in bound if name.startswith("settings")}
+    from StrokeMismatchLib.settings import all_settings
+
+    assert not bound & {spec.name for spec in all_settings()}
 
 
 # --- PySide6 load --------------------------------------------------------------------------------
@@ -241,16 +248,62 @@ def load_panel():
     return widget
 
 
-def dress_for_screenshot(panel, expanded=()):
+def add_setting_widgets(panel, expanded=False):
+    """The settings groups as ``StrokeMismatchWidget._createSettingWidgets`` builds them in Slicer
+    (same ``settingWidgetSpec`` for each schema setting), with PySide6 classes, at their defaults."""
+    from PySide6 import QtWidgets
+
+    sys.path[:0] = [str(ROOT / "Testing" / "slicer_app"), str(ROOT / "StrokeMismatch")]
+    import slicerapp
+
+    slicerapp.install()
+    import StrokeMismatch
+    from StrokeMismatchLib.settings import settings_by_group
+
+    frame = panel.findChild(QtWidgets.QWidget, "settingsFrame")
+    for group, specs in settings_by_group().items():
+        box = QtWidgets.QGroupBox(group)
+        form = QtWidgets.QFormLayout(box)
+        frame.layout().addWidget(box)
+        for spec in specs:
+            look = StrokeMismatch.StrokeMismatchLogic.settingWidgetSpec(spec)
+            widget = getattr(QtWidgets, look["widget"])()
+            default = spec.default
+            if look["widget"] in ("QSpinBox", "QDoubleSpinBox"):
+                if look["widget"] == "QDoubleSpinBox":
+                    widget.setDecimals(look["decimals"])
+                widget.setRange(look["minimum"], look["maximum"])
+                widget.setSuffix(look["suffix"])
+                widget.setSpecialValueText(look["specialValueText"])
+                widget.setValue(look["minimum"] if default is None else default)
+            elif look["widget"] == "QCheckBox":
+                widget.setChecked(bool(default))
+            else:
+                items = list(spec.choices) if spec.kind == "choice" else [m.name for m in StrokeMismatch.AutoOnOff]
+                widget.addItems(items)
+                widget.setCurrentText(str(default) if spec.kind == "choice"
+                                      else StrokeMismatch.AutoOnOff.fromSetting(default).name)
+            widget.setObjectName(f"{spec.name}Setting")
+            widget.setToolTip(look["toolTip"])
+            widget.setProperty("SlicerParameterName", look["parameterName"])
+            form.addRow(QtWidgets.QLabel(look["label"] + ":"), widget)
+        if not expanded and group not in ("Core", "Hypoperfusion"):  # collapsed, as in Slicer
+            for child in box.findChildren(QtWidgets.QWidget):
+                child.setVisible(False)
+            box.setMaximumHeight(24)
+    return panel
+
+
+def dress_for_screenshot(panel, expanded=(), texts=None):
     """Fill what Slicer would fill (enum combos, node names) and collapse collapsed sections
     (except those named in ``expanded``)."""
     from PySide6.QtWidgets import QComboBox, QGroupBox, QWidget
 
     fields = parameter_fields()
     enums = enum_labels()
-    examples = {"perfusionNode": "PhantomPerfusion (sequence)", "adcVolume": "PhantomADC",
-                "aifPoints": "None", "outputSegmentation": "PhantomPerfusion lesion",
-                "outputTable": "PhantomPerfusion summary"}
+    examples = {"perfusionNode": "StrokeMismatchPhantomMR", "adcVolume": "StrokeMismatchPhantomMR ADC",
+                "aifPoints": "None", "outputSegmentation": "StrokeMismatchPhantomMR lesion",
+                "outputTable": "StrokeMismatchPhantomMR summary"}
     for combo in panel.findChildren(QComboBox):
         field = combo.property("SlicerParameterName")
         if field in fields and fields[field] in enums:
@@ -262,16 +315,43 @@ def dress_for_screenshot(panel, expanded=()):
             for child in group.findChildren(QWidget):
                 child.setVisible(False)
             group.setMaximumHeight(24)
-    panel.findChild(QWidget, "frameInfoLabel").setText("60 frames, 0-88.5 s")
     panel.findChild(QWidget, "aifPlaceWidget").setText("Place a point")
-    panel.findChild(QWidget, "frameTimesLineEdit").setText("0, 1.5, 3, 4.5, 6, 7.5, 9, ...")
-    panel.findChild(QWidget, "resultLabel").setText(
-        "Ischemic core: 14.0 mL\nHypoperfusion (Tmax > 6 s): 81.3 mL\nMismatch ratio: 5.8\nDEFUSE 3: indeterminate")
+    for name, text in (texts or {}).items():  # from a real run (README screenshot), else left empty
+        widget = panel.findChild(QWidget, name)
+        widget.setText(text)
+        if hasattr(widget, "setCursorPosition"):
+            widget.setCursorPosition(0)
+    if texts:  # after a run, as the widget's _checkCanApply leaves them
+        for name in ("applyButton", "updateFromSegmentsButton"):
+            panel.findChild(QWidget, name).setEnabled(True)
 
 
-def render_panel(path: Path, expanded=()) -> Path:
-    panel = load_panel()
-    dress_for_screenshot(panel, expanded)
+def real_run_texts() -> dict:
+    """The panel's texts after a real run of the module's Logic on the MR sample (Testing/slicer_app:
+    slicer-core MRML, the real StrokeMismatch.py): frames label, frame times, result summary."""
+    import importlib.util
+
+    sys.path[:0] = [str(ROOT / "Testing" / "slicer_app"), str(ROOT / "StrokeMismatch")]
+    import slicerapp
+
+    spec = importlib.util.spec_from_file_location("slicer_app_conftest", ROOT / "Testing" / "slicer_app" / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    app = slicerapp.install()
+    import StrokeMismatch
+
+    nodes = helpers.load_sample(app, StrokeMismatch, "mr")
+    logic = StrokeMismatch.StrokeMismatchLogic()
+    times = logic.frameInfo(nodes["proxy"])["times"]
+    logic.process(nodes["proxy"], nodes["adc"])  # the panel's defaults (motion correction on)
+    return {"frameInfoLabel": f"{len(times)} frames, {times[0]:g}-{times[-1]:g} s",
+            "frameTimesLineEdit": ", ".join(f"{t:g}" for t in times),
+            "resultLabel": logic.summaryText()}
+
+
+def render_panel(path: Path, expanded=(), texts=None) -> Path:
+    panel = add_setting_widgets(load_panel(), expanded="settingsGroups" in expanded)
+    dress_for_screenshot(panel, expanded, texts)
     panel.resize(440, panel.sizeHint().height())
     panel.adjustSize()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,11 +373,17 @@ def test_ui_loads_with_pyside6_and_keeps_names_and_bindings():
             or name in {l.get("name") for l in root.iter("layout")}, name
     assert panel.findChild(QPushButton, "applyButton").isEnabled() is False
     bound = {w.property("SlicerParameterName") for w in panel.findChildren(QWidget)} - {None}
-    assert bound == set(parameter_fields())
-    tmax = panel.findChild(QDoubleSpinBox, "tmaxSpinBox")
-    assert tmax.value() == pytest.approx(6.0) and tmax.suffix() == " s"
-    assert panel.findChild(QDoubleSpinBox, "coreAdcSpinBox").value() == pytest.approx(620.0)
+    assert bound == set(parameter_fields()) - {"settings"}  # the pack is bound by schema-built widgets
     assert isinstance(panel.findChild(QWidget, "perfusionSelector"), QComboBox)
+    add_setting_widgets(panel)
+    tmax = panel.findChild(QDoubleSpinBox, "tmax_thresholdSetting")
+    assert tmax.value() == pytest.approx(6.0) and tmax.suffix() == " s"
+    assert tmax.minimum() == 1.0 and tmax.maximum() == 20.0 and "Tmax above" in tmax.toolTip()
+    assert panel.findChild(QDoubleSpinBox, "core_adcSetting").value() == pytest.approx(620.0)
+    rcbf = panel.findChild(QDoubleSpinBox, "core_rcbf_percentSetting")
+    assert rcbf.value() == pytest.approx(30.0) and rcbf.suffix() == " %"  # percent, as on the CLI
+    age = panel.findChild(QWidget, "ageSetting")
+    assert age.text() == "not given" or age.specialValueText() == "not given"
 
 
 def test_panel_renders_offscreen(tmp_path):
@@ -311,122 +397,22 @@ def test_panel_renders_offscreen(tmp_path):
     assert len(colours) > 10  # not a blank picture
 
 
-def test_panel_renders_with_the_advanced_section_open(tmp_path):
-    """The expanded Advanced section (clean-up group included) is taller than the collapsed panel."""
+def test_panel_renders_with_every_settings_group_open(tmp_path):
+    """All schema groups open (clean-up included) make a much taller panel."""
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtGui import QImage
 
     closed = QImage(str(render_panel(tmp_path / "closed.png")))
-    opened = QImage(str(render_panel(tmp_path / "open.png", expanded=("advancedCollapsibleButton",))))
+    opened = QImage(str(render_panel(tmp_path / "open.png", expanded=("settingsGroups",))))
     assert opened.height() > closed.height() + 300
 
 
 if __name__ == "__main__":
-    # python Testing/test_ui.py [--advanced OUT.png]: the README screenshot (collapsed), or the
-    # panel with the Advanced section open (to check its layout).
+    # python Testing/test_ui.py [--advanced OUT.png]: the README screenshot (groups collapsed), or
+    # the panel with every settings group open (to check its layout).
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     if len(sys.argv) == 3 and sys.argv[1] == "--advanced":
-        print(render_panel(Path(sys.argv[2]), expanded=("advancedCollapsibleButton",)))
+        print(render_panel(Path(sys.argv[2]), expanded=("settingsGroups",)))
     else:
-        print(render_panel(SCREENSHOT))
+        print(render_panel(SCREENSHOT, texts=real_run_texts()))
     sys.exit(0)
-
-
-#: Parameter-node field -> LesionSettings field (its default must be the panel's; rCBF in %).
-PANEL_TO_LIB = {"coreAdcThreshold": "core_adc", "tmaxThreshold": "tmax_threshold",
-                "rcbfReference": "rcbf_reference", "cleanupBrainMask": "brain_mask",
-                "tmaxMedianFilter": "tmax_median_filter", "cbfSmoothingFwhmMm": "cbf_smoothing_fwhm_mm",
-                "cleanupCsf": "csf_exclusion", "csfHu": "csf_hu", "csfAdc": "csf_adc",
-                "cleanupVessels": "vessel_exclusion", "vesselCbv": "vessel_cbv",
-                "vesselCbvMultiple": "vessel_cbv_multiple", "cleanupHemisphere": "restrict_to_affected_hemisphere",
-                "cleanupFillHoles": "fill_holes", "cleanupOpening": "opening", "cleanupCoreOpening": "core_opening",
-                "coreWithinHypoperfusion": "core_within_hypoperfusion", "cleanupClusters": "cluster_removal",
-                "minCoreMl": "min_core_ml", "minHypoperfusionMl": "min_hypoperfusion_ml"}
-
-
-def _panel_defaults() -> dict:
-    """Parameter-node defaults as Lib values (enum members through their value / ``setting()``)."""
-    tree = _module_ast()
-    enum_values = {}
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name in enum_members():
-            for stmt in node.body:
-                if isinstance(stmt, ast.Assign):
-                    enum_values[f"{node.name}.{stmt.targets[0].id}"] = ast.literal_eval(stmt.value)
-    tri_state = {"ModalityDefault.Default": None, "ModalityDefault.On": True, "ModalityDefault.Off": False}
-    defaults = {}
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "StrokeMismatchParameterNode":
-            for stmt in node.body:
-                if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-                    text = ast.unparse(stmt.value)
-                    if text in tri_state:
-                        defaults[stmt.target.id] = tri_state[text]
-                    elif text in enum_values:
-                        defaults[stmt.target.id] = enum_values[text]
-                    else:
-                        defaults[stmt.target.id] = ast.literal_eval(stmt.value)
-    return defaults
-
-
-def test_every_cleanup_setting_is_in_the_cleanup_group_with_the_lib_default():
-    """Panel defaults (parameter node and .ui) = LesionSettings defaults; one widget per step."""
-    from StrokeMismatchLib.analysis import LesionSettings
-
-    lib = LesionSettings()
-    defaults = _panel_defaults()
-    assert defaults["coreRcbfPercent"] == pytest.approx(100 * lib.core_rcbf)
-    for field, name in PANEL_TO_LIB.items():
-        assert defaults[field] == getattr(lib, name), (field, name)
-    root = _tree().getroot()
-    group = next(w for w in _widgets(root) if w.get("name") == "cleanupGroupBox")
-    in_group = {_dynamic_property(w, "SlicerParameterName"): w for w in group.iter("widget")
-                if _dynamic_property(w, "SlicerParameterName") is not None}
-    cleanup = set(PANEL_TO_LIB) - {"coreAdcThreshold", "tmaxThreshold", "rcbfReference"}
-    assert set(in_group) == cleanup, sorted(set(in_group) ^ cleanup)
-    for field, widget in in_group.items():
-        props = {p.get("name"): p for p in widget.findall("property")}
-        tip = props["toolTip"].findtext("string")
-        assert tip and len(tip) > 40, field
-        value = defaults[field]
-        if isinstance(value, bool):
-            assert widget.get("class") == "QCheckBox", field
-            assert props["checked"].findtext("bool") == str(value).lower(), field
-        elif isinstance(value, float):
-            assert float(props["value"].findtext("double")) == pytest.approx(value), field
-            unit = props["suffix"].findtext("string").strip().lstrip("×").split()[0]
-            assert unit in tip, (field, unit, tip)  # the tool tip states the unit
-            assert "default" in tip.lower() or field in ("vesselCbv", "vesselCbvMultiple"), field
-        else:  # tri-state: an enum combo whose shown texts say what "default" means
-            assert widget.get("class") == "QComboBox" and "Modality default" in tip, field
-    labels = enum_labels()["ModalityDefault"]
-    assert labels[0].startswith("Modality default") and labels[1:] == ["On", "Off"]
-    assert "cleanupMorphology" not in parameter_fields()  # opening and hole filling are separate
-
-
-def test_vessel_and_hemisphere_cleanup_widgets_match_the_lib_defaults():
-    """Panel defaults (parameter node and .ui) = LesionSettings defaults, in the clean-up rows."""
-    from StrokeMismatchLib.analysis import LesionSettings
-
-    lib = LesionSettings()
-    defaults = {}
-    for node in _module_ast().body:
-        if isinstance(node, ast.ClassDef) and node.name == "StrokeMismatchParameterNode":
-            defaults = {s.target.id: ast.literal_eval(s.value) for s in node.body
-                        if isinstance(s, ast.AnnAssign) and s.value is not None
-                        and isinstance(s.value, ast.Constant)}
-    expected = {"cleanupVessels": lib.vessel_exclusion, "vesselCbv": lib.vessel_cbv,
-                "vesselCbvMultiple": lib.vessel_cbv_multiple,
-                "cleanupHemisphere": lib.restrict_to_affected_hemisphere}
-    assert {k: defaults[k] for k in expected} == expected
-    root = _tree().getroot()
-    sections = {w.get("name"): w for w in _widgets(root) if w.get("class") == "ctkCollapsibleButton"}
-    advanced = {_dynamic_property(w, "SlicerParameterName"): w
-                for w in sections["advancedCollapsibleButton"].iter("widget")}
-    for field, value in expected.items():
-        widget = advanced[field]
-        props = {p.get("name"): p for p in widget.findall("property")}
-        if isinstance(value, bool):
-            assert props["checked"].findtext("bool") == str(value).lower(), field
-        else:
-            assert float(props["value"].findtext("double")) == pytest.approx(value), field

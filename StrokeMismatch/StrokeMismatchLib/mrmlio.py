@@ -10,8 +10,9 @@ Everything here works in the ``slicer-core`` wheel (MRML classes plus ``slicer.u
 - lesion masks -> one segmentation with named, coloured segments (and closed surfaces);
   edited segments -> masks again;
 - metrics and criteria -> one table node (value, unit, verdict, reasons);
-- curves (AIF, tissue, one voxel's concentration and residue) -> table + plot series + chart;
-- the curve inspector's per-voxel work (RAS -> voxel, class lookup, residue).
+- curves (AIF, tissue, one voxel's concentration and residue) -> table + plot series + chart
+  (the curves themselves come from the pure-numpy ``inspector`` module);
+- manual AIF points (markups) -> voxels.
 
 Slicer conventions: arrays ``[k, j, i]``, RAS millimetres, time on the last axis.
 """
@@ -25,6 +26,7 @@ import slicer
 import slicer.util
 import vtk
 
+from . import inspector
 from .errors import InputDataError
 from .geometry import Geometry
 from .series import PerfusionSeries
@@ -66,6 +68,9 @@ MAP_DISPLAY = {
         "range": None,
     },
 }
+
+#: Map values at or below this are not drawn in slice views (outside the brain, stored as 0).
+MAP_HIDDEN_AT_OR_BELOW = 1e-6
 
 #: Segment key -> (segment name shown in Slicer, RGB colour 0..1). The key is also the segment id.
 SEGMENTS = {
@@ -286,7 +291,7 @@ def series_from_node(node, *, times=None, modality=None, te=None, tr=None) -> Pe
                 "must be a sequence of 3D images."
             )
         geometry = volume_geometry(first)
-        frames = []
+        signal = None  # one float32 copy of the 4D data, filled frame by frame
         for index in range(count):
             frame = source.GetNthDataNode(index)
             frame_geometry = volume_geometry(frame)
@@ -296,11 +301,12 @@ def series_from_node(node, *, times=None, modality=None, te=None, tr=None) -> Pe
                     f"({frame_geometry.shape}) or position than frame 0 ({geometry.shape}). "
                     "Resample the series to one grid before the analysis."
                 )
-            array = slicer.util.arrayFromVolume(frame)
+            array = slicer.util.arrayFromVolume(frame)  # a view of the frame's image data
             if array.ndim != 3:
                 raise InputDataError(f"Frame {index} is not a scalar 3D volume (shape {array.shape}).")
-            frames.append(array)
-        signal = np.stack(frames, axis=-1).astype(np.float32, copy=True)
+            if signal is None:
+                signal = np.empty(array.shape + (count,), dtype=np.float32)
+            signal[..., index] = array
         name = source.GetName()
         to_world = parent_to_world(node)  # the proxy's transform (frames live outside the scene)
         if to_world is not None:
@@ -403,6 +409,12 @@ def set_map_display(volume_node, key):
         low, high = spec["range"]
     display.SetAutoWindowLevel(0)
     display.SetWindowLevelMinMax(low, high)
+    # Outside the analysed brain the maps hold 0 (the Lib's NaN): shown as foreground, 0 would
+    # tint the whole view with the colour table's first colour. Values at or below
+    # MAP_HIDDEN_AT_OR_BELOW are transparent (the background shows through).
+    display.SetApplyThreshold(1)
+    display.SetLowerThreshold(MAP_HIDDEN_AT_OR_BELOW)
+    display.SetUpperThreshold(float(np.finfo(np.float32).max))
     volume_node.SetAttribute("StrokeMismatch.Map", key)
     volume_node.SetAttribute("StrokeMismatch.Unit", spec["unit"])
     return display
@@ -564,12 +576,24 @@ def _criterion_fields(criterion):
     return str(name), str(verdict), "; ".join(str(r) for r in reasons)
 
 
+def _quality_status(flags):
+    """``quality.quality_status(flags)`` (pass / warn / fail and its meaning), or None while the
+    library has no such function."""
+    from . import quality as quality_module
+
+    function = getattr(quality_module, "quality_status", None)
+    if function is None:
+        return None
+    return function([flag.to_dict() if hasattr(flag, "to_dict") else dict(flag) for flag in (flags or ())])
+
+
 def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, name="Mismatch summary",
                        scene=None):
     """A table node with columns Item, Value, Unit, Verdict, Details, Key.
 
-    One row per metric (label, numeric value - NaN when undefined or infinite, unit, flag and
-    note), one per trial rule (its verdict and the reasons), then one per quality-control flag
+    First the quality status (``quality.quality_status``: pass / warn / fail, key
+    ``quality_status``), then one row per metric (label, numeric value - NaN when undefined or
+    infinite, unit, flag and note), one per trial rule (its verdict and the reasons), then one per quality-control flag
     (``quality.QualityFlag`` or its dict: message, severity as the verdict, what it means for
     trusting the mismatch as the details; key ``quality:<code>``). Units vary per row, so they
     are in the Unit column.
@@ -584,6 +608,14 @@ def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, na
     for array, column in ((items, "Item"), (values, "Value"), (units, "Unit"), (verdicts, "Verdict"),
                           (details, "Details"), (keys, "Key")):
         array.SetName(column)
+    status = _quality_status(quality)
+    if status is not None:  # first: can this case support a verdict at all?
+        items.InsertNextValue("Quality status")
+        keys.InsertNextValue("quality_status")
+        values.InsertNextValue(math.nan)
+        units.InsertNextValue("")
+        verdicts.InsertNextValue(str(status.get("status", "")))
+        details.InsertNextValue(str(status.get("meaning", "")))
     for key, raw in (metrics or {}).items():
         label, value, unit, note = _metric_value_unit(raw)
         if isinstance(value, bool):
@@ -712,17 +744,7 @@ def plot_curves(x, curves: dict, *, chart=None, name="Curves", x_title="Time (s)
     return chart
 
 
-# --- curve inspector / manual AIF ---------------------------------------------------------------
-
-def ras_to_voxel(geometry: Geometry, ras):
-    """Nearest voxel ``(k, j, i)`` of a RAS point, or None when it falls outside the grid."""
-    ijk = np.rint(geometry.ras_to_ijk_points(np.asarray(ras, dtype=float)[:3])).astype(int)
-    i, j, k = (int(v) for v in ijk)
-    shape = geometry.shape
-    if not (0 <= k < shape[0] and 0 <= j < shape[1] and 0 <= i < shape[2]):
-        return None
-    return k, j, i
-
+# --- manual AIF points ---------------------------------------------------------------------------
 
 def markups_voxels(markups_node, geometry: Geometry) -> np.ndarray:
     """``(N, 3)`` int array of ``(k, j, i)`` for the markups control points inside the grid
@@ -730,91 +752,58 @@ def markups_voxels(markups_node, geometry: Geometry) -> np.ndarray:
     if markups_node is None or markups_node.GetNumberOfControlPoints() == 0:
         raise InputDataError("Place at least one AIF point in an artery (markups point list), or choose automatic AIF.")
     points = slicer.util.arrayFromMarkupsControlPoints(markups_node, world=True)
-    voxels = [v for v in (ras_to_voxel(geometry, p) for p in np.atleast_2d(points)) if v is not None]
+    voxels = [v for v in (inspector.ras_to_voxel(geometry, p) for p in np.atleast_2d(points)) if v is not None]
     if not voxels:
         raise InputDataError("None of the AIF points lies inside the perfusion volume: move them onto an artery.")
     return np.array(voxels, dtype=int)
 
 
-def classify_voxel(masks: dict, voxel, brain_mask=None) -> str:
-    """"core", "penumbra", "normal" or "outside" (outside the analysed brain) for one voxel."""
-    for key in ("core", "penumbra"):
-        mask = masks.get(key) if masks else None
-        if mask is not None and bool(mask[voxel]):
-            return key
-    if brain_mask is not None and not bool(brain_mask[voxel]):
-        return "outside"
-    return "normal"
+
+#: Masks of the analysis kept in the scene for "Update from segments" (one bit each).
+ANALYSIS_MASKS = ("tmax_gt_4", "tmax_gt_8", "tmax_gt_10", "hypoperfusion", "brain")
 
 
-def inspect_voxel(voxel, *, concentration, aif, times, maps, masks, brain_mask=None, method=None):
-    """Everything the curve inspector shows for one voxel ``(k, j, i)``.
-
-    Returns a dict: ``voxel``, ``concentration`` [T], ``residue_times`` (lag, s) and
-    ``residue`` = 6000·κ·k(t) = CBF·R(t) in mL/100 g/min (its peak is the voxel's CBF; the lag
-    of the peak is Tmax; PERFUSION.md §5), ``cbf``/``cbv``/``mtt``/``tmax``/``ttp`` read from
-    the maps, and ``class`` ("core", "penumbra", "normal", "outside").
-    """
-    from . import perfusion  # science module: imported only when the inspector is used
-
-    voxel = tuple(int(v) for v in voxel)
-    curve = np.asarray(concentration[voxel], dtype=float)
-    result = {"voxel": voxel, "concentration": curve, "class": classify_voxel(masks, voxel, brain_mask)}
-    for key in ("cbf", "tmax", "cbv", "mtt", "ttp"):
-        array = maps.get(key) if isinstance(maps, dict) else getattr(maps, key, None)
-        result[key] = float(array[voxel]) if array is not None else math.nan
-    settings = dict(getattr(maps, "settings", {}) or {})
-    method = method or getattr(maps, "method", None) or "oSVD"
-    try:
-        residue = perfusion.deconvolve_curve(curve, np.asarray(getattr(aif, "curve", aif), dtype=float),
-                                             np.asarray(times, dtype=float), method=method, **settings)
-    except TypeError:  # settings not accepted by this version: default regularisation
-        residue = perfusion.deconvolve_curve(curve, np.asarray(getattr(aif, "curve", aif), dtype=float),
-                                             np.asarray(times, dtype=float), method=method)
-    kappa = float(getattr(maps, "kappa", 0.73 / 1.04))
-    result["residue_times"] = np.asarray(residue.times, dtype=float)
-    result["residue"] = 6000.0 * kappa * np.asarray(residue.k, dtype=float)
-    return result
+def analysis_masks_volume(masks: dict, reference_volume, name, *, node=None, scene=None):
+    """A label map holding the analysis' masks :data:`ANALYSIS_MASKS` (the cleaned Tmax > 4/8/10 s
+    masks, the hypoperfusion as analysed, the analysed brain) as bits; attribute
+    ``StrokeMismatch.Masks`` lists them in bit order. Hidden from the node selectors: it is what
+    :func:`recompute_from_segmentation` needs to do what ``stroke-mismatch recompute`` does."""
+    geometry = volume_geometry(reference_volume)
+    bits = np.zeros(geometry.shape, np.uint8)
+    names = [key for key in ANALYSIS_MASKS if masks.get(key) is not None]
+    for bit, key in enumerate(names):
+        bits |= (np.asarray(masks[key], dtype=bool).astype(np.uint8) << bit)
+    if node is None:
+        scene = scene or reference_volume.GetScene()
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, bits)
+    apply_geometry(node, geometry)
+    node.SetHideFromEditors(1)
+    node.SetAttribute("StrokeMismatch.Masks", ",".join(names))
+    return node
 
 
-def mean_curve(concentration, voxels) -> np.ndarray:
-    """Mean curve [T] of ``concentration`` [K, J, I, T] over ``voxels`` ((N, 3) k, j, i)."""
-    voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
-    if voxels.size == 0:
-        raise InputDataError("No voxel to average.")
-    return np.asarray(concentration[voxels[:, 0], voxels[:, 1], voxels[:, 2]], dtype=float).mean(axis=0)
-
-
-def inspector_curves(info: dict, times, aif) -> dict:
-    """Legend -> curve for the inspector chart: the voxel's C(t), the AIF and CBF·R(t), each
-    divided by its own peak so their shapes and timing (delay, dispersion) compare on one axis;
-    the legends give the peaks with units. The residue is on its own lag axis (s)."""
-    aif = np.asarray(getattr(aif, "curve", aif), dtype=float)
-
-    def scaled(curve):
-        curve = np.asarray(curve, dtype=float)
-        peak = float(np.nanmax(np.abs(curve))) if curve.size else 0.0
-        return (curve / peak if peak > 0 else curve), peak
-
-    tissue, tissue_peak = scaled(info["concentration"])
-    aif_scaled, aif_peak = scaled(aif)
-    residue, residue_peak = scaled(info["residue"])
-    return {
-        f"Voxel C(t) (peak {tissue_peak:.3g})": tissue,
-        f"AIF C(t) (peak {aif_peak:.3g})": aif_scaled,
-        f"CBF·R(t) vs lag (peak {residue_peak:.1f} mL/100 g/min)": (np.asarray(info["residue_times"]), residue),
-    }
+def masks_from_analysis_volume(volume) -> dict:
+    """``{name: bool mask}`` back from :func:`analysis_masks_volume`."""
+    names = [n for n in (volume.GetAttribute("StrokeMismatch.Masks") or "").split(",") if n]
+    bits = np.asarray(slicer.util.arrayFromVolume(volume))
+    return {name: (bits & (1 << bit)) > 0 for bit, name in enumerate(names)}
 
 
 def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=None, cbv_volume=None,
-                                hemispheres=None, settings=None, quality=(), table=None):
-    """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments.
+                                analysis_masks=None, hemispheres=None, settings=None, quality=(), table=None):
+    """Metrics and criteria from the (hand-edited) "Ischemic core" and "Penumbra" segments, as
+    ``stroke-mismatch recompute`` does (``analysis.metrics_from_masks``).
 
-    Hypoperfusion = core ∪ penumbra (``analysis.metrics_from_masks``); ``tmax_volume`` /
-    ``cbv_volume`` (map nodes on the reference grid) add the Tmax > 8/10 s volumes and the CBV
-    index. ``quality``: the analysis' QC flags, still true of the edited masks' source data: an
-    error keeps every verdict indeterminate (quality), as in the analysis. The segmentation is only read, never changed. Writes ``table`` (or a new table node) and
-    returns ``(table, MaskMetrics)``.
+    Hypoperfusion = core ∪ penumbra. ``analysis_masks`` (the label map of
+    :func:`analysis_masks_volume`): while the hypoperfusion equals the analysed one, the
+    analysis' cleaned Tmax > 4/8/10 s masks are used as they are (no edit, or core-only edits,
+    give Apply's Tmax volumes exactly); once it is edited, ``tmax_volume`` (the Tmax map node)
+    gives Tmax > 8/10 s inside the edited hypoperfusion and Tmax > 4 s as (Tmax > 4 s in the
+    analysed brain) ∪ hypoperfusion. ``cbv_volume`` adds the CBV index. ``quality``: the
+    analysis' QC flags, still true of the edited masks' source data: an error keeps every
+    verdict indeterminate (quality), as in the analysis. The segmentation is only read, never
+    changed. Writes ``table`` (or a new table node) and returns ``(table, MaskMetrics)``.
     """
     from .analysis import metrics_from_masks
 
@@ -828,10 +817,18 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
     empty = np.zeros(geometry.shape, bool)
     core = masks.get("core", empty)
     penumbra = masks.get("penumbra", empty)
+    hypoperfusion = core | penumbra
+    tmax_masks = brain = None
+    if analysis_masks is not None:
+        analysed = masks_from_analysis_volume(analysis_masks)
+        brain = analysed.get("brain")
+        if "hypoperfusion" in analysed and np.array_equal(analysed["hypoperfusion"], hypoperfusion):
+            tmax_masks = {key: mask for key, mask in analysed.items() if key.startswith("tmax_gt_")}
     tmax = None if tmax_volume is None else np.array(slicer.util.arrayFromVolume(tmax_volume), dtype=np.float32)
     cbv = None if cbv_volume is None else np.array(slicer.util.arrayFromVolume(cbv_volume), dtype=np.float32)
-    result = metrics_from_masks(core, core | penumbra, geometry, tmax=tmax, cbv=cbv, hemispheres=hemispheres,
-                                settings=settings, quality_flags=list(quality or ()))
+    result = metrics_from_masks(core, hypoperfusion, geometry, tmax=tmax, tmax_masks=tmax_masks, brain=brain,
+                                cbv=cbv, hemispheres=hemispheres, settings=settings,
+                                quality_flags=list(quality or ()))
     table = table_from_metrics(result.metrics, result.criteria, quality=quality, table=table,
                                name=f"{segmentation.GetName()} summary (edited)",
                                scene=segmentation.GetScene())
@@ -841,43 +838,16 @@ def recompute_from_segmentation(segmentation, reference_volume, *, tmax_volume=N
 
 # --- one analysed case -> all output nodes --------------------------------------------------------
 
-def case_curves(result) -> dict:
-    """Legend -> curve [T] for the AIF chart of a ``pipeline.CaseResult``: the AIF and the mean
-    concentration in the core, the penumbra and the rest of the brain."""
-    aif = getattr(result.aif, "curve", result.aif)
-    voxels = np.asarray(getattr(result.aif, "voxels", np.zeros((0, 3)))).reshape(-1, 3)
-    curves = {f"AIF ({getattr(result.aif, 'method', 'AIF')}, {len(voxels)} voxels)": np.asarray(aif, dtype=float)}
-    brain = np.asarray(result.brain_mask, dtype=bool)
-    empty = np.zeros_like(brain)
-    core = np.asarray(result.lesion.masks.get("core", empty), dtype=bool)
-    penumbra = np.asarray(result.lesion.masks.get("penumbra", empty), dtype=bool)
-    for label, mask in (("Core tissue (mean)", core), ("Penumbra tissue (mean)", penumbra),
-                        ("Other brain tissue (mean)", brain & ~core & ~penumbra)):
-        if np.any(mask):
-            curves[label] = np.asarray(result.concentration[mask], dtype=float).mean(axis=0)
-    return curves
-
-
-def lesion_center_ras(result):
-    """RAS (mm) centre of the hypoperfused tissue (else the core) of a case, or None."""
-    masks = result.lesion.masks
-    for key in ("hypoperfusion", "core"):
-        mask = masks.get(key)
-        if mask is not None and np.any(mask):
-            kji = np.argwhere(mask).mean(axis=0)
-            return result.geometry.ijk_to_ras_points(kji[::-1])
-    return None
-
-
 def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_above_10=True, scene=None) -> dict:
     """All output nodes of an analysed case (``pipeline.CaseResult``).
 
     Returns ``{"cbf", "cbv", "mtt", "tmax", "ttp", "baseline"}`` volumes, ``"segmentation"``
     (segments core / penumbra [/ Tmax > 10 s], closed surfaces), ``"table"`` (metrics and
-    criteria) and ``"aifChart"``. ``reuse``: the dict of a previous run whose nodes are
+    criteria), ``"aifChart"`` and ``"analysisMasks"`` (hidden label map of the analysis' cleaned
+    Tmax masks, hypoperfusion and brain, see :func:`analysis_masks_volume`). ``reuse``: the dict of a previous run whose nodes are
     overwritten; otherwise new nodes named "<base_name> lesion", "<base_name> CBF"... (made
     unique). Every node gets the attribute ``StrokeMismatch.Run``; the segmentation records its
-    Tmax and CBV volume ids for :func:`recompute_from_segmentation`.
+    Tmax, CBV and analysis-masks volume ids for :func:`recompute_from_segmentation`.
     """
     scene = scene or slicer.mrmlScene
     # nodes of the previous run that the user deleted meanwhile are made anew
@@ -898,10 +868,33 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
     outputs["table"] = table_from_metrics(result.lesion.metrics, result.lesion.criteria,
                                           quality=getattr(result, "quality", None) or (),
                                           table=reuse.get("table"), name=prefix + "summary", scene=scene)
-    outputs["aifChart"] = plot_curves(result.series.times, case_curves(result), chart=reuse.get("aifChart"),
+    outputs["aifChart"] = plot_curves(result.series.times, inspector.case_curves(result), chart=reuse.get("aifChart"),
                                       name=prefix + "AIF", y_title="Concentration (a.u.)", scene=scene)
+    analysed = dict(result.lesion.masks, brain=result.lesion.masks.get("brain", result.brain_mask))
+    outputs["analysisMasks"] = analysis_masks_volume(analysed, outputs["tmax"], prefix + "analysis masks",
+                                                     node=reuse.get("analysisMasks"), scene=scene)
     for node in outputs.values():
         node.SetAttribute("StrokeMismatch.Run", run_name)
-    outputs["segmentation"].SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
-    outputs["segmentation"].SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
+    segmentation = outputs["segmentation"]
+    segmentation.SetAttribute("StrokeMismatch.TmaxVolumeID", outputs["tmax"].GetID())
+    segmentation.SetAttribute("StrokeMismatch.CBVVolumeID", outputs["cbv"].GetID())
+    segmentation.SetAttribute("StrokeMismatch.AnalysisMasksVolumeID", outputs["analysisMasks"].GetID())
     return outputs
+
+
+# --- sample case -> nodes -------------------------------------------------------------------------
+
+def sample_case_nodes(case, scene=None) -> dict:
+    """Scene nodes of a ``samplecase.SampleCase``: ``"sequence"`` (frame times in s, TE/TR and
+    modality as attributes), its ``"browser"`` and ``"proxy"`` volume (as Slicer makes when it
+    loads a ``.seq.nrrd``), and for MR the ``"adc"`` volume. Names: "<name>" and "<name> ADC"."""
+    scene = scene or slicer.mrmlScene
+    nodes = {"sequence": sequence_from_series(case.series, name=case.name, scene=scene)}
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{case.name} browser")
+    browser.SetAndObserveMasterSequenceNodeID(nodes["sequence"].GetID())
+    slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+    nodes["browser"] = browser
+    nodes["proxy"] = browser.GetProxyNode(nodes["sequence"])
+    if case.adc is not None:
+        nodes["adc"] = volume_from_array(case.adc, case.adc_geometry, f"{case.name} ADC", scene=scene)
+    return nodes

@@ -205,103 +205,42 @@ def run_case(
     lap("validate")
 
     # --- issue 15 hook: CT analysed at a defined in-plane resolution (denoise.py) ------------
-    grid_info = None
-    if modality == "ct":
-        from .denoise import block_mask, block_mean, to_analysis_grid
+    series, grid_info = analysis_series(series, settings)
+    if grid_info is not None and grid_info["applied"]:
+        from .denoise import block_mask, block_mean
 
-        series, grid_info = to_analysis_grid(series, settings.ct_analysis_resolution_mm)
-        if grid_info["applied"]:
-            factors = grid_info["factors_ij"]
-            geometry = series.geometry
-            user_mask = None if user_mask is None else block_mask(user_mask, factors)
-            if aif_mask is not None:  # a block holding any AIF voxel is an AIF voxel
-                aif_mask = block_mean(aif_mask.astype(np.float32), factors) > 0
-            if aif_voxels is not None:
-                scaled = aif_voxels // np.array([1, factors[1], factors[0]])
-                scaled = np.minimum(scaled, np.array(geometry.shape) - 1)
-                aif_voxels = np.unique(scaled, axis=0)
+        factors = grid_info["factors_ij"]
+        geometry = series.geometry
+        user_mask = None if user_mask is None else block_mask(user_mask, factors)
+        if aif_mask is not None:  # a block holding any AIF voxel is an AIF voxel
+            aif_mask = block_mean(aif_mask.astype(np.float32), factors) > 0
+        aif_voxels = voxels_on_analysis_grid(aif_voxels, grid_info, geometry.shape)
+    if grid_info is not None:
         lap("analysis_grid")
 
-    # 2. slice timing (issue 17 hook): each slice's curves on the frame times, on the data as
-    # acquired (slice k is the slice acquired at slice_times[k]), before motion correction.
-    signal = series.signal
-    slice_timing = None
-    if settings.slice_timing_correction:
-        from .slicetiming import correct_slice_timing, slice_times_of
-
-        slice_times, slice_source = slice_times_of(series)
-        signal, slice_timing = correct_slice_timing(signal, times, slice_times, source=slice_source)
-        if slice_timing.reason.startswith("not applied"):
-            warnings.append(f"Slice timing ({slice_source}) {slice_timing.reason}.")
-
-    # 2b. motion correction ---------------------------------------------------------------------
-    motion = None
-    if settings.motion_correction:
-        from .motion import correct_motion
-
-        sub = bar.step("motion", "Correcting motion")
-        signal, motion = correct_motion(signal, geometry, times, progress=sub)
-        warnings.extend(getattr(motion, "warnings", []) or [])
-    lap("motion")
-
-    # 3. baseline and concentration --------------------------------------------------------------
-    bar.step("baseline", "Finding the baseline and bolus arrival")
-    baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=user_mask)
-    if settings.baseline is not None:
-        baseline = _override_baseline(baseline, settings.baseline)
+    # 2.-4. slice timing, motion correction, baseline, brain mask, concentration ----------------
+    prepared = prepare_series(series, settings, brain_mask=user_mask, bar=bar, lap=lap)
+    warnings.extend(prepared.warnings)
+    signal, motion, baseline = prepared.signal, prepared.motion, prepared.baseline
+    baseline_image, mask, mask_source = prepared.baseline_image, prepared.brain_mask, prepared.brain_mask_source
+    concentration, slice_timing = prepared.concentration, prepared.slice_timing
     start, stop = baseline.start, baseline.stop
-    baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
-    warnings.extend(getattr(baseline, "warnings", []) or [])
-    lap("baseline")
-
-    # 4. brain mask --------------------------------------------------------------------------------
-    bar.step("brain_mask", "Brain mask")
-    if user_mask is not None:
-        mask = user_mask
-        mask_source = "user"
-    else:
-        from .brainmask import auto_brain_mask
-
-        mask = np.asarray(auto_brain_mask(baseline_image, geometry, modality=modality), dtype=bool)
-        mask_source = "automatic"
-    if not np.any(mask):
-        raise InputDataError(
-            "The brain mask is empty: no voxel to analyse. Check the input image or give a brain "
-            "mask (--brain-mask)."
-        )
-    if settings.baseline is None and user_mask is None:
-        # Re-detect the bolus on the brain only, now that we have a mask (PERFUSION.md §2.2 step 1).
-        baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=mask)
-        start, stop = baseline.start, baseline.stop
-        baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
-    concentration = perfusion.signal_to_concentration(
-        signal, times, modality=modality, te=series.te, baseline=(start, stop)
-    )
     from .quality import bolus_flags
 
     # Without a bolus (or with a baseline inside it) the AIF and deconvolution steps fail for
     # reasons that hide the real one; keep it to say it (PERFUSION.md §2.6).
     no_bolus = bolus_flags(concentration, times, baseline, mask, modality=modality, te=series.te)
-    lap("brain_mask")
 
     # 5. AIF ------------------------------------------------------------------------------------------
     bar.step("aif", "Selecting the arterial input function")
     voxels = aif_voxels
     if voxels is None and aif_mask is not None:
         voxels = np.argwhere(aif_mask)
-    # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
-    aif_signal = signal if modality == "mr" else None
     try:
-        # issue 20: artery rules (CT blood-like baseline needs the pre-bolus HU image)
-        aif = perfusion.select_aif(concentration, times, mask=mask, voxels=voxels, signal=aif_signal,
-                                   modality=modality, baseline_frames=(start, stop),
-                                   baseline_image=baseline_image if modality == "ct" else None)
-        # issue 20: second baseline pass from the AIF's own arrival; AIF pre-bolus check
-        from .pseudomismatch import second_baseline_pass
-
-        baseline, concentration, aif, baseline_image = second_baseline_pass(
-            baseline, signal, times, aif, concentration, modality=modality, te=series.te, mask=mask,
-            baseline_image=baseline_image)
+        # issue 20: artery rules and the second baseline pass from the AIF's own arrival (in
+        # case_aif, which the Slicer preview calls too); it may re-cut the baseline
+        aif = case_aif(prepared, times, modality, voxels)
+        baseline, concentration, baseline_image = prepared.baseline, prepared.concentration, prepared.baseline_image
         start, stop = baseline.start, baseline.stop
         warnings.extend(f"AIF: {text}" for text in (getattr(aif, "warnings", []) or []))
         lap("aif")
@@ -419,6 +358,137 @@ def run_case(
         lap("stability")
     bar.report(1.0, "Done")
     return result
+
+
+@dataclass
+class PreparedSeries:
+    """Steps 2-4 of :func:`run_case`: the analysed signal (motion corrected when enabled), the
+    baseline (frames), its mean image, the brain mask and the concentration [K, J, I, T]."""
+
+    signal: np.ndarray
+    motion: Any
+    baseline: Any
+    baseline_image: np.ndarray
+    brain_mask: np.ndarray
+    brain_mask_source: str
+    concentration: np.ndarray
+    warnings: list = field(default_factory=list)
+    slice_timing: Any = None  # slicetiming.SliceTimingReport (issue 17)
+    te: float | None = None  # echo time (s), MR: for converting again after a baseline re-cut
+
+
+def prepare_series(series: PerfusionSeries, settings: CaseSettings, *, brain_mask=None, bar=None,
+                   lap=None) -> PreparedSeries:
+    """Slice timing, motion correction, baseline and bolus arrival, brain mask and signal ->
+    concentration, exactly as :func:`run_case` does them (it calls this). ``brain_mask``: bool [K, J, I] on the
+    series grid, already checked (None: automatic). Used alone by the Slicer panel's manual-AIF
+    preview, so that the curve shown before Apply is the AIF Apply uses."""
+    from . import perfusion
+
+    bar = bar if bar is not None else _Progress(None)
+    lap = lap if lap is not None else (lambda name: None)
+    times = np.asarray(series.times, dtype=float)
+    modality = series.modality
+    geometry = series.geometry
+    warnings: list[str] = []
+
+    # slice timing (issue 17 hook): each slice's curves on the frame times, on the data as
+    # acquired (slice k is the slice acquired at slice_times[k]), before motion correction.
+    signal = series.signal
+    slice_timing = None
+    if settings.slice_timing_correction:
+        from .slicetiming import correct_slice_timing, slice_times_of
+
+        slice_times, slice_source = slice_times_of(series)
+        signal, slice_timing = correct_slice_timing(signal, times, slice_times, source=slice_source)
+        if slice_timing.reason.startswith("not applied"):
+            warnings.append(f"Slice timing ({slice_source}) {slice_timing.reason}.")
+
+    motion = None
+    if settings.motion_correction:
+        from .motion import correct_motion
+
+        sub = bar.step("motion", "Correcting motion")
+        signal, motion = correct_motion(signal, geometry, times, progress=sub)
+        warnings.extend(getattr(motion, "warnings", []) or [])
+    lap("motion")
+
+    bar.step("baseline", "Finding the baseline and bolus arrival")
+    baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=brain_mask)
+    if settings.baseline is not None:
+        baseline = _override_baseline(baseline, settings.baseline)
+    start, stop = baseline.start, baseline.stop
+    baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
+    warnings.extend(getattr(baseline, "warnings", []) or [])
+    lap("baseline")
+
+    bar.step("brain_mask", "Brain mask")
+    if brain_mask is not None:
+        mask = brain_mask
+        mask_source = "user"
+    else:
+        from .brainmask import auto_brain_mask
+
+        mask = np.asarray(auto_brain_mask(baseline_image, geometry, modality=modality), dtype=bool)
+        mask_source = "automatic"
+    if not np.any(mask):
+        raise InputDataError(
+            "The brain mask is empty: no voxel to analyse. Check the input image or give a brain "
+            "mask (--brain-mask)."
+        )
+    if settings.baseline is None and brain_mask is None:
+        # Re-detect the bolus on the brain only, now that we have a mask (PERFUSION.md §2.2 step 1).
+        baseline = perfusion.detect_baseline(signal, times, modality=modality, mask=mask)
+        start, stop = baseline.start, baseline.stop
+        baseline_image = np.mean(signal[..., start:stop], axis=-1, dtype=np.float64).astype(np.float32)
+    concentration = perfusion.signal_to_concentration(
+        signal, times, modality=modality, te=series.te, baseline=(start, stop)
+    )
+    lap("brain_mask")
+    return PreparedSeries(signal, motion, baseline, baseline_image, mask, mask_source, concentration, warnings,
+                          slice_timing, te=series.te)
+
+
+def case_aif(prepared: PreparedSeries, times, modality: str, voxels=None):
+    """Step 5 of :func:`run_case`: the AIF (automatic, or the mean of ``voxels`` (N, 3) k, j, i)
+    under the artery rules, then the second baseline pass from the AIF's own arrival
+    (PERFUSION.md §2.2, §3.1; ``pseudomismatch.second_baseline_pass``), which may re-cut the
+    baseline: ``prepared``'s baseline, baseline image and concentration are updated with it."""
+    from . import perfusion
+    from .pseudomismatch import second_baseline_pass
+
+    times = np.asarray(times, dtype=float)
+    start, stop = prepared.baseline.start, prepared.baseline.stop
+    # The saturation check (min S/S0 near the noise floor) is a DSC-MR notion; S/S0 of HU means nothing.
+    aif_signal = prepared.signal if modality == "mr" else None
+    aif = perfusion.select_aif(prepared.concentration, times, mask=prepared.brain_mask, voxels=voxels,
+                               signal=aif_signal, modality=modality, baseline_frames=(start, stop),
+                               baseline_image=prepared.baseline_image if modality == "ct" else None)
+    prepared.baseline, prepared.concentration, aif, prepared.baseline_image = second_baseline_pass(
+        prepared.baseline, prepared.signal, times, aif, prepared.concentration, modality=modality,
+        te=prepared.te, mask=prepared.brain_mask, baseline_image=prepared.baseline_image)
+    return aif
+
+
+def analysis_series(series: PerfusionSeries, settings: CaseSettings):
+    """The series on its analysis grid and the grid report (issue 15): CT at the in-plane
+    resolution ``settings.ct_analysis_resolution_mm`` (``denoise.to_analysis_grid``), other
+    modalities unchanged (report None). :func:`run_case` and the Slicer AIF preview call it."""
+    if series.modality != "ct":
+        return series, None
+    from .denoise import to_analysis_grid
+
+    return to_analysis_grid(series, settings.ct_analysis_resolution_mm)
+
+
+def voxels_on_analysis_grid(voxels, grid_info, shape):
+    """(k, j, i) voxels of the acquired grid -> the analysis grid of :func:`analysis_series`."""
+    if voxels is None or not grid_info or not grid_info.get("applied"):
+        return voxels
+    factors = grid_info["factors_ij"]
+    scaled = np.asarray(voxels) // np.array([1, factors[1], factors[0]])
+    scaled = np.minimum(scaled, np.array(shape) - 1)
+    return np.unique(scaled, axis=0)
 
 
 # --------------------------------------------------------------------------------------------
