@@ -101,8 +101,10 @@ CASES = [
      {"core_deficit_opposite_sides"}),
     ("mr_no_baseline", lambda: mr_case(series=frames(phantom("mr").series, start_s=21.0)),
      ("refused", "start during the bolus")),
+    # CT starting at 21 s: since the AIF's own arrival re-cuts the baseline (issue 20) the CT
+    # case is analysed, and gated (the MR one is still refused before the maps)
     ("ct_no_baseline", lambda: ct_case(frames(phantom("ct").series, start_s=21.0)),
-     ("refused", "start during the bolus")),
+     {"baseline_during_bolus"}),
     ("mr_truncated_30s", lambda: mr_case(series=frames(phantom("mr").series, stop_s=30.0)),
      {"bolus_truncated"}),
     ("ct_truncated_30s", lambda: ct_case(frames(phantom("ct").series, stop_s=30.0)),
@@ -136,7 +138,7 @@ def test_faulty_case_gives_no_confident_verdict(name, build, expected):
     assert summary["quality"]["status"] == "fail"
     for rule in summary["criteria"].values():
         assert rule["verdict"] == "indeterminate (quality)" and rule["eligible"] is None
-        assert any(code in rule["reasons"][0] for code in expected)
+        assert any(code in " ".join(rule["reasons"]) for code in expected)
         assert rule["quality_status"] == "fail" and rule["ungated_status"]
     finding = next(f for f in summary["quality"]["findings"] if f["code"] in expected)
     assert finding["threshold"] and finding["explanation"]
@@ -176,7 +178,11 @@ def test_a_scan_starting_during_the_bolus_never_gets_a_definite_verdict(modality
         assert "baseline" in str(error) or "during the bolus" in str(error), str(error)
         return
     assert {rule.status for rule in result.lesion.criteria} == {"indeterminate (quality)"}
-    assert "baseline_during_bolus" in {f.code for f in result.quality if f.severity == "error"}
+    # the reason is the baseline or the AIF it spoilt (issue 20's artery rules catch it first
+    # when the scan starts just before the bolus)
+    baseline_codes = {"baseline_during_bolus", "screen_aif_is_artery", "screen_aif_prebolus_offset",
+                      "screen_aif_arrival_vs_baseline"}
+    assert baseline_codes & {f.code for f in result.quality if f.severity == "error"}
 
 
 @pytest.mark.parametrize("stop_s, gated", [(33.0, True), (36.0, False), (40.0, False)])

@@ -104,7 +104,8 @@ def second_baseline_pass(baseline, signal, times, aif, concentration, *, modalit
     from .aif import refresh_aif
     from .concentration import signal_to_concentration
 
-    new = recut_baseline(baseline, aif.curve)
+    new = recut_baseline(baseline, aif.curve,
+                         allow_extend=bool((getattr(aif, "artery", None) or {}).get("found")))
     if new.recut:
         concentration = signal_to_concentration(signal, times, modality=modality, te=te,
                                                 baseline=(new.start, new.stop))
@@ -330,6 +331,24 @@ def screen_case(*, modality, times, signal, concentration, baseline, aif, brain_
 
     flags = [_flag(item, unit) for item in items if item.passed is False]
     return PseudoMismatchScreen(items, flags)
+
+
+def refresh_lesion_step_flag(flags, lesion) -> list:
+    """``flags`` with the screen's "lesion removed by a step" finding recomputed for ``lesion``
+    (a re-thresholded LesionAnalysis): it depends on the masks, unlike the other screen items."""
+    code = "screen_lesion_removed_by_step"
+    kept = [f for f in flags if getattr(f, "code", None) != code]
+    removed = steps_removing_lesion(getattr(lesion, "steps", None))
+    if not removed:
+        return kept
+    item = ScreenItem(
+        "lesion_removed_by_step", "Clean-up steps that removed most of a lesion",
+        ", ".join(f"{r['step']} removed {100 * r['fraction']:.0f} % of {r['mask']} "
+                  f"({r['removed_ml']:.1f} of {r['before_ml']:.1f} mL)" for r in removed),
+        "", f"no step removes > {100 * MAX_REMOVED_FRACTION:g} % (and ≥ {MIN_REMOVED_ML:g} mL) of "
+        "the core or hypoperfusion it receives", False,
+        "A step that erases most of a lesion usually acts on an inflated or distorted map.", {"steps": removed})
+    return kept + [_flag(item, "")]
 
 
 def _fmt(value):

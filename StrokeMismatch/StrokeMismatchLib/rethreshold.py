@@ -319,7 +319,9 @@ def rethresholded_result(case: CaseMaps, overrides: dict) -> DerivedResult:
     from .criteria import apply_quality_gate
     from .quality import refresh_lesion_flags
 
-    flags = refresh_lesion_flags(case.quality_flags, lesion, case.brain_mask)
+    from .pseudomismatch import refresh_lesion_step_flag
+
+    flags = refresh_lesion_step_flag(refresh_lesion_flags(case.quality_flags, lesion, case.brain_mask), lesion)
     record = derive_record(
         case.summary, metrics=lesion.metrics, criteria=apply_quality_gate(lesion.criteria, flags),
         settings=all_settings, affected_side=lesion.affected_side, cleanup_steps=data["steps"],
