@@ -7,7 +7,7 @@ import pytest
 
 from StrokeMismatchLib import cli
 from StrokeMismatchLib.geometry import Geometry
-from StrokeMismatchLib.rethreshold import CaseMaps, rethresholded_result
+from StrokeMismatchLib.rethreshold import CaseMaps, rethreshold, rethresholded_result
 from StrokeMismatchLib.settings import LesionSettings
 from StrokeMismatchLib.stability import verdict_stability
 
@@ -57,11 +57,9 @@ def _centre():
 
 
 def _analyse(case, settings):
-    from StrokeMismatchLib.rethreshold import rethreshold
-
     lesion = rethreshold(case, settings)
     case.hemispheres = lesion.hemispheres  # the sweep reuses the plane, as run_case's does
-    return lesion, verdict_stability(case, settings, lesion.criteria)
+    return lesion, verdict_stability(case, settings, lesion.criteria, rethreshold)
 
 
 def test_a_core_just_under_70_ml_is_near_a_cut_off():

@@ -28,6 +28,7 @@ from . import cleanup
 from .adc import AdcUnitInfo, adc_to_micro
 from .cleanup_chain import CleanupInputs, run_cleanup
 from .criteria import apply_quality_gate, criteria_to_dicts, evaluate_criteria
+from .quality import ADC_MIN_COVERAGE, adc_coverage_message
 from .errors import InputDataError
 from .geometry import Geometry
 from .hemispheres import Hemispheres, affected_side, estimate_midplane
@@ -113,17 +114,6 @@ class LesionAnalysis:
             "voxel_volume_ml": self.geometry.voxel_volume_ml,
             "warnings": list(self.warnings),
         }
-
-
-#: Below this fraction of the analysed brain with a valid ADC, the core may be missed (warning).
-ADC_MIN_COVERAGE = 0.95
-
-
-def adc_coverage_message(coverage: float) -> str:
-    """The warning for an ADC map that does not cover the analysed brain."""
-    return (f"The ADC map covers only {100 * coverage:.0f} % of the analysed brain: an ischemic core "
-            "outside it cannot be found, so the core may be underestimated. Check that the ADC and "
-            "the perfusion series are from the same session and cover the same region.")
 
 
 def _map(maps, name: str, shape, required: bool = True):

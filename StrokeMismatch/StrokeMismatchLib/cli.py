@@ -21,7 +21,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import NamedTuple
 
 from . import DISCLAIMER, __version__
 from .errors import AnalysisCancelled, InputDataError, StrokeMismatchError
@@ -442,6 +441,8 @@ def _format_agreement(truth):
 
 
 def _cmd_analyze(args):
+    from .caseinputs import read_case_inputs
+
     inputs = read_case_inputs(
         args.perfusion, series_id=args.series, modality=args.modality, tr=args.tr, te=args.te,
         diffusion=args.diffusion, dwi_b0=args.dwi_b0, dwi_b=args.dwi_b, b_value=args.b_value,
@@ -539,51 +540,6 @@ def _cmd_listen(args):
     return 0
 
 
-class CaseInputs(NamedTuple):
-    """What one case reads from disk: the series, the ADC (array, geometry, unit) and a mask."""
-
-    series: object
-    adc: object = None
-    adc_geometry: object = None
-    adc_unit: str | None = None
-    brain_mask: object = None
-
-
-def read_case_inputs(perfusion, *, series_id=None, modality=None, tr=None, te=None, diffusion=None,
-                     dwi_b0=None, dwi_b=None, b_value=1000.0, adc_unit=None, brain_mask=None,
-                     force_modality=False) -> CaseInputs:
-    """Read one case's inputs as ``analyze`` does (``cohort`` runs each case through this too):
-    the perfusion series (``tr``, ``te`` in s; ``force_modality``: analyse as ``modality`` even
-    when the file says otherwise), the ADC from ``diffusion`` or a DWI pair (``b_value`` s/mm²),
-    and a brain mask on the perfusion grid. Raises the library's errors."""
-    from .fileio import read_perfusion, read_volume
-
-    path = Path(perfusion)
-    if not path.exists():
-        from .errors import InputFileError
-
-        raise InputFileError(f"The perfusion input {path} does not exist.")
-    if series_id is not None and not (path.is_dir() or path.name.lower().endswith(".dcm")):
-        raise InputDataError(
-            f"--series chooses a series in a DICOM folder, but {path.name} is a single file: "
-            "remove --series, or give the DICOM folder with --perfusion."
-        )
-    if force_modality and modality is None:
-        raise InputDataError("--force-modality needs --modality mr|ct (the modality to analyse as).")
-    series = read_perfusion(path, modality=modality, tr=tr, te=te, series=series_id, force_modality=force_modality)
-    adc, adc_geometry, adc_unit = _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume)
-    mask = None
-    if brain_mask:
-        mask_array, mask_geometry = _read_3d(read_volume, brain_mask, "brain mask")
-        if not mask_geometry.same_grid(series.geometry, tolerance_mm=0.01):
-            raise InputDataError(
-                f"The brain mask {brain_mask} is not on the perfusion grid "
-                f"({mask_geometry.shape} vs {series.geometry.shape}): resample it first."
-            )
-        mask = mask_array > 0
-    return CaseInputs(series, adc, adc_geometry, adc_unit, mask)
-
-
 def _cmd_cohort(args):
     """``stroke-mismatch cohort``: every case of the manifest on Dask (see ``cohort.py``)."""
     from .cohort import (CohortProgress, check_cohort_out, dask_distributed, format_cohort_summary,
@@ -657,46 +613,6 @@ def _cmd_derived(args):
     else:
         print(format_summary(summary, out_dir))
     return _report_sends(sent)
-
-
-def _read_adc(diffusion, dwi_b0, dwi_b, b_value, adc_unit, read_volume):
-    """ADC (array, geometry, unit) from --diffusion, or computed from a --dwi-b0/--dwi-b pair."""
-    from .errors import InputDataError
-
-    pair = (dwi_b0, dwi_b)
-    if diffusion and any(pair):
-        raise InputDataError("Give either --diffusion (an ADC map) or --dwi-b0 with --dwi-b, not both.")
-    if diffusion:
-        adc, geometry = _read_3d(read_volume, diffusion, "ADC map")
-        return adc, geometry, adc_unit
-    if not any(pair):
-        return None, None, adc_unit
-    if not all(pair):
-        raise InputDataError("Computing the ADC needs both DWI images: --dwi-b0 PATH and --dwi-b PATH.")
-    from .dwi import adc_from_dwi
-
-    b0, b0_geometry = _read_3d(read_volume, dwi_b0, "b0 image")
-    weighted, weighted_geometry = _read_3d(read_volume, dwi_b, "diffusion-weighted image")
-    if not b0_geometry.same_grid(weighted_geometry, tolerance_mm=0.01):
-        raise InputDataError(
-            f"{dwi_b0} and {dwi_b} are not on the same grid: give the b0 and b-{b_value:g} "
-            "images of one DWI acquisition."
-        )
-    return adc_from_dwi(b0, weighted, b_value), b0_geometry, "1e-6"
-
-
-def _read_3d(read_volume, path, what):
-    path = Path(path)
-    if not path.exists():
-        from .errors import InputFileError
-
-        raise InputFileError(f"The {what} {path} does not exist.")
-    volume = read_volume(path)
-    if isinstance(volume, tuple):
-        array, geometry = volume[0], volume[1]
-    else:
-        array, geometry = volume.array, volume.geometry
-    return array, geometry
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ out of range) raises :class:`ManifestError` before anything runs (CLI exit 2). A
 files are missing, or whose analysis fails, is reported as failed with its reason (``error``
 column of ``cohort.csv``), and the cohort continues.
 
-**Each case** runs exactly what ``stroke-mismatch analyze`` runs (``cli.read_case_inputs``,
+**Each case** runs exactly what ``stroke-mismatch analyze`` runs (``caseinputs.read_case_inputs``,
 ``pipeline.run_case``, ``outputs.write_case_outputs``) into ``OUT/<subject>/``, with the
 settings given once for the cohort; a case's ``age``, ``nihss`` and ``collateral_score`` from
 the manifest override the shared ones. ``OUT/<subject>/cohort_case.json`` records the content
@@ -498,7 +498,7 @@ def run_case_task(case: CohortCase, out_dir: str, settings_values: dict, options
 
 
 def _analyse(case: CohortCase, folder: Path, settings, options: dict) -> dict:
-    from .cli import read_case_inputs
+    from .caseinputs import read_case_inputs
     from .outputs import write_case_outputs
     from .pipeline import run_case
 

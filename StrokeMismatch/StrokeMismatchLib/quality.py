@@ -58,6 +58,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+#: Below this fraction of the analysed brain with a valid ADC, the core may be missed (warning).
+ADC_MIN_COVERAGE = 0.95
+
+
+def adc_coverage_message(coverage: float) -> str:
+    """The warning for an ADC map that does not cover the analysed brain."""
+    return (f"The ADC map covers only {100 * coverage:.0f} % of the analysed brain: an ischemic core "
+            "outside it cannot be found, so the core may be underestimated. Check that the ADC and "
+            "the perfusion series are from the same session and cover the same region.")
+
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -405,9 +415,8 @@ def _check_values(maps, mask, modality):
 
 
 def adc_coverage_flags(coverage) -> list[QualityFlag]:
-    """A warning when the ADC covers less than ``analysis.ADC_MIN_COVERAGE`` of the analysed
+    """A warning when the ADC covers less than ``ADC_MIN_COVERAGE`` of the analysed
     brain (``coverage`` fraction 0–1, None for CT / no ADC)."""
-    from .analysis import ADC_MIN_COVERAGE, adc_coverage_message
 
     if coverage is None or coverage >= ADC_MIN_COVERAGE:
         return []

@@ -42,17 +42,18 @@ def thresholds_for(modality: str) -> tuple:
     return ("tmax_threshold", "core_adc") if modality == "mr" else ("tmax_threshold", "core_rcbf_percent")
 
 
-def verdict_stability(case, settings, rules) -> dict:
+def verdict_stability(case, settings, rules, analyse) -> dict:
     """The stability block of a case (JSON-ready).
 
     ``case`` a ``rethreshold.CaseMaps``; ``settings`` the ``LesionSettings`` used; ``rules`` the
-    case's trial rules (``criteria.RuleResult`` or their dicts, before the quality gate).
+    case's trial rules (``criteria.RuleResult`` or their dicts, before the quality gate);
+    ``analyse(case, settings) -> LesionAnalysis`` the lesion analysis of the maps
+    (``rethreshold.rethreshold``, passed in so that this module stays below it).
     Returns ``{"status": "stable" | "near_cutoff", "findings": [...], "ranges": {rule: {setting:
     [low, high]}}, "curves": {setting: {"values", "unit", volumes…, "verdicts": {rule: [...]}}},
     "margins": MARGINS, "limit_margin": LIMIT_MARGIN}``.
     """
     from .caserecord import RULE_KEYS
-    from .rethreshold import rethreshold
 
     current = {_key(rule, RULE_KEYS): _eligible(rule) for rule in rules}
     findings, ranges, curves = [], {key: {} for key in current}, {}
@@ -68,7 +69,7 @@ def verdict_stability(case, settings, rules) -> dict:
                 outcome = current
                 metrics = None
             else:
-                lesion = rethreshold(case, dataclasses.replace(settings, **{name: point}))
+                lesion = analyse(case, dataclasses.replace(settings, **{name: point}))
                 outcome = {_key(rule, RULE_KEYS): _eligible(rule) for rule in lesion.criteria}
                 metrics = lesion.metrics
             for key in verdicts:
