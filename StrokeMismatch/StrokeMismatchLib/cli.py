@@ -457,14 +457,7 @@ def _cmd_analyze(args):
         brain_mask=inputs.brain_mask, default_out=f"stroke-mismatch-{stem}",
         subject=subject_from_path(path.resolve()),
     )
-    sent = _dicom_out(args, result, summary)
-    if args.json:
-        print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
-    elif args.quiet:
-        print(format_one_line(summary))
-    else:
-        print(format_summary(summary, out_dir))
-    return _report_sends(sent)
+    return _send_and_print(args, result, summary, out_dir)
 
 
 def _check_dicom_out(args, series, inputs=None):
@@ -605,7 +598,12 @@ def _cmd_derived(args):
         derived = recomputed_result(case, core, hypo)
     summary = write_case_outputs(derived, out_dir, overwrite=args.overwrite, report=args.report,
                                  subject=args.subject)
-    sent = _dicom_out(args, derived, summary)
+    return _send_and_print(args, derived, summary, out_dir)
+
+
+def _send_and_print(args, result, summary, out_dir) -> int:
+    """DICOM results out (when asked), then the summary as --json, one --quiet line or the table."""
+    sent = _dicom_out(args, result, summary)
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False))
     elif args.quiet:

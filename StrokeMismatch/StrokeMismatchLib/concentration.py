@@ -119,18 +119,23 @@ def _flat(array):
     return np.reshape(array, (-1, array.shape[-1]))
 
 
+def _mask_index(mask, grid_shape):
+    """Flat indices of a bool ``mask`` on ``grid_shape`` (None: no mask); clear errors."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(grid_shape):
+        raise InputDataError(f"Mask shape {mask.shape} does not match the image grid {tuple(grid_shape)}.")
+    index = np.flatnonzero(mask)
+    if index.size == 0:
+        raise InputDataError("The mask is empty: give a mask that contains brain voxels.")
+    return index
+
+
 def mean_curve(signal, mask=None, *, chunk=CHUNK_VOXELS):
     """Mean curve [T] over ``mask`` (bool, leading shape) or all voxels, chunked (float64 sums)."""
     flat = _flat(np.asarray(signal))
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != signal.shape[:-1]:
-            raise InputDataError(f"Mask shape {mask.shape} does not match the image grid {signal.shape[:-1]}.")
-        index = np.flatnonzero(mask)
-        if index.size == 0:
-            raise InputDataError("The mask is empty: give a mask that contains brain voxels.")
-    else:
-        index = None
+    index = _mask_index(mask, signal.shape[:-1])
     total = np.zeros(flat.shape[-1])
     n = flat.shape[0] if index is None else index.size
     for start in range(0, n, chunk):
@@ -153,14 +158,8 @@ def earliest_enhancing_curve(signal, *, modality, mask=None, skip_frames=None, n
     skip = (2 if modality == "mr" else 0) if skip_frames is None else int(skip_frames)
     if skip + n_initial >= n:
         skip = 0
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != signal.shape[:-1]:
-            raise InputDataError(f"Mask shape {mask.shape} does not match the image grid {signal.shape[:-1]}.")
-        index = np.flatnonzero(mask)
-        if index.size == 0:
-            raise InputDataError("The mask is empty: give a mask that contains brain voxels.")
-    else:
+    index = _mask_index(mask, signal.shape[:-1])
+    if index is None:
         index = np.arange(flat.shape[0])
     change = np.empty(index.size)
     floor = 0.0
