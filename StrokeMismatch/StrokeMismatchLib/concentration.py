@@ -278,23 +278,18 @@ def recut_baseline(baseline: BaselineInfo, aif_curve, *, margin_frames=MARGIN_FR
             f"voxels (frame {provisional}): the baseline was not cut back to it (motion or noise, not blood?).")
         return out
     stop = max(baseline.start + 1, arrival - int(margin_frames))
-    if allow_extend and stop > baseline.stop + int(margin_frames):
+    extend = allow_extend and stop > baseline.stop + int(margin_frames)
+    if extend:
         out.warnings.append(
             f"The baseline was extended from frames {baseline.start}–{baseline.stop - 1} to "
             f"{baseline.start}–{stop - 1}: the AIF (an artery) arrives at frame {arrival}, so the earlier "
             "provisional arrival was noise.")
+    if extend or stop < baseline.stop:
         out.stop = stop
         out.recut = True
         out.bolus_arrival_index = arrival
-        out.arrival_source = "AIF (second pass; provisional arrival was noise)"
-        out.margin_frames = int(margin_frames)
-        out.warnings = [w for w in out.warnings if not w.startswith("Only ")]
-        return out
-    if stop < baseline.stop:
-        out.stop = stop
-        out.recut = True
-        out.bolus_arrival_index = arrival
-        out.arrival_source = "AIF (second pass)"
+        out.arrival_source = ("AIF (second pass; provisional arrival was noise)" if extend
+                              else "AIF (second pass)")
         out.margin_frames = int(margin_frames)
         out.warnings = [w for w in out.warnings if not w.startswith("Only ")]
         if stop - baseline.start < 3:
