@@ -340,3 +340,15 @@ def test_summary_table_starts_with_the_quality_status(scene):
         assert rows[1]["Key"] == "core_ml"
     else:  # before the quality gate lands the table starts with the metrics
         assert rows[0]["Key"] == "core_ml" and all(r["Key"] != "quality_status" for r in rows)
+
+
+def test_summary_table_states_stability_and_side_after_the_quality_status(scene):
+    """Real MRML table: the same order as the terminal and report page 1 (quality, verdict
+    stability, affected side, then volumes and verdicts)."""
+    stability = {"status": "near_cutoff", "findings": [{"message": "DEFUSE3: core volume 68 mL is within 10 % of < 70 mL"}]}
+    rows = mrmlio.table_rows(mrmlio.table_from_metrics({"core_ml": (68.0, "mL")}, [], quality=[],
+                                                       side="left", stability=stability))
+    keys = [row["Key"] for row in rows]
+    assert keys[:4] == ["quality_status", "stability_status", "affected_side", "core_ml"]
+    assert rows[1]["Verdict"] == "near a cut-off" and "68 mL" in rows[1]["Details"]
+    assert rows[2]["Verdict"] == "left"

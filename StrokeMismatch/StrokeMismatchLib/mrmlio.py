@@ -588,11 +588,13 @@ def _quality_status(flags):
 
 
 def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, name="Mismatch summary",
-                       scene=None):
+                       scene=None, side=None, stability=None):
     """A table node with columns Item, Value, Unit, Verdict, Details, Key.
 
     First the quality status (``quality.quality_status``: pass / warn / fail, key
-    ``quality_status``), then one row per metric (label, numeric value - NaN when undefined or
+    ``quality_status``), the verdict stability (``stability.verdict_stability``: stable / near a
+    cut-off, key ``stability_status``) and the affected side (key ``affected_side``) when given,
+    then one row per metric (label, numeric value - NaN when undefined or
     infinite, unit, flag and note), one per trial rule (its verdict and the reasons), then one per quality-control flag
     (``quality.QualityFlag`` or its dict: message, severity as the verdict, what it means for
     trusting the mismatch as the details; key ``quality:<code>``). Units vary per row, so they
@@ -616,6 +618,21 @@ def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, na
         units.InsertNextValue("")
         verdicts.InsertNextValue(str(status.get("status", "")))
         details.InsertNextValue(str(status.get("meaning", "")))
+    rows = []
+    if stability:
+        near = stability.get("status") == "near_cutoff"
+        rows.append(("Verdict stability", "stability_status", "near a cut-off" if near else "stable",
+                     "; ".join(f.get("message", "") for f in stability.get("findings") or []) if near else
+                     "no verdict changes within ±1 s Tmax, ±50 ADC / ±5 points rCBF, or ±10 % of a limit"))
+    if side is not None:
+        rows.append(("Affected side", "affected_side", side if side in ("left", "right") else "not determined", ""))
+    for item, key, verdict, detail in rows:
+        items.InsertNextValue(item)
+        keys.InsertNextValue(key)
+        values.InsertNextValue(math.nan)
+        units.InsertNextValue("")
+        verdicts.InsertNextValue(verdict)
+        details.InsertNextValue(detail)
     for key, raw in (metrics or {}).items():
         label, value, unit, note = _metric_value_unit(raw)
         if isinstance(value, bool):
@@ -867,7 +884,8 @@ def write_case_outputs(result, *, base_name="Perfusion", reuse=None, show_tmax_a
                                                       segmentation=reuse.get("segmentation"), keys=keys, scene=scene)
     outputs["table"] = table_from_metrics(result.lesion.metrics, result.lesion.criteria,
                                           quality=getattr(result, "quality", None) or (),
-                                          table=reuse.get("table"), name=prefix + "summary", scene=scene)
+                                          table=reuse.get("table"), name=prefix + "summary", scene=scene,
+                                          side=result.lesion.affected_side, stability=getattr(result, "stability", None))
     outputs["aifChart"] = plot_curves(result.series.times, inspector.case_curves(result), chart=reuse.get("aifChart"),
                                       name=prefix + "AIF", y_title="Concentration (a.u.)", scene=scene)
     analysed = dict(result.lesion.masks, brain=result.lesion.masks.get("brain", result.brain_mask))
