@@ -17,7 +17,7 @@ OBLIQUE = np.array([[-1.5, 0.1, 0.0, 10.0],
 
 
 def _without_status(rows):
-    """The rows after the quality-status row (present when ``quality.quality_status`` exists)."""
+    """The rows after the quality-status row."""
     return [row for row in rows if row["Key"] != "quality_status"]
 
 
@@ -334,12 +334,9 @@ def test_summary_table_starts_with_the_quality_status(scene):
 
     flags = [QualityFlag("short_scan", "warning", "The scan lasts 45 s (under 60 s).", "The bolus may not have passed.")]
     rows = mrmlio.table_rows(mrmlio.table_from_metrics({"core_ml": (10.0, "mL")}, [], quality=flags))
-    if hasattr(quality, "quality_status"):
-        assert rows[0]["Key"] == "quality_status" and rows[0]["Item"] == "Quality status"
-        assert rows[0]["Verdict"] == quality.quality_status(flags)["status"] == "warn"
-        assert rows[1]["Key"] == "core_ml"
-    else:  # before the quality gate lands the table starts with the metrics
-        assert rows[0]["Key"] == "core_ml" and all(r["Key"] != "quality_status" for r in rows)
+    assert rows[0]["Key"] == "quality_status" and rows[0]["Item"] == "Quality status"
+    assert rows[0]["Verdict"] == quality.quality_status(flags)["status"] == "warn"
+    assert rows[1]["Key"] == "core_ml"
 
 
 def test_summary_table_states_stability_and_side_after_the_quality_status(scene):

@@ -59,7 +59,7 @@ def _centre():
 def _analyse(case, settings):
     lesion = rethreshold(case, settings)
     case.hemispheres = lesion.hemispheres  # the sweep reuses the plane, as run_case's does
-    return lesion, verdict_stability(case, settings, lesion.criteria, rethreshold)
+    return lesion, verdict_stability(case, settings, lesion.criteria, rethreshold, lesion.metrics)
 
 
 def test_a_core_just_under_70_ml_is_near_a_cut_off():
@@ -85,6 +85,7 @@ def test_a_verdict_that_flips_within_5_points_of_rcbf_is_near_and_its_range_is_r
     curve = block["curves"]["core_rcbf_percent"]
     values, core = curve["values"], curve["core_ml"]
     assert 38.0 < core[values.index(25.0)] < 41.0
+    assert core[values.index(30.0)] == lesion.metrics["core_ml"].value  # the case's own value
     assert curve["verdicts"]["DEFUSE3"][values.index(25.0)] is True
 
 

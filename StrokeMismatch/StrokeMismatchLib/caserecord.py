@@ -181,8 +181,9 @@ def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected
                   derived_from: dict, warnings=(), stability=None) -> CaseRecord:
     """The record of a case derived from a previous one (re-thresholded maps or hand-corrected
     masks): inputs, AIF and the analysis facts are the previous record's; volumes, verdicts,
-    settings and clean-up are new; ``derived_from`` says what changed. The previous quality
-    findings still hold (and still gate the verdicts)."""
+    settings and clean-up are new; ``derived_from`` says what changed. ``criteria`` are the
+    rules already gated by ``quality_flags`` (``criteria.apply_quality_gate``; the callers in
+    ``rethreshold.py`` gate them), which are reported as the case's quality."""
     from .metrics import metrics_to_dict
 
     metrics_dict = jsonable(metrics_to_dict(metrics))
@@ -198,19 +199,11 @@ def derive_record(previous: dict, *, metrics, criteria, settings: dict, affected
     return CaseRecord(
         subject=previous.get("subject") or "unnamed", modality=previous.get("modality"),
         affected_side=side if side in ("left", "right") else None, headline=headline, notes=notes,
-        criteria=criteria_block(gate_verdicts(criteria, quality_flags)), quality=quality_block(quality_flags),
+        criteria=criteria_block(criteria), quality=quality_block(quality_flags),
         warnings=_unique(list(previous.get("warnings") or []) + [str(w) for w in warnings]),
         settings=settings, inputs=previous.get("inputs") or {}, aif=previous.get("aif") or {},
         metrics=metrics_dict, analysis=analysis, software=software, stability=stability,
         extra={"derived_from": jsonable(derived_from)})
-
-
-def gate_verdicts(rules, flags) -> list:
-    """Trial rules after the quality gate (a failing finding makes every verdict indeterminate)."""
-    from . import criteria as criteria_module
-
-    gate = getattr(criteria_module, "apply_quality_gate", None)
-    return list(gate(rules, flags)) if gate is not None else list(rules)
 
 
 def headline_numbers(metrics: dict) -> tuple[dict, dict]:
@@ -251,15 +244,9 @@ def criteria_block(rules) -> dict:
 
 def quality_block(flags) -> dict:
     """``quality`` of summary.json: ``status`` pass | warn | fail and every finding."""
-    from . import quality
+    from .quality import quality_status
 
-    status_of = getattr(quality, "quality_status", None)
-    if status_of is not None:
-        return jsonable(status_of(flags))
-    findings = [flag.to_dict() if hasattr(flag, "to_dict") else dict(flag) for flag in flags]
-    severities = {f.get("severity") for f in findings}
-    status = "fail" if "error" in severities else "warn" if "warning" in severities else "pass"
-    return {"status": status, "findings": findings}
+    return jsonable(quality_status(flags))
 
 
 def subject_from_path(path) -> str:

@@ -577,14 +577,10 @@ def _criterion_fields(criterion):
 
 
 def _quality_status(flags):
-    """``quality.quality_status(flags)`` (pass / warn / fail and its meaning), or None while the
-    library has no such function."""
-    from . import quality as quality_module
+    """``quality.quality_status(flags)``: pass / warn / fail and its meaning."""
+    from .quality import quality_status
 
-    function = getattr(quality_module, "quality_status", None)
-    if function is None:
-        return None
-    return function([flag.to_dict() if hasattr(flag, "to_dict") else dict(flag) for flag in (flags or ())])
+    return quality_status([flag.to_dict() if hasattr(flag, "to_dict") else dict(flag) for flag in (flags or ())])
 
 
 def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, name="Mismatch summary",
@@ -610,14 +606,13 @@ def table_from_metrics(metrics: dict, criteria=(), *, quality=(), table=None, na
     for array, column in ((items, "Item"), (values, "Value"), (units, "Unit"), (verdicts, "Verdict"),
                           (details, "Details"), (keys, "Key")):
         array.SetName(column)
-    status = _quality_status(quality)
-    if status is not None:  # first: can this case support a verdict at all?
-        items.InsertNextValue("Quality status")
-        keys.InsertNextValue("quality_status")
-        values.InsertNextValue(math.nan)
-        units.InsertNextValue("")
-        verdicts.InsertNextValue(str(status.get("status", "")))
-        details.InsertNextValue(str(status.get("meaning", "")))
+    status = _quality_status(quality)  # first: can this case support a verdict at all?
+    items.InsertNextValue("Quality status")
+    keys.InsertNextValue("quality_status")
+    values.InsertNextValue(math.nan)
+    units.InsertNextValue("")
+    verdicts.InsertNextValue(str(status.get("status", "")))
+    details.InsertNextValue(str(status.get("meaning", "")))
     rows = []
     if stability:
         near = stability.get("status") == "near_cutoff"

@@ -350,12 +350,11 @@ def run_case(
     # 9. verdict stability: the lesion analysis again around each threshold (no deconvolution)
     if settings.verdict_stability:
         from .rethreshold import CaseMaps, rethreshold
-        from .stability import fill_current_volumes, verdict_stability
+        from .stability import verdict_stability
 
         bar.step("stability", "Verdict stability around the thresholds")
-        block = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings, ungated_criteria,
-                                  rethreshold)
-        result.stability = fill_current_volumes(block, lesion.metrics)
+        result.stability = verdict_stability(CaseMaps.from_result(result, summary={}), lesion_settings,
+                                             ungated_criteria, rethreshold, lesion.metrics)
         lap("stability")
     bar.report(1.0, "Done")
     return result

@@ -312,9 +312,9 @@ def rethresholded_result(case: CaseMaps, overrides: dict) -> DerivedResult:
     data = lesion.to_dict()
     stability = None
     if (case.summary.get("settings") or {}).get("verdict_stability", True):
-        from .stability import fill_current_volumes, verdict_stability
+        from .stability import verdict_stability
 
-        stability = fill_current_volumes(verdict_stability(case, settings, lesion.criteria, rethreshold), lesion.metrics)
+        stability = verdict_stability(case, settings, lesion.criteria, rethreshold, lesion.metrics)
     # The quality gate (issue 9): the case's findings, with those about the masks recomputed.
     from .criteria import apply_quality_gate
     from .quality import refresh_lesion_flags

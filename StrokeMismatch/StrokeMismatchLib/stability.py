@@ -42,13 +42,14 @@ def thresholds_for(modality: str) -> tuple:
     return ("tmax_threshold", "core_adc") if modality == "mr" else ("tmax_threshold", "core_rcbf_percent")
 
 
-def verdict_stability(case, settings, rules, analyse) -> dict:
+def verdict_stability(case, settings, rules, analyse, metrics=None) -> dict:
     """The stability block of a case (JSON-ready).
 
     ``case`` a ``rethreshold.CaseMaps``; ``settings`` the ``LesionSettings`` used; ``rules`` the
     case's trial rules (``criteria.RuleResult`` or their dicts, before the quality gate);
     ``analyse(case, settings) -> LesionAnalysis`` the lesion analysis of the maps
-    (``rethreshold.rethreshold``, passed in so that this module stays below it).
+    (``rethreshold.rethreshold``, passed in so that this module stays below it); ``metrics`` the
+    case's own metrics (name -> ``metrics.Metric``), the curves' volumes at the threshold used.
     Returns ``{"status": "stable" | "near_cutoff", "findings": [...], "ranges": {rule: {setting:
     [low, high]}}, "curves": {setting: {"values", "unit", volumes…, "verdicts": {rule: [...]}}},
     "margins": MARGINS, "limit_margin": LIMIT_MARGIN}``.
@@ -66,16 +67,15 @@ def verdict_stability(case, settings, rules, analyse) -> dict:
         volumes = {"core_ml": [], "hypoperfusion_ml": [], "penumbra_ml": []}
         for point in points:
             if point == value:
-                outcome = current
-                metrics = None
+                outcome, found = current, metrics
             else:
                 lesion = analyse(case, dataclasses.replace(settings, **{name: point}))
                 outcome = {_key(rule, RULE_KEYS): _eligible(rule) for rule in lesion.criteria}
-                metrics = lesion.metrics
+                found = lesion.metrics
             for key in verdicts:
                 verdicts[key].append(outcome.get(key))
             for volume in volumes:
-                volumes[volume].append(None if metrics is None else metrics[volume].value)
+                volumes[volume].append(None if found is None else found[volume].value)
         curves[name] = {"values": points, "unit": UNITS[name], "value_used": value,
                         "moves": CURVE_VOLUME[name], **volumes, "verdicts": verdicts}
         index = points.index(value)
@@ -99,19 +99,8 @@ def verdict_stability(case, settings, rules, analyse) -> dict:
             near = _near_limit(criterion)
             if near:
                 findings.append({"rule": key, "setting": None, "message": f"{key}: {near}"})
-    # the curves' value at the threshold used: fill from the case's own metrics
     return {"status": "near_cutoff" if findings else "stable", "findings": findings, "ranges": ranges,
             "curves": curves, "margins": dict(MARGINS), "limit_margin": LIMIT_MARGIN}
-
-
-def fill_current_volumes(block: dict, metrics: dict) -> dict:
-    """Put the case's own volumes at the threshold used into the curves (the sweep skips it)."""
-    for curve in block.get("curves", {}).values():
-        index = curve["values"].index(curve["value_used"])
-        for volume in ("core_ml", "hypoperfusion_ml", "penumbra_ml"):
-            entry = metrics.get(volume)
-            curve[volume][index] = getattr(entry, "value", entry.get("value") if isinstance(entry, dict) else None)
-    return block
 
 
 # --------------------------------------------------------------------------------------------
