@@ -100,7 +100,8 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
     series = result.series
     geometry = series.geometry
     lesion = result.lesion
-    metrics = _metrics_dict(lesion)
+    lesion_dict = lesion.to_dict() if hasattr(lesion, "to_dict") else {}
+    metrics = jsonable(lesion_dict.get("metrics") or {})
     headline, notes = headline_numbers(metrics)
     metadata = dict(getattr(series, "metadata", None) or {})
     reader_warnings = [str(w) for w in metadata.pop("warnings", None) or []]
@@ -108,7 +109,6 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
     aif_voxels = np.asarray(getattr(result.aif, "voxels", np.zeros((0, 3))), dtype=int).reshape(-1, 3)
     aif_ras = geometry.ijk_to_ras_points(aif_voxels[:, ::-1]) if aif_voxels.size else np.zeros((0, 3))
     brain_voxels = int(np.count_nonzero(result.brain_mask))
-    lesion_dict = lesion.to_dict() if hasattr(lesion, "to_dict") else {}
     method = getattr(result.maps, "method", result.settings.method)
     return CaseRecord(
         subject=subject or subject_from_path(metadata.get("path") or series.source),
@@ -116,7 +116,7 @@ def build_case_record(result, *, subject: str | None = None, extra_warnings=()) 
         affected_side=_side(lesion),
         headline=headline,
         notes=notes,
-        criteria=criteria_block(getattr(lesion, "criteria", []) or []),
+        criteria=criteria_block(lesion_dict.get("criteria") or []),
         quality=quality_block(result.quality),
         warnings=warnings,
         settings=result.settings.to_dict(),
@@ -313,13 +313,6 @@ def _csv_value(value):
 # --------------------------------------------------------------------------------------------
 def _verdict_text(eligible) -> str:
     return {True: "eligible", False: "not eligible"}.get(eligible, "indeterminate")
-
-
-def _metrics_dict(lesion) -> dict:
-    from .metrics import metrics_to_dict
-
-    metrics = getattr(lesion, "metrics", None) or {}
-    return jsonable(metrics_to_dict(metrics)) if metrics else {}
 
 
 def _side(lesion) -> str | None:
